@@ -1,0 +1,6 @@
+//! `clone-lxc`: not implemented yet (see the issues).
+
+fn main() -> std::process::ExitCode {
+    eprintln!("error: clone-lxc is not implemented yet");
+    std::process::ExitCode::from(1)
+}

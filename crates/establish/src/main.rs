@@ -1,0 +1,6 @@
+//! `establish`: not implemented yet (see the issues).
+
+fn main() -> std::process::ExitCode {
+    eprintln!("error: establish is not implemented yet");
+    std::process::ExitCode::from(1)
+}

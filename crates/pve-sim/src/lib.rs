@@ -1,0 +1,1 @@
+//! pve-sim: a Proxmox VE host in a directory (`../shared/docs/simulator.md`).

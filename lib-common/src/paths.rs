@@ -1,0 +1,101 @@
+//! Where things are: the install PREFIX, the host root every host-absolute path is read and
+//! written under, and the locations of the two configuration files (`architecture.md`,
+//! "Installed layout" and "Host paths").
+
+use std::path::{Path, PathBuf};
+
+/// Default install prefix on a Proxmox host.
+pub const DEFAULT_PREFIX: &str = "/usr/local/phoenix_hypervisor";
+pub const HYPERVISOR_CONFIG_NAME: &str = "phoenix_hypervisor_config.json";
+pub const LXC_CONFIG_NAME: &str = "phoenix_lxc_configs.json";
+pub const LXC_SCHEMA_NAME: &str = "phoenix_lxc_configs.schema.json";
+pub const HYPERVISOR_SCHEMA_NAME: &str = "phoenix_hypervisor_config.schema.json";
+pub const MARKER_NAME: &str = ".phoenix_hypervisor_initialized";
+/// Host-absolute path of the run lock.
+pub const LOCK_FILE: &str = "/run/lock/phoenix_hypervisor.lock";
+/// Host-absolute default log file.
+pub const DEFAULT_LOG_FILE: &str = "/var/log/phoenix_hypervisor.log";
+/// Host-absolute cache for downloads (NVIDIA runfile).
+pub const CACHE_DIR: &str = "/var/cache/phoenix_hypervisor";
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// PREFIX: `PHOENIX_ROOT` or `/usr/local/phoenix_hypervisor`.
+pub fn prefix() -> PathBuf {
+    env_path("PHOENIX_ROOT").unwrap_or_else(|| PathBuf::from(DEFAULT_PREFIX))
+}
+
+/// The host's `/`: `PHOENIX_HOST_ROOT` (tests and the simulator) or `/`.
+pub fn host_root() -> PathBuf {
+    env_path("PHOENIX_HOST_ROOT").unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// A host-absolute path as this process must open it: `host_root() + path`.
+/// Relative paths are returned unchanged (they are relative to the working directory).
+pub fn host_path(path: impl AsRef<Path>) -> PathBuf {
+    under_root(&host_root(), path.as_ref())
+}
+
+/// `root + path` for an absolute `path`; `path` itself when relative.
+pub fn under_root(root: &Path, path: &Path) -> PathBuf {
+    match path.strip_prefix("/") {
+        Ok(rel) => root.join(rel),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+pub fn bin_dir() -> PathBuf {
+    prefix().join("bin")
+}
+
+pub fn etc_dir() -> PathBuf {
+    prefix().join("etc")
+}
+
+pub fn lib_dir() -> PathBuf {
+    prefix().join("lib")
+}
+
+/// `HYPERVISOR_CONFIG_FILE`, else PREFIX/etc/phoenix_hypervisor_config.json.
+pub fn hypervisor_config_file() -> PathBuf {
+    env_path("HYPERVISOR_CONFIG_FILE").unwrap_or_else(|| etc_dir().join(HYPERVISOR_CONFIG_NAME))
+}
+
+/// `LXC_CONFIG_FILE`, else PREFIX/etc/phoenix_lxc_configs.json.
+pub fn lxc_config_file() -> PathBuf {
+    env_path("LXC_CONFIG_FILE").unwrap_or_else(|| etc_dir().join(LXC_CONFIG_NAME))
+}
+
+/// `PHOENIX_LOG_FILE`, else HOST_ROOT/var/log/phoenix_hypervisor.log.
+pub fn log_file() -> PathBuf {
+    env_path("PHOENIX_LOG_FILE").unwrap_or_else(|| host_path(DEFAULT_LOG_FILE))
+}
+
+/// The installed path of a step under the design document's name, e.g.
+/// `PREFIX/bin/phoenix_hypervisor_create_lxc.sh`.
+pub fn step_path(design_name: &str) -> PathBuf {
+    bin_dir().join(format!("{design_name}.sh"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_root_joins_absolute_paths_only() {
+        let root = Path::new("/tmp/host");
+        assert_eq!(
+            under_root(root, Path::new("/etc/pve/lxc/100.conf")),
+            Path::new("/tmp/host/etc/pve/lxc/100.conf")
+        );
+        assert_eq!(
+            under_root(Path::new("/"), Path::new("/dev/nvidia0")),
+            Path::new("/dev/nvidia0")
+        );
+        assert_eq!(under_root(root, Path::new("rel/x")), Path::new("rel/x"));
+    }
+}
