@@ -1,1 +1,339 @@
-//! End-to-end tests live in `tests/tests/`; this crate has no library code of its own.
+//! Test harness for the end-to-end tests in `tests/tests/`: a simulated Proxmox host (pve-sim) in
+//! a temporary directory, the product's binaries run against it, and readers for the resulting
+//! host state (conf files, journal).
+//!
+//! The binaries are the ones `cargo test --workspace` builds into `target/<profile>/`. PREFIX is
+//! `HOST_ROOT/usr/local/phoenix_hypervisor`, so the host-absolute `core_paths` of the reference
+//! configuration resolve inside the simulated host exactly as on a real one.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The reference OS template path the upstream configs name.
+pub const OSTEMPLATE: &str =
+    "/fastData/shared-iso/template/cache/ubuntu-24.04-standard_24.04-2_amd64.tar.zst";
+pub const PREFIX_IN_HOST: &str = "/usr/local/phoenix_hypervisor";
+
+/// `target/<profile>/`, where the workspace binaries are.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    assert!(
+        dir.join("pct").is_file(),
+        "pve-sim's binaries are not built in {}: run `cargo test --workspace` (or `cargo build --workspace`) first",
+        dir.display()
+    );
+    dir
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The reference configuration files of one upstream revision (`upstream-185f0ab`, `upstream-214aa23`).
+pub fn fixture(rev: &str, file: &str) -> PathBuf {
+    workspace_root().join("tests/fixtures").join(rev).join(file)
+}
+
+/// Result of one command.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panic with the whole output unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect_code(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        self.expect_code(0)
+    }
+}
+
+/// One line of pve-sim's journal.
+#[derive(Debug, Clone)]
+pub struct JournalEntry {
+    pub argv: Vec<String>,
+    pub exit: i64,
+    pub mutating: bool,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+impl JournalEntry {
+    /// `pct clone 900 901 ...` → `"clone"`.
+    pub fn subcommand(&self) -> &str {
+        self.argv.get(1).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// A simulated Proxmox host in a temporary directory.
+pub struct Host {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    bin: PathBuf,
+    hv_config: PathBuf,
+    lxc_config: PathBuf,
+}
+
+impl Host {
+    /// A host laid out for the reference configuration: storage `lxc-disks` (zfspool), 2 GPUs,
+    /// driver 580.76.05, the Ubuntu 24.04 ostemplate; the 214aa23 reference configs installed
+    /// under PREFIX/etc.
+    pub fn reference() -> Host {
+        let host = Host::init(&[
+            "--storage",
+            "lxc-disks:zfspool",
+            "--gpus",
+            "2",
+            "--nvidia-driver",
+            "580.76.05",
+            "--ostemplate",
+            OSTEMPLATE,
+        ]);
+        host.install_configs(
+            &fixture("upstream-214aa23", "phoenix_hypervisor_config.json"),
+            &fixture("upstream-214aa23", "phoenix_lxc_configs.json"),
+        );
+        host
+    }
+
+    /// `pve-sim init --host-root <tmp> <args>`.
+    pub fn init(args: &[&str]) -> Host {
+        let dir = tempfile::Builder::new()
+            .prefix("phoenix-host-")
+            .tempdir()
+            .expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let bin = bin_dir();
+        let out = Command::new(bin.join("pve-sim"))
+            .arg("init")
+            .arg("--host-root")
+            .arg(&root)
+            .args(args)
+            .env("PHOENIX_HOST_ROOT", &root)
+            .output()
+            .expect("run pve-sim init");
+        Run::from(out).ok();
+        let etc = root
+            .join(PREFIX_IN_HOST.trim_start_matches('/'))
+            .join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        Host {
+            hv_config: etc.join("phoenix_hypervisor_config.json"),
+            lxc_config: etc.join("phoenix_lxc_configs.json"),
+            _dir: dir,
+            root,
+            bin,
+        }
+    }
+
+    /// The simulated host's `/`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A host-absolute path inside the simulated host.
+    pub fn path(&self, host_abs: &str) -> PathBuf {
+        self.root.join(host_abs.trim_start_matches('/'))
+    }
+
+    /// PREFIX (inside the simulated host).
+    pub fn prefix(&self) -> PathBuf {
+        self.path(PREFIX_IN_HOST)
+    }
+
+    pub fn lxc_config_path(&self) -> &Path {
+        &self.lxc_config
+    }
+
+    pub fn hypervisor_config_path(&self) -> &Path {
+        &self.hv_config
+    }
+
+    /// Copy both config files into PREFIX/etc.
+    pub fn install_configs(&self, hypervisor: &Path, lxc: &Path) {
+        std::fs::copy(hypervisor, &self.hv_config).expect("copy hypervisor config");
+        std::fs::copy(lxc, &self.lxc_config).expect("copy lxc config");
+    }
+
+    /// Replace the LXC config with `json`.
+    pub fn write_lxc_config(&self, json: &serde_json::Value) {
+        std::fs::write(
+            &self.lxc_config,
+            serde_json::to_string_pretty(json).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// The LXC config as JSON, to edit in a test.
+    pub fn lxc_config(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&self.lxc_config).unwrap()).unwrap()
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.path("/var/log/phoenix_hypervisor.log")
+    }
+
+    /// A command for `program` (a workspace binary name, or any program on PATH) with the
+    /// host's environment: PATH with the workspace binaries (pve-sim's `pct`, `curl`, ...) first.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let program = program.as_ref();
+        let local = self.bin.join(program);
+        let mut cmd = if local.is_file() {
+            Command::new(local)
+        } else {
+            Command::new(program)
+        };
+        let path = std::env::join_paths(std::iter::once(self.bin.clone()).chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+        ))
+        .unwrap();
+        cmd.env("PATH", path)
+            .env("PHOENIX_HOST_ROOT", &self.root)
+            .env("PHOENIX_ROOT", self.prefix())
+            .env("LXC_CONFIG_FILE", &self.lxc_config)
+            .env("HYPERVISOR_CONFIG_FILE", &self.hv_config)
+            .env("PHOENIX_LOG_FILE", self.log_file())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run `program args...` and collect its output.
+    pub fn run<I, S>(&self, program: &str, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Run::from(
+            self.command(program)
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("run {program}: {e}")),
+        )
+    }
+
+    /// `pct args...` against this host.
+    pub fn pct(&self, args: &[&str]) -> Run {
+        self.run("pct", args)
+    }
+
+    /// The CT's conf file, or `None` when it does not exist.
+    pub fn conf(&self, ctid: u32) -> Option<String> {
+        std::fs::read_to_string(self.path(&format!("/etc/pve/lxc/{ctid}.conf"))).ok()
+    }
+
+    /// The main section of the CT's conf (before the first `[section]`).
+    pub fn conf_main(&self, ctid: u32) -> String {
+        let conf = self
+            .conf(ctid)
+            .unwrap_or_else(|| panic!("CT {ctid} has no conf"));
+        conf.lines()
+            .take_while(|l| !l.starts_with('['))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    /// Snapshot names of a CT, from its conf sections.
+    pub fn snapshots(&self, ctid: u32) -> Vec<String> {
+        self.conf(ctid)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+            .filter(|s| *s != "pve:pending")
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `pct status` says running.
+    pub fn is_running(&self, ctid: u32) -> bool {
+        self.pct(&["status", &ctid.to_string()]).stdout.trim() == "status: running"
+    }
+
+    /// Write pve-sim's faults file.
+    pub fn set_faults(&self, rules: &str) {
+        let p = self.path("/etc/pve-sim/faults");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, rules).unwrap();
+    }
+
+    /// Write pve-sim's latency file.
+    pub fn set_latency(&self, rules: &str) {
+        let p = self.path("/etc/pve-sim/latency");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, rules).unwrap();
+    }
+
+    /// Every journal entry so far.
+    pub fn journal(&self) -> Vec<JournalEntry> {
+        let text = std::fs::read_to_string(self.path("/var/log/pve-sim/journal.jsonl"))
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("journal line {l}: {e}"));
+                JournalEntry {
+                    argv: v["argv"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|a| a.as_str().unwrap().to_string())
+                        .collect(),
+                    exit: v["exit"].as_i64().unwrap(),
+                    mutating: v["mutating"].as_bool().unwrap(),
+                    start_ms: v["start_ms"].as_u64().unwrap_or(0),
+                    end_ms: v["end_ms"].as_u64().unwrap_or(0),
+                }
+            })
+            .collect()
+    }
+
+    /// Number of journal entries so far: pass to [`Host::journal_since`].
+    pub fn journal_mark(&self) -> usize {
+        self.journal().len()
+    }
+
+    pub fn journal_since(&self, mark: usize) -> Vec<JournalEntry> {
+        self.journal().split_off(mark)
+    }
+
+    /// Mutating calls since `mark`, as argv strings (for readable assertion messages).
+    pub fn mutating_since(&self, mark: usize) -> Vec<String> {
+        self.journal_since(mark)
+            .into_iter()
+            .filter(|e| e.mutating)
+            .map(|e| e.argv.join(" "))
+            .collect()
+    }
+}
