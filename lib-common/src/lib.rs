@@ -3,11 +3,13 @@
 //!
 //! - [`config`]: the typed model of both JSON files and loading them.
 //! - [`error`]: the error kinds and the one place they become exit codes.
+//! - [`install`]: the installed layout (xtask install, the Debian package, the test harness).
 //! - [`paths`]: PREFIX, `PHOENIX_HOST_ROOT`, config file locations.
 //! - [`logging`]: the shared log file format.
 
 pub mod config;
 pub mod error;
+pub mod install;
 pub mod logging;
 pub mod paths;
 
