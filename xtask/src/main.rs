@@ -47,7 +47,11 @@ enum Command {
     /// Run the benchmarks (validation, pct call cost, orchestrator).
     Bench,
     /// Build a Debian package (amd64) into target/deb/.
-    Deb,
+    Deb {
+        /// Package the debug build instead (faster to build).
+        #[arg(long)]
+        debug: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,7 +61,7 @@ fn main() -> ExitCode {
         Command::Uninstall { root } => build::uninstall(root),
         Command::Demo { host_root } => demo::run(host_root),
         Command::Bench => build::bench(),
-        Command::Deb => deb::build(),
+        Command::Deb { debug } => deb::build(!debug),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
