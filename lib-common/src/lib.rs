@@ -10,5 +10,7 @@ pub mod config;
 pub mod error;
 pub mod logging;
 pub mod paths;
+pub mod plan;
+pub mod validate;
 
 pub use error::{Error, ErrorKind, Result};
