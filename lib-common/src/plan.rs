@@ -245,3 +245,155 @@ pub fn dependency_order(lxc: &LxcConfigFile) -> Vec<Ctid> {
 pub fn with_ancestors(lxc: &LxcConfigFile, ctids: &BTreeSet<Ctid>) -> BTreeSet<Ctid> {
     plan(lxc).with_ancestors(ctids)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{from_value, parse_json, read_file};
+    use std::path::Path;
+
+    fn reference() -> LxcConfigFile {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/upstream-214aa23/phoenix_lxc_configs.json");
+        from_value(&p, parse_json(&p, &read_file(&p).unwrap()).unwrap()).unwrap()
+    }
+
+    /// A standard CT without a source, with the given capabilities.
+    fn standard(
+        lxc: &mut LxcConfigFile,
+        id: u32,
+        gpu: bool,
+        docker: bool,
+        vllm: bool,
+        unpriv: bool,
+    ) {
+        let mut ct = lxc.lxc_configs[&Ctid(910)].clone();
+        ct.clone_from_template_ctid = None;
+        ct.gpu_assignment = Some(if gpu { "0" } else { "none" }.into());
+        ct.features = Some(if docker { "nesting=1" } else { "" }.into());
+        ct.vllm_model = vllm.then(|| "m".into());
+        ct.unprivileged = unpriv;
+        lxc.lxc_configs.insert(Ctid(id), ct);
+    }
+
+    fn ids(v: &[u32]) -> Vec<Ctid> {
+        v.iter().map(|&c| Ctid(c)).collect()
+    }
+
+    #[test]
+    fn reference_plan_and_order() {
+        let lxc = reference();
+        let plan = plan(&lxc);
+        assert_eq!(
+            plan.entries[&Ctid(900)].action,
+            Action::Create {
+                ostemplate: lxc.lxc_configs[&Ctid(900)].template.clone()
+            }
+        );
+        assert_eq!(
+            plan.entries[&Ctid(950)].action,
+            Action::Clone {
+                source: Ctid(920),
+                snapshot: "vllm-base-snapshot".into()
+            }
+        );
+        assert!(plan.entries[&Ctid(950)].reason.contains("names 920"));
+        assert_eq!(plan.order(), ids(&[900, 901, 902, 903, 910, 920, 950]));
+    }
+
+    #[test]
+    fn order_puts_sources_first_then_ascending_ctid() {
+        let mut lxc = reference();
+        // 100 clones 920; 905 is a template cloned from 950's sibling chain end.
+        let mut c100 = lxc.lxc_configs[&Ctid(950)].clone();
+        c100.name = "early".into();
+        lxc.lxc_configs.insert(Ctid(100), c100);
+        let mut t = lxc.lxc_configs[&Ctid(902)].clone();
+        t.clone_from_template_ctid = Some("920".into());
+        lxc.lxc_configs.insert(Ctid(905), t);
+        assert_eq!(
+            dependency_order(&lxc),
+            ids(&[900, 901, 902, 903, 910, 920, 100, 905, 950])
+        );
+    }
+
+    #[test]
+    fn template_choice_takes_most_capabilities_the_ct_has() {
+        let mut lxc = reference();
+        standard(&mut lxc, 200, true, true, false, false); // GPU+Docker, privileged
+        standard(&mut lxc, 201, false, true, false, true); // Docker, unprivileged
+        standard(&mut lxc, 202, false, false, false, true); // nothing, unprivileged
+        standard(&mut lxc, 203, false, false, false, false); // nothing, privileged
+        standard(&mut lxc, 204, true, true, true, false); // everything, privileged
+        assert_eq!(choose_template(&lxc, Ctid(200)), Some(Ctid(903)));
+        assert_eq!(choose_template(&lxc, Ctid(201)), Some(Ctid(902)));
+        assert_eq!(choose_template(&lxc, Ctid(202)), Some(Ctid(900)));
+        // The only capability-free template (900) is unprivileged: none fits.
+        assert_eq!(choose_template(&lxc, Ctid(203)), None);
+        assert_eq!(choose_template(&lxc, Ctid(204)), Some(Ctid(920)));
+        // Explicit sources and templates are never "chosen".
+        assert_eq!(choose_template(&lxc, Ctid(950)), None);
+        assert_eq!(choose_template(&lxc, Ctid(901)), None);
+        let plan = plan(&lxc);
+        let p = &plan.entries[&Ctid(203)];
+        assert!(matches!(p.action, Action::Create { .. }));
+        assert!(p.reason.contains("no template fits"), "{}", p.reason);
+        let p = &plan.entries[&Ctid(200)];
+        assert_eq!(
+            p.action,
+            Action::Clone {
+                source: Ctid(903),
+                snapshot: "docker-gpu-snapshot".into()
+            }
+        );
+        assert!(p.reason.contains("best template is 903"), "{}", p.reason);
+        // Chosen sources order like explicit ones.
+        let order = plan.order();
+        let pos = |c: u32| order.iter().position(|&x| x == Ctid(c)).unwrap();
+        assert!(pos(903) < pos(200) && pos(902) < pos(201));
+    }
+
+    #[test]
+    fn template_choice_ties_go_to_the_lowest_ctid() {
+        let mut lxc = reference();
+        let mut t = lxc.lxc_configs[&Ctid(902)].clone();
+        t.template_snapshot_name = Some("other".into());
+        lxc.lxc_configs.insert(Ctid(899), t.clone());
+        lxc.lxc_configs.insert(Ctid(904), t);
+        standard(&mut lxc, 201, false, true, false, true);
+        assert_eq!(choose_template(&lxc, Ctid(201)), Some(Ctid(899)));
+        lxc.lxc_configs.remove(&Ctid(899));
+        assert_eq!(choose_template(&lxc, Ctid(201)), Some(Ctid(902)));
+    }
+
+    #[test]
+    fn ancestors_for_only() {
+        let plan = plan(&reference());
+        let set = |v: &[u32]| v.iter().map(|&c| Ctid(c)).collect::<BTreeSet<_>>();
+        assert_eq!(
+            plan.with_ancestors(&set(&[950])),
+            set(&[900, 902, 903, 920, 950])
+        );
+        assert_eq!(
+            plan.with_ancestors(&set(&[910, 901])),
+            set(&[900, 901, 902, 910])
+        );
+        assert_eq!(plan.with_ancestors(&set(&[900])), set(&[900]));
+    }
+
+    #[test]
+    fn cycles_terminate() {
+        let mut lxc = reference();
+        lxc.lxc_configs
+            .get_mut(&Ctid(900))
+            .unwrap()
+            .clone_from_template_ctid = Some("950".into());
+        let plan = plan(&lxc);
+        let order = plan.order();
+        assert_eq!(order.len(), 7);
+        // Everything hangs off the cycle here; it comes last, ascending.
+        assert_eq!(order, ids(&[900, 901, 902, 903, 910, 920, 950]));
+        let all = plan.with_ancestors(&[Ctid(950)].into_iter().collect());
+        assert!(all.contains(&Ctid(900)) && all.contains(&Ctid(950)));
+    }
+}
