@@ -8,7 +8,9 @@
 //! file exists, else PREFIX/etc, else the copy compiled in; the hypervisor schema is PREFIX/etc,
 //! else the compiled-in copy.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
@@ -368,6 +370,38 @@ pub fn load_and_validate_from(src: &Sources) -> Result<(Configs, Vec<Diagnostic>
     }
 }
 
+/// `--validate` for people: print every diagnostic to `err` (`error: ...`, `warning: ...`) and
+/// a final line to `out` (`configuration is valid (7 containers, 1 warning)` or
+/// `2 errors, 1 warning`); returns the exit code (0 valid, 2 invalid).
+pub fn print_validation(
+    result: &Result<(Configs, Vec<Diagnostic>), Report>,
+    out: &mut dyn std::io::Write,
+    err: &mut dyn std::io::Write,
+) -> i32 {
+    // Output is best effort: a closed stdout must not turn a verdict into a panic.
+    match result {
+        Ok((configs, warnings)) => {
+            for w in warnings {
+                let _ = writeln!(err, "{}", w.line());
+            }
+            let _ = writeln!(
+                out,
+                "configuration is valid ({}, {})",
+                plural(configs.lxc.lxc_configs.len(), "container"),
+                plural(warnings.len(), "warning")
+            );
+            0
+        }
+        Err(report) => {
+            for d in &report.diagnostics {
+                let _ = writeln!(err, "{}", d.line());
+            }
+            let _ = writeln!(out, "{}", report.summary());
+            crate::ErrorKind::Config.exit_code()
+        }
+    }
+}
+
 /// Read and parse one file; problems (missing, unreadable, bad JSON with line and column) go
 /// to `diags`.
 pub fn read_document(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Value> {
@@ -431,11 +465,24 @@ pub fn check_documents(
         .lxc
         .and_then(|v| typed::<LxcConfigFile>(docs.lxc_path, v, lxc_schema, &mut schema_diags));
 
-    if let Some(lxc) = &lxc {
-        check_lxc(docs.lxc_path, lxc, &mut semantic);
-    }
-    if let (Some(hv), Some(lxc)) = (&hv, &lxc) {
-        check_cross(docs.hypervisor_path, hv, docs.lxc_path, lxc, &mut semantic);
+    // Semantic rules run on every CT block that types, even when another block does not, so a
+    // single typo does not hide the other problems.
+    let partial;
+    let (cts, untyped) = match (&lxc, docs.lxc) {
+        (Some(l), _) => (&l.lxc_configs, BTreeSet::new()),
+        (None, Some(v)) => {
+            let (ok, bad) = typed_blocks(v);
+            partial = ok;
+            (&partial, bad)
+        }
+        (None, None) => {
+            partial = BTreeMap::new();
+            (&partial, BTreeSet::new())
+        }
+    };
+    check_lxc(docs.lxc_path, cts, &untyped, &mut semantic);
+    if let Some(hv) = &hv {
+        check_cross(docs.hypervisor_path, hv, docs.lxc_path, cts, &mut semantic);
     }
     if let Some(hv) = &hv {
         check_token_files(docs.hypervisor_path, hv, host_root, &mut semantic);
@@ -451,6 +498,10 @@ pub fn check_documents(
         })
         .collect();
     diagnostics.extend(semantic.diags);
+    // Grouped for people: hypervisor file first, then each CT in ascending order (stable, so
+    // each group keeps schema-before-semantic order).
+    let file_rank = |d: &Diagnostic| usize::from(d.file != docs.hypervisor_path);
+    diagnostics.sort_by_key(|d| (file_rank(d), d.ctid));
     let configs = match (hv, lxc) {
         (Some(hypervisor), Some(lxc)) => Some(Configs {
             hypervisor_path: docs.hypervisor_path.to_path_buf(),
@@ -491,6 +542,27 @@ fn typed<T: serde::de::DeserializeOwned>(
             None
         }
     }
+}
+
+/// The CT blocks of an LXC document that deserialize on their own, and the (valid) CTIDs of
+/// those that do not (the schema reports why).
+fn typed_blocks(lxc: &Value) -> (BTreeMap<Ctid, ContainerSpec>, BTreeSet<Ctid>) {
+    let mut ok = BTreeMap::new();
+    let mut bad = BTreeSet::new();
+    if let Some(map) = lxc.get("lxc_configs").and_then(Value::as_object) {
+        for (k, v) in map {
+            let Ok(id) = k.parse::<Ctid>() else { continue };
+            match ContainerSpec::deserialize(v) {
+                Ok(ct) => {
+                    ok.insert(id, ct);
+                }
+                Err(_) => {
+                    bad.insert(id);
+                }
+            }
+        }
+    }
+    (ok, bad)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,7 +666,7 @@ pub fn snapshot_name_problem(name: &str) -> Option<String> {
         );
     }
     if name == "current" || name == "vzdump" {
-        return Some(format!("'{name}' is reserved by Proxmox"));
+        return Some("is reserved by Proxmox".into());
     }
     None
 }
@@ -639,9 +711,14 @@ fn ip_address(ip: &str) -> &str {
     ip.split('/').next().unwrap_or(ip)
 }
 
-/// The rules on `phoenix_lxc_configs.json` alone.
-fn check_lxc(file: &Path, lxc: &LxcConfigFile, s: &mut Semantic) {
-    let cts = &lxc.lxc_configs;
+/// The rules on `phoenix_lxc_configs.json` alone. `untyped`: CTs defined in the file whose block
+/// is broken (rules about them as clone sources are skipped, not misreported).
+fn check_lxc(
+    file: &Path,
+    cts: &BTreeMap<Ctid, ContainerSpec>,
+    untyped: &BTreeSet<Ctid>,
+    s: &mut Semantic,
+) {
     let mut macs: HashMap<String, Ctid> = HashMap::new();
     let mut ips: HashMap<String, Ctid> = HashMap::new();
     let mut names: HashMap<String, Ctid> = HashMap::new();
@@ -651,7 +728,9 @@ fn check_lxc(file: &Path, lxc: &LxcConfigFile, s: &mut Semantic) {
         if let Some(raw) = &ct.clone_from_template_ctid {
             let p = ptr(id, "clone_from_template_ctid");
             match raw.parse::<Ctid>().ok().map(|c| (c, cts.get(&c))) {
-                None => {} // the schema reports the format
+                // The schema reports a bad format or the broken source block.
+                None => {}
+                Some((src, None)) if untyped.contains(&src) => {}
                 Some((src, None)) => s.error(
                     file,
                     p,
@@ -861,11 +940,11 @@ fn check_cross(
     _hv_file: &Path,
     hv: &HypervisorConfig,
     lxc_file: &Path,
-    lxc: &LxcConfigFile,
+    cts: &BTreeMap<Ctid, ContainerSpec>,
     s: &mut Semantic,
 ) {
     if hv.network.portainer_server_ip().is_none() {
-        for (&id, ct) in &lxc.lxc_configs {
+        for (&id, ct) in cts {
             if ct.portainer_role == config::PortainerRole::Agent {
                 s.error(
                     lxc_file,
