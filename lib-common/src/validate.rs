@@ -370,6 +370,16 @@ pub fn load_and_validate_from(src: &Sources) -> Result<(Configs, Vec<Diagnostic>
     }
 }
 
+/// For steps: [`load_and_validate`], warnings logged (`log::warn!`), an invalid configuration
+/// as a config error (exit 2) whose message lists every problem.
+pub fn load_validated() -> Result<Configs, crate::Error> {
+    let (configs, warnings) = load_and_validate()?;
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    Ok(configs)
+}
+
 /// `--validate` for people: print every diagnostic to `err` (`error: ...`, `warning: ...`) and
 /// a final line to `out` (`configuration is valid (7 containers, 1 warning)` or
 /// `2 errors, 1 warning`); returns the exit code (0 valid, 2 invalid).
