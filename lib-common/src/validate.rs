@@ -947,7 +947,7 @@ pub fn clone_cycles(cts: &BTreeMap<Ctid, ContainerSpec>) -> Vec<Vec<Ctid>> {
 
 /// Rules that need both files.
 fn check_cross(
-    _hv_file: &Path,
+    hv_file: &Path,
     hv: &HypervisorConfig,
     lxc_file: &Path,
     cts: &BTreeMap<Ctid, ContainerSpec>,
@@ -961,7 +961,7 @@ fn check_cross(
                     ptr(id, "portainer_role"),
                     format!(
                         "CT {id}: portainer_role 'agent' needs network.portainer_server_ip in {} (the server the agent is registered with)",
-                        _hv_file.display()
+                        hv_file.display()
                     ),
                 );
             }
