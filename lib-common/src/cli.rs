@@ -3,6 +3,8 @@
 
 use clap::Parser;
 
+use crate::config::Ctid;
+
 /// `phoenix_establish_hypervisor`: build the LXC templates and containers of the configuration.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -27,7 +29,7 @@ pub struct EstablishArgs {
     pub dry_run: bool,
     /// Only these CTIDs (comma-separated), plus the template ancestors they need.
     #[arg(long, value_name = "CTID[,CTID...]", value_delimiter = ',')]
-    pub only: Vec<String>,
+    pub only: Vec<Ctid>,
     /// Build independent branches of the template tree concurrently.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: u32,
@@ -42,7 +44,13 @@ mod tests {
     fn establish_cli_is_consistent() {
         EstablishArgs::command().debug_assert();
         let a = EstablishArgs::try_parse_from(["x", "--only", "901,950", "--jobs", "4"]).unwrap();
-        assert_eq!(a.only, vec!["901", "950"]);
+        assert_eq!(a.only, vec![Ctid(901), Ctid(950)]);
+        assert!(
+            EstablishArgs::try_parse_from(["x", "--validate"])
+                .unwrap()
+                .validate
+        );
+        assert!(EstablishArgs::try_parse_from(["x", "--only", "12"]).is_err());
         assert_eq!(a.jobs, 4);
         assert!(EstablishArgs::try_parse_from(["x", "--validate", "--dry-run"]).is_err());
         assert!(EstablishArgs::try_parse_from(["x", "--jobs", "0"]).is_err());

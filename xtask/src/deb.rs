@@ -23,14 +23,21 @@ const PROGRAM: &str = "phoenix_establish_hypervisor";
 pub fn build(release: bool) -> Result<()> {
     let build_dir = build_bins(release)?;
     let out_dir = target_dir()?.join("deb");
-    let deb = package(&build_dir, &installable_bins()?, &out_dir)?;
+    let deb = package(&build_dir, &installable_bins()?, &out_dir, "xz")?;
     println!("Built {}", deb.display());
     crate::build::run(Command::new("dpkg-deb").arg("--info").arg(&deb))?;
     Ok(())
 }
 
-/// Stage and build the package from binaries in `build_dir`; returns the `.deb` path.
-pub fn package(build_dir: &Path, bins: &[String], out_dir: &Path) -> Result<PathBuf> {
+/// Stage and build the package from binaries in `build_dir`, compressed with `compression`
+/// (`dpkg-deb -Z`: `xz` for releases, `none` where only the contents matter); returns the
+/// `.deb` path.
+pub fn package(
+    build_dir: &Path,
+    bins: &[String],
+    out_dir: &Path,
+    compression: &str,
+) -> Result<PathBuf> {
     let version = env!("CARGO_PKG_VERSION");
     let stage = out_dir.join(format!("{PACKAGE}_{version}_amd64"));
     if stage.exists() {
@@ -82,7 +89,7 @@ phoenix_hypervisor_config.json and phoenix_lxc_configs.json. Re-running converge
         .context("dpkg-deb is needed to build the package: apt-get install dpkg")?;
     crate::build::run(
         Command::new("dpkg-deb")
-            .args(["--root-owner-group", "-Zxz", "--build"])
+            .args(["--root-owner-group", &format!("-Z{compression}"), "--build"])
             .arg(&stage)
             .arg(&deb)
             .stdout(std::process::Stdio::null()),
@@ -175,7 +182,7 @@ mod tests {
             );
         }
         let out = tempfile::tempdir().unwrap();
-        let deb = package(&build_dir, &bins, out.path()).unwrap();
+        let deb = package(&build_dir, &bins, out.path(), "none").unwrap();
         let listing = Command::new("dpkg-deb")
             .arg("--contents")
             .arg(&deb)
