@@ -5,6 +5,10 @@
 //! - [`error`]: the error kinds and the one place they become exit codes.
 //! - [`paths`]: PREFIX, `PHOENIX_HOST_ROOT`, config file locations.
 //! - [`logging`]: the shared log file format.
+//! - [`pct`]: the one client for `pct`/`pvesm`/`pveversion` (argv building, running, failures).
+//! - [`conffile`]: the one reader/writer of `/etc/pve/lxc/<id>.conf` (sections, atomic writes).
+//! - [`guest`]: commands and files inside a container, over [`pct`].
+//! - [`step`]: the frame of every step program (arguments, logging, configs, exit codes) and `wait_ready`.
 
 pub mod config;
 pub mod error;
@@ -12,3 +16,7 @@ pub mod logging;
 pub mod paths;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod conffile;
+pub mod guest;
+pub mod pct;
+pub mod step;
