@@ -8,6 +8,8 @@
 //! - [`pct`]: the one client for `pct`/`pvesm`/`pveversion` (argv building, running, failures).
 //! - [`conffile`]: the one reader/writer of `/etc/pve/lxc/<id>.conf` (sections, atomic writes).
 //! - [`guest`]: commands and files inside a container, over [`pct`].
+//! - [`host`]: host facts from its files (driver version, device majors, storages).
+//! - [`steps`]: the logic of initial-setup, create-lxc and clone-lxc.
 //! - [`step`]: the frame of every step program (arguments, logging, configs, exit codes) and `wait_ready`.
 
 pub mod config;
@@ -18,5 +20,7 @@ pub mod paths;
 pub use error::{Error, ErrorKind, Result};
 pub mod conffile;
 pub mod guest;
+pub mod host;
 pub mod pct;
 pub mod step;
+pub mod steps;

@@ -77,6 +77,15 @@ pub struct InitialSetupArgs {
     pub common: CommonArgs,
 }
 
+/// Parse a step's command line under its installed name (so `--help` and errors show
+/// `phoenix_hypervisor_create_lxc`, not the crate name). Exits 2 on bad usage, 0 for
+/// `--help` / `--version`.
+pub fn parse_args<T: Parser>(program: &'static str, about: &'static str) -> T {
+    let cmd = T::command().name(program).bin_name(program).about(about);
+    let matches = cmd.get_matches();
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 /// Load both configuration files (from `LXC_CONFIG_FILE` / `HYPERVISOR_CONFIG_FILE` or
 /// PREFIX/etc). The one place steps load configs, so switching to the validating loader is one
 /// line here.
