@@ -81,8 +81,55 @@ pub fn step_path(design_name: &str) -> PathBuf {
     bin_dir().join(format!("{design_name}.sh"))
 }
 
+/// The workspace binaries that are installed, with their installed names (`architecture.md`,
+/// "Installed layout"). Setup plugins (`setup-<ctid>`) follow [`installed_name`]'s rule.
+pub const PROGRAMS: &[(&str, &str)] = &[
+    ("establish", "phoenix_establish_hypervisor"),
+    ("initial-setup", "phoenix_hypervisor_initial_setup"),
+    ("create-lxc", "phoenix_hypervisor_create_lxc"),
+    ("clone-lxc", "phoenix_hypervisor_clone_lxc"),
+    ("lxc-nvidia", "phoenix_hypervisor_lxc_nvidia"),
+    ("lxc-docker", "phoenix_hypervisor_lxc_docker"),
+];
+
+/// Installed name of a workspace binary: the table above, or `setup-<ctid>` ->
+/// `phoenix_hypervisor_setup_<ctid>`. `None` for binaries that are never installed (pve-sim's).
+pub fn installed_name(bin: &str) -> Option<String> {
+    if let Some((_, name)) = PROGRAMS.iter().find(|(b, _)| *b == bin) {
+        return Some((*name).to_string());
+    }
+    let ctid = bin.strip_prefix("setup-")?;
+    (!ctid.is_empty() && ctid.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("phoenix_hypervisor_setup_{ctid}"))
+}
+
+/// The design document's name of the setup step of one CT (without `.sh`).
+pub fn setup_step_name(ctid: u32) -> String {
+    format!("phoenix_hypervisor_setup_{ctid}")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn installed_names() {
+        assert_eq!(
+            installed_name("clone-lxc").as_deref(),
+            Some("phoenix_hypervisor_clone_lxc")
+        );
+        assert_eq!(
+            installed_name("setup-950").as_deref(),
+            Some("phoenix_hypervisor_setup_950")
+        );
+        assert_eq!(installed_name("setup-"), None);
+        assert_eq!(installed_name("pct"), None);
+        assert_eq!(
+            step_path("phoenix_hypervisor_create_lxc")
+                .file_name()
+                .unwrap(),
+            "phoenix_hypervisor_create_lxc.sh"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -180,6 +180,26 @@ impl Host {
         &self.hv_config
     }
 
+    /// Install the workspace's programs into PREFIX as `cargo xtask install` lays them out, with
+    /// symlinks to the build output (so a test always runs the current build).
+    pub fn install(&self) {
+        let bins: Vec<String> = std::fs::read_dir(&self.bin)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| lib_common::paths::installed_name(n).is_some())
+            .collect();
+        lib_common::install::install(
+            &self.bin,
+            &bins,
+            &workspace_root().join("etc"),
+            &self.prefix(),
+            lib_common::install::BinMode::Symlink,
+        )
+        .expect("install into the test host");
+    }
+
     /// Copy both config files into PREFIX/etc.
     pub fn install_configs(&self, hypervisor: &Path, lxc: &Path) {
         std::fs::copy(hypervisor, &self.hv_config).expect("copy hypervisor config");

@@ -1,6 +1,73 @@
-//! Project automation: `cargo xtask <command>`.
+//! Project automation, reached as `cargo xtask <command>` (alias in `.cargo/config.toml`).
+//!
+//! - `install [--root PREFIX] [--debug]`: build and lay out the installed tree.
+//! - `uninstall [--root PREFIX]`: remove the installed programs (configs stay).
+//! - `demo`: the main job against a temporary pve-sim host.
+//! - `bench`: the benchmarks whose figures the README records.
+//! - `deb`: a Debian package for Proxmox VE hosts.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("usage: cargo xtask <install|uninstall|demo|bench|deb>  (not implemented yet)");
-    std::process::ExitCode::from(2)
+mod build;
+mod deb;
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Phoenix Hypervisor project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Release build, then install into PREFIX (binaries, `.sh` symlinks, etc/ where absent, lib/).
+    Install {
+        /// Install prefix (default: $PHOENIX_ROOT or /usr/local/phoenix_hypervisor).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Install the debug build instead (faster to build).
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Remove the installed programs and their `.sh` symlinks; configs, marker and drop-in scripts stay.
+    Uninstall {
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
+    /// Build, install into a temporary pve-sim host, run the orchestrator twice, show the result.
+    Demo {
+        /// Keep the host directory here instead of a new temporary one.
+        #[arg(long)]
+        host_root: Option<PathBuf>,
+    },
+    /// Run the benchmarks (validation, pct call cost, orchestrator).
+    Bench,
+    /// Build a Debian package (amd64) into target/deb/.
+    Deb {
+        /// Package the debug build instead (faster to build).
+        #[arg(long)]
+        debug: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Install { root, debug } => build::install(root, !debug),
+        Command::Uninstall { root } => build::uninstall(root),
+        Command::Demo { host_root } => demo::run(host_root),
+        Command::Bench => build::bench(),
+        Command::Deb { debug } => deb::build(!debug),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

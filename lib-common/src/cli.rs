@@ -1,0 +1,50 @@
+//! Command-line definitions shared by the binaries and by `cargo xtask` (which generates the man
+//! page and shell completions from them).
+
+use clap::Parser;
+
+/// `phoenix_establish_hypervisor`: build the LXC templates and containers of the configuration.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "phoenix_establish_hypervisor",
+    version,
+    about = "Build Proxmox VE LXC templates and containers from the Phoenix Hypervisor configuration",
+    long_about = "Build Proxmox VE LXC templates and containers from phoenix_hypervisor_config.json and \
+phoenix_lxc_configs.json: create or clone each container in dependency order, pass GPUs through, \
+install the NVIDIA user space, Docker and Portainer, run the per-container setup programs and take \
+a `configured-state` snapshot. Re-running converges: what exists is left alone.",
+    after_help = "Environment: HYPERVISOR_CONFIG_FILE, LXC_CONFIG_FILE (default PREFIX/etc), PHOENIX_ROOT (PREFIX, \
+default /usr/local/phoenix_hypervisor), PHOENIX_LOG_FILE (default /var/log/phoenix_hypervisor.log).\n\
+Exit status: 0 all processed; 1 some container failed; 2 invalid configuration; 3 initial setup failed; \
+4 a required step program is missing; 5 another run holds the lock."
+)]
+pub struct EstablishArgs {
+    /// Validate both configuration files (schema and semantic rules), print every problem, touch no host.
+    #[arg(long, conflicts_with_all = ["dry_run", "only", "jobs"])]
+    pub validate: bool,
+    /// Look at the host read-only and print the plan per container; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only these CTIDs (comma-separated), plus the template ancestors they need.
+    #[arg(long, value_name = "CTID[,CTID...]", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Build independent branches of the template tree concurrently.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn establish_cli_is_consistent() {
+        EstablishArgs::command().debug_assert();
+        let a = EstablishArgs::try_parse_from(["x", "--only", "901,950", "--jobs", "4"]).unwrap();
+        assert_eq!(a.only, vec!["901", "950"]);
+        assert_eq!(a.jobs, 4);
+        assert!(EstablishArgs::try_parse_from(["x", "--validate", "--dry-run"]).is_err());
+        assert!(EstablishArgs::try_parse_from(["x", "--jobs", "0"]).is_err());
+    }
+}
