@@ -233,6 +233,9 @@ pub struct CorePaths {
 #[serde(deny_unknown_fields)]
 pub struct Network {
     pub external_registry_url: String,
+    /// Optional in our schema: only containers with `portainer_role: agent` need it (semantic
+    /// validation enforces that). Empty when absent.
+    #[serde(default)]
     pub portainer_server_ip: String,
     pub portainer_server_port: u16,
     pub portainer_agent_port: u16,
@@ -284,6 +287,13 @@ pub struct Behavior {
     /// `pct shutdown --timeout` before the `pct stop` fallback (ours; optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout_s: Option<u64>,
+}
+
+impl Network {
+    /// `portainer_server_ip`, or `None` when absent/empty.
+    pub fn portainer_server_ip(&self) -> Option<&str> {
+        Some(self.portainer_server_ip.as_str()).filter(|s| !s.is_empty())
+    }
 }
 
 impl HypervisorConfig {

@@ -20,6 +20,8 @@ pub mod error;
 pub mod install;
 pub mod logging;
 pub mod paths;
+pub mod plan;
+pub mod validate;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod conffile;

@@ -1,0 +1,136 @@
+//! `establish --validate` as a process: exit codes, stdout summary, stderr diagnostics.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Run the binary with a clean environment pointing at `hv` and `lxc`, PREFIX and host root in
+/// `tmp`.
+fn run(tmp: &Path, hv: &Path, lxc: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_establish"))
+        .args(args)
+        .env_clear()
+        .env("PHOENIX_ROOT", tmp.join("prefix"))
+        .env("PHOENIX_HOST_ROOT", tmp.join("host"))
+        .env("PHOENIX_LOG_FILE", tmp.join("log"))
+        .env("HYPERVISOR_CONFIG_FILE", hv)
+        .env("LXC_CONFIG_FILE", lxc)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn reference_configs_are_valid() {
+    let tmp = tempfile::tempdir().unwrap();
+    for rev in ["upstream-185f0ab", "upstream-214aa23"] {
+        let dir = repo().join("tests/fixtures").join(rev);
+        let out = run(
+            tmp.path(),
+            &dir.join("phoenix_hypervisor_config.json"),
+            &dir.join("phoenix_lxc_configs.json"),
+            &["--validate"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            "configuration is valid (7 containers, 2 warnings)\n"
+        );
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 2, "{err}");
+        assert!(err.lines().all(|l| l.starts_with("warning: ")), "{err}");
+        assert!(err.contains("/lxc_configs/901/unprivileged"), "{err}");
+    }
+    // Nothing was written: --validate touches no host.
+    assert!(!tmp.path().join("log").exists());
+    assert!(!tmp.path().join("host").exists());
+}
+
+#[test]
+fn every_error_is_printed_and_exit_is_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = repo().join("tests/fixtures/upstream-214aa23");
+    let mut lxc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("phoenix_lxc_configs.json")).unwrap(),
+    )
+    .unwrap();
+    lxc["lxc_configs"]["950"]["name"] = "bad_name".into();
+    lxc["lxc_configs"]["910"]["clone_from_template_ctid"] = "905".into();
+    lxc["lxc_configs"]["900"]["cores"] = "two".into();
+    let lxc_path = tmp.path().join("lxc.json");
+    std::fs::write(&lxc_path, serde_json::to_string_pretty(&lxc).unwrap()).unwrap();
+    let out = run(
+        tmp.path(),
+        &dir.join("phoenix_hypervisor_config.json"),
+        &lxc_path,
+        &["--validate"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    // 900 does not type (cores), so the warning about its clone 901 is not made; 903's is.
+    assert_eq!(text(&out.stdout), "3 errors, 1 warning\n");
+    let err = text(&out.stderr);
+    let p = lxc_path.display();
+    for line in [
+        format!("error: {p}: /lxc_configs/900/cores: "),
+        format!(
+            "error: {p}: /lxc_configs/910/clone_from_template_ctid: CT 910: clone_from_template_ctid 905"
+        ),
+        format!("error: {p}: /lxc_configs/950/name: CT 950: name 'bad_name' contains '_'"),
+        format!("warning: {p}: /lxc_configs/903/unprivileged: CT 903: "),
+    ] {
+        assert!(err.contains(&line), "{line}\nnot in:\n{err}");
+    }
+    assert_eq!(err.lines().count(), 4, "{err}");
+}
+
+#[test]
+fn missing_file_is_exit_2_naming_the_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope.json");
+    let dir = repo().join("tests/fixtures/upstream-214aa23");
+    let out = run(
+        tmp.path(),
+        &missing,
+        &dir.join("phoenix_lxc_configs.json"),
+        &["--validate"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(&format!("error: {}: cannot read", missing.display())),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn reserved_flags_are_not_implemented_yet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = repo().join("tests/fixtures/upstream-214aa23");
+    let hv = dir.join("phoenix_hypervisor_config.json");
+    let lxc = dir.join("phoenix_lxc_configs.json");
+    for args in [
+        &["--dry-run"][..],
+        &["--only", "900,950"],
+        &["--jobs", "2"],
+        &[],
+    ] {
+        let out = run(tmp.path(), &hv, &lxc, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(text(&out.stderr).contains("not implemented yet"));
+    }
+    // Bad usage is exit 2 (clap).
+    for args in [
+        &["--only", "99"][..],
+        &["--jobs", "0"],
+        &["--validate", "--dry-run"],
+    ] {
+        let out = run(tmp.path(), &hv, &lxc, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}

@@ -1,0 +1,998 @@
+//! Loading and validating both configuration files: JSON Schema (draft-07, formats asserted,
+//! every problem reported with its JSON Pointer) plus the semantic rules a schema cannot express
+//! (clone sources and cycles, duplicates, hostnames, MACs, features, snapshot names, GPU counts,
+//! Portainer, token file modes). [`load_and_validate`] is what steps and the orchestrator call
+//! first; `phoenix_establish_hypervisor --validate` prints its [`Report`].
+//!
+//! Schemas: the LXC schema is `core_paths.lxc_config_schema_file` (under the host root) when that
+//! file exists, else PREFIX/etc, else the copy compiled in; the hypervisor schema is PREFIX/etc,
+//! else the compiled-in copy.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use jsonschema::error::ValidationErrorKind;
+use regex::Regex;
+use serde_json::Value;
+
+use crate::config::{self, Configs, ContainerSpec, Ctid, HypervisorConfig, LxcConfigFile};
+use crate::paths;
+
+/// The shipped schemas, compiled into every binary (used when PREFIX/etc lacks them).
+pub const EMBEDDED_HYPERVISOR_SCHEMA: &str =
+    include_str!("../../etc/phoenix_hypervisor_config.schema.json");
+pub const EMBEDDED_LXC_SCHEMA: &str = include_str!("../../etc/phoenix_lxc_configs.schema.json");
+
+/// LXC `features` keys Proxmox knows (`pct` `features` property string).
+pub const KNOWN_FEATURES: &[&str] = &[
+    "nesting",
+    "keyctl",
+    "fuse",
+    "mknod",
+    "force_rw_sys",
+    "mount",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Diagnostics
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem found in a file. `Display` gives `<file>[:line:col][: <pointer>]: <message>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// The file concerned (a config file or a schema file).
+    pub file: PathBuf,
+    /// JSON Pointer (RFC 6901) of the value concerned; empty for the whole file.
+    pub pointer: String,
+    /// Line and column (1-based), for JSON syntax errors.
+    pub position: Option<(usize, usize)>,
+    /// The container the problem belongs to, where there is one.
+    pub ctid: Option<Ctid>,
+    pub message: String,
+}
+
+impl Diagnostic {
+    fn new(severity: Severity, file: &Path, pointer: impl Into<String>, msg: String) -> Self {
+        let pointer = pointer.into();
+        // Pointers into lxc_configs name their CT; keep it for callers that group by CTID.
+        let ctid = pointer
+            .strip_prefix("/lxc_configs/")
+            .and_then(|r| r.split('/').next())
+            .and_then(|c| c.parse().ok());
+        Diagnostic {
+            severity,
+            file: file.to_path_buf(),
+            pointer,
+            position: None,
+            ctid,
+            message: msg,
+        }
+    }
+    pub fn error(file: &Path, pointer: impl Into<String>, message: String) -> Self {
+        Self::new(Severity::Error, file, pointer, message)
+    }
+    pub fn warning(file: &Path, pointer: impl Into<String>, message: String) -> Self {
+        Self::new(Severity::Warning, file, pointer, message)
+    }
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+    /// `error: <diagnostic>` / `warning: <diagnostic>`, the line printed for people.
+    pub fn line(&self) -> String {
+        let label = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        format!("{label}: {self}")
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((l, c)) = self.position {
+            write!(f, ":{l}:{c}")?;
+        }
+        if !self.pointer.is_empty() {
+            write!(f, ": {}", self.pointer)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every diagnostic of a failed validation (errors and warnings, in file order).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Report {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| !d.is_error())
+    }
+    /// `2 errors, 1 warning`.
+    pub fn summary(&self) -> String {
+        let e = self.errors().count();
+        let w = self.warnings().count();
+        format!("{}, {}", plural(e, "error"), plural(w, "warning"))
+    }
+}
+
+/// `1 warning`, `0 warnings`.
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.diagnostics {
+            writeln!(f, "{}", d.line())?;
+        }
+        write!(f, "{}", self.summary())
+    }
+}
+
+impl std::error::Error for Report {}
+
+/// An invalid configuration is a config error (exit 2) whose message lists every problem.
+impl From<Report> for crate::Error {
+    fn from(r: Report) -> Self {
+        crate::Error::config(format!("invalid configuration:\n{r}"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where things are
+
+/// The files validation reads and the root host paths resolve under. [`Sources::from_env`] is
+/// the production setting; tests build one by hand so they need no environment variables.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub hypervisor_config: PathBuf,
+    pub lxc_config: PathBuf,
+    /// PREFIX/etc, where installed schemas are looked for.
+    pub etc_dir: PathBuf,
+    /// `PHOENIX_HOST_ROOT` (host-absolute paths of the config are read under it).
+    pub host_root: PathBuf,
+}
+
+impl Sources {
+    pub fn from_env() -> Self {
+        Sources {
+            hypervisor_config: paths::hypervisor_config_file(),
+            lxc_config: paths::lxc_config_file(),
+            etc_dir: paths::etc_dir(),
+            host_root: paths::host_root(),
+        }
+    }
+}
+
+/// Where a schema came from (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaSource {
+    File(PathBuf),
+    Embedded(&'static str),
+}
+
+impl SchemaSource {
+    fn path(&self) -> PathBuf {
+        match self {
+            SchemaSource::File(p) => p.clone(),
+            SchemaSource::Embedded(name) => PathBuf::from(format!("<built-in {name}>")),
+        }
+    }
+}
+
+impl fmt::Display for SchemaSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path().display())
+    }
+}
+
+/// A compiled draft-07 schema with format assertion on.
+pub struct Schema {
+    pub source: SchemaSource,
+    validator: jsonschema::Validator,
+}
+
+impl fmt::Debug for Schema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Schema({})", self.source)
+    }
+}
+
+impl Schema {
+    /// Compile schema text; a problem is a diagnostic on the schema file.
+    pub fn compile(source: SchemaSource, text: &str) -> Result<Schema, Diagnostic> {
+        let file = source.path();
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            let mut d = Diagnostic::error(&file, "", format!("invalid JSON in schema: {e}"));
+            d.position = Some((e.line(), e.column()));
+            d
+        })?;
+        let validator = jsonschema::draft7::options()
+            .should_validate_formats(true)
+            .build(&value)
+            .map_err(|e| {
+                Diagnostic::error(
+                    &file,
+                    e.instance_path().as_str().to_string(),
+                    format!("not a usable draft-07 schema: {e}"),
+                )
+            })?;
+        Ok(Schema { source, validator })
+    }
+
+    pub fn embedded_hypervisor() -> Schema {
+        Self::compile(
+            SchemaSource::Embedded(paths::HYPERVISOR_SCHEMA_NAME),
+            EMBEDDED_HYPERVISOR_SCHEMA,
+        )
+        .expect("the embedded hypervisor schema compiles (tested)")
+    }
+
+    pub fn embedded_lxc() -> Schema {
+        Self::compile(
+            SchemaSource::Embedded(paths::LXC_SCHEMA_NAME),
+            EMBEDDED_LXC_SCHEMA,
+        )
+        .expect("the embedded LXC schema compiles (tested)")
+    }
+
+    /// Every schema violation of `instance`, one diagnostic each, against `file`.
+    pub fn check(&self, file: &Path, instance: &Value) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        for err in self.validator.iter_errors(instance) {
+            let at = err.instance_path().as_str().to_string();
+            match err.kind() {
+                // One diagnostic per unknown key, pointing at the key itself.
+                ValidationErrorKind::AdditionalProperties { unexpected } => {
+                    for key in unexpected {
+                        let ptr = format!("{at}/{}", escape_pointer(key));
+                        let msg = if at == "/lxc_configs" {
+                            format!(
+                                "'{key}' is not a valid CTID key (a Proxmox VMID: 100..999999999, no leading zero)"
+                            )
+                        } else {
+                            format!("unknown key '{key}' (not allowed here; check the spelling)")
+                        };
+                        out.push(Diagnostic::error(file, ptr, msg));
+                    }
+                }
+                ValidationErrorKind::Required { property } => {
+                    let name = property
+                        .as_str()
+                        .map_or(property.to_string(), str::to_string);
+                    out.push(Diagnostic::error(
+                        file,
+                        at,
+                        format!("missing required key '{name}'"),
+                    ));
+                }
+                _ => out.push(Diagnostic::error(file, at, err.to_string())),
+            }
+        }
+        out
+    }
+}
+
+fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn exists(p: &Path) -> bool {
+    p.is_file()
+}
+
+fn load_schema(candidates: &[PathBuf], embedded: fn() -> Schema) -> Result<Schema, Diagnostic> {
+    for c in candidates {
+        if exists(c) {
+            let text = std::fs::read_to_string(c)
+                .map_err(|e| Diagnostic::error(c, "", format!("cannot read schema: {e}")))?;
+            return Schema::compile(SchemaSource::File(c.clone()), &text);
+        }
+    }
+    Ok(embedded())
+}
+
+/// The hypervisor schema: PREFIX/etc, else the compiled-in copy.
+pub fn hypervisor_schema(src: &Sources) -> Result<Schema, Diagnostic> {
+    load_schema(
+        &[src.etc_dir.join(paths::HYPERVISOR_SCHEMA_NAME)],
+        Schema::embedded_hypervisor,
+    )
+}
+
+/// The LXC schema: `core_paths.lxc_config_schema_file` (read from the raw hypervisor document,
+/// under the host root) when it exists, else PREFIX/etc, else the compiled-in copy.
+pub fn lxc_schema(src: &Sources, hypervisor: Option<&Value>) -> Result<Schema, Diagnostic> {
+    let mut candidates = Vec::new();
+    if let Some(p) = hypervisor
+        .and_then(|v| v.pointer("/core_paths/lxc_config_schema_file"))
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+    {
+        candidates.push(paths::under_root(&src.host_root, Path::new(p)));
+    }
+    candidates.push(src.etc_dir.join(paths::LXC_SCHEMA_NAME));
+    load_schema(&candidates, Schema::embedded_lxc)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points
+
+/// Load both files (`HYPERVISOR_CONFIG_FILE`, `LXC_CONFIG_FILE`, else PREFIX/etc) and validate
+/// them. `Ok` carries the typed configs and the warnings; `Err` every problem (exit 2 via
+/// `crate::Error`: `Err(report.into())`).
+pub fn load_and_validate() -> Result<(Configs, Vec<Diagnostic>), Report> {
+    load_and_validate_from(&Sources::from_env())
+}
+
+/// [`load_and_validate`] with explicit locations.
+pub fn load_and_validate_from(src: &Sources) -> Result<(Configs, Vec<Diagnostic>), Report> {
+    let mut diags = Vec::new();
+    let hv = read_document(&src.hypervisor_config, &mut diags);
+    let lxc = read_document(&src.lxc_config, &mut diags);
+    let hv_schema = hypervisor_schema(src).map_err(|d| diags.push(d)).ok();
+    let lxc_schema = lxc_schema(src, hv.as_ref()).map_err(|d| diags.push(d)).ok();
+    let outcome = check_documents(
+        &Documents {
+            hypervisor_path: &src.hypervisor_config,
+            hypervisor: hv.as_ref(),
+            lxc_path: &src.lxc_config,
+            lxc: lxc.as_ref(),
+        },
+        hv_schema.as_ref(),
+        lxc_schema.as_ref(),
+        &src.host_root,
+    );
+    diags.extend(outcome.diagnostics);
+    match outcome.configs {
+        Some(c) if !diags.iter().any(Diagnostic::is_error) => Ok((c, diags)),
+        _ => Err(Report { diagnostics: diags }),
+    }
+}
+
+/// For steps: [`load_and_validate`], warnings logged (`log::warn!`), an invalid configuration
+/// as a config error (exit 2) whose message lists every problem.
+pub fn load_validated() -> Result<Configs, crate::Error> {
+    let (configs, warnings) = load_and_validate()?;
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    Ok(configs)
+}
+
+/// `--validate` for people: print every diagnostic to `err` (`error: ...`, `warning: ...`) and
+/// a final line to `out` (`configuration is valid (7 containers, 1 warning)` or
+/// `2 errors, 1 warning`); returns the exit code (0 valid, 2 invalid).
+pub fn print_validation(
+    result: &Result<(Configs, Vec<Diagnostic>), Report>,
+    out: &mut dyn std::io::Write,
+    err: &mut dyn std::io::Write,
+) -> i32 {
+    // Output is best effort: a closed stdout must not turn a verdict into a panic.
+    match result {
+        Ok((configs, warnings)) => {
+            for w in warnings {
+                let _ = writeln!(err, "{}", w.line());
+            }
+            let _ = writeln!(
+                out,
+                "configuration is valid ({}, {})",
+                plural(configs.lxc.lxc_configs.len(), "container"),
+                plural(warnings.len(), "warning")
+            );
+            0
+        }
+        Err(report) => {
+            for d in &report.diagnostics {
+                let _ = writeln!(err, "{}", d.line());
+            }
+            let _ = writeln!(out, "{}", report.summary());
+            crate::ErrorKind::Config.exit_code()
+        }
+    }
+}
+
+/// Read and parse one file; problems (missing, unreadable, bad JSON with line and column) go
+/// to `diags`.
+pub fn read_document(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Value> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.push(Diagnostic::error(
+                path,
+                "",
+                format!(
+                    "cannot read: {e} (set HYPERVISOR_CONFIG_FILE / LXC_CONFIG_FILE or install the file under PREFIX/etc)"
+                ),
+            ));
+            return None;
+        }
+    };
+    match serde_json::from_str(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let mut d = Diagnostic::error(path, "", format!("invalid JSON: {e}"));
+            d.position = Some((e.line(), e.column()));
+            diags.push(d);
+            None
+        }
+    }
+}
+
+/// The two parsed documents to check (either may be missing after a read/parse error).
+pub struct Documents<'a> {
+    pub hypervisor_path: &'a Path,
+    pub hypervisor: Option<&'a Value>,
+    pub lxc_path: &'a Path,
+    pub lxc: Option<&'a Value>,
+}
+
+/// The result of [`check_documents`]: typed configs when both files deserialized, and every
+/// diagnostic (errors and warnings).
+#[derive(Debug)]
+pub struct Outcome {
+    pub configs: Option<Configs>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Schema-check and semantically check parsed documents. Each file is checked as far as it
+/// can be, so one run reports every problem. Where a semantic rule checks a value in full
+/// (hostname, MAC, features, snapshot name) its clearer message replaces schema errors at the
+/// same pointer.
+pub fn check_documents(
+    docs: &Documents<'_>,
+    hv_schema: Option<&Schema>,
+    lxc_schema: Option<&Schema>,
+    host_root: &Path,
+) -> Outcome {
+    let mut schema_diags = Vec::new();
+    let mut semantic = Semantic::default();
+
+    let hv = docs.hypervisor.and_then(|v| {
+        typed::<HypervisorConfig>(docs.hypervisor_path, v, hv_schema, &mut schema_diags)
+    });
+    let lxc = docs
+        .lxc
+        .and_then(|v| typed::<LxcConfigFile>(docs.lxc_path, v, lxc_schema, &mut schema_diags));
+
+    // Semantic rules run on every CT block that types, even when another block does not, so a
+    // single typo does not hide the other problems.
+    let partial;
+    let (cts, untyped) = match (&lxc, docs.lxc) {
+        (Some(l), _) => (&l.lxc_configs, BTreeSet::new()),
+        (None, Some(v)) => {
+            let (ok, bad) = typed_blocks(v);
+            partial = ok;
+            (&partial, bad)
+        }
+        (None, None) => {
+            partial = BTreeMap::new();
+            (&partial, BTreeSet::new())
+        }
+    };
+    check_lxc(docs.lxc_path, cts, &untyped, &mut semantic);
+    if let Some(hv) = &hv {
+        check_cross(docs.hypervisor_path, hv, docs.lxc_path, cts, &mut semantic);
+    }
+    if let Some(hv) = &hv {
+        check_token_files(docs.hypervisor_path, hv, host_root, &mut semantic);
+    }
+
+    let mut diagnostics: Vec<Diagnostic> = schema_diags
+        .into_iter()
+        .filter(|d| {
+            !semantic
+                .supersedes
+                .iter()
+                .any(|(f, p)| *f == d.file && *p == d.pointer)
+        })
+        .collect();
+    diagnostics.extend(semantic.diags);
+    // Grouped for people: hypervisor file first, then each CT in ascending order (stable, so
+    // each group keeps schema-before-semantic order).
+    let file_rank = |d: &Diagnostic| usize::from(d.file != docs.hypervisor_path);
+    diagnostics.sort_by_key(|d| (file_rank(d), d.ctid));
+    let configs = match (hv, lxc) {
+        (Some(hypervisor), Some(lxc)) => Some(Configs {
+            hypervisor_path: docs.hypervisor_path.to_path_buf(),
+            lxc_path: docs.lxc_path.to_path_buf(),
+            hypervisor,
+            lxc,
+        }),
+        _ => None,
+    };
+    Outcome {
+        configs,
+        diagnostics,
+    }
+}
+
+/// Schema-check one document and deserialize it. A deserialization error is reported only when
+/// the schema found nothing (otherwise it repeats a schema error less clearly).
+fn typed<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    value: &Value,
+    schema: Option<&Schema>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let before = diags.len();
+    if let Some(s) = schema {
+        diags.extend(s.check(path, value));
+    }
+    match T::deserialize(value) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            if diags.len() == before {
+                diags.push(Diagnostic::error(
+                    path,
+                    "",
+                    format!("does not match the configuration model: {e}"),
+                ));
+            }
+            None
+        }
+    }
+}
+
+/// The CT blocks of an LXC document that deserialize on their own, and the (valid) CTIDs of
+/// those that do not (the schema reports why).
+fn typed_blocks(lxc: &Value) -> (BTreeMap<Ctid, ContainerSpec>, BTreeSet<Ctid>) {
+    let mut ok = BTreeMap::new();
+    let mut bad = BTreeSet::new();
+    if let Some(map) = lxc.get("lxc_configs").and_then(Value::as_object) {
+        for (k, v) in map {
+            let Ok(id) = k.parse::<Ctid>() else { continue };
+            match ContainerSpec::deserialize(v) {
+                Ok(ct) => {
+                    ok.insert(id, ct);
+                }
+                Err(_) => {
+                    bad.insert(id);
+                }
+            }
+        }
+    }
+    (ok, bad)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Semantic rules
+
+#[derive(Default)]
+struct Semantic {
+    diags: Vec<Diagnostic>,
+    /// (file, pointer) whose value a semantic rule checked in full and found wrong.
+    supersedes: Vec<(PathBuf, String)>,
+}
+
+impl Semantic {
+    fn error(&mut self, file: &Path, ptr: String, msg: String) {
+        self.diags.push(Diagnostic::error(file, ptr, msg));
+    }
+    fn warning(&mut self, file: &Path, ptr: String, msg: String) {
+        self.diags.push(Diagnostic::warning(file, ptr, msg));
+    }
+    /// An error from a rule that checks the whole value (replaces schema errors there).
+    fn value_error(&mut self, file: &Path, ptr: String, msg: String) {
+        self.supersedes.push((file.to_path_buf(), ptr.clone()));
+        self.error(file, ptr, msg);
+    }
+}
+
+fn ptr(ctid: Ctid, field: &str) -> String {
+    if field.is_empty() {
+        format!("/lxc_configs/{ctid}")
+    } else {
+        format!("/lxc_configs/{ctid}/{field}")
+    }
+}
+
+static HOSTNAME_RE: LazyLock<Regex> = LazyLock::new(|| {
+    // Proxmox's `dns-name` format (pve-common JSONSchema.pm).
+    Regex::new(r"^(([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)\.)*([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)$")
+        .expect("valid regex")
+});
+static MAC_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$").expect("valid regex"));
+static CONFIGID_RE: LazyLock<Regex> =
+    // Proxmox's `pve-configid` (case-insensitive), used for snapshot names.
+    LazyLock::new(|| Regex::new(r"(?i)^[a-z][a-z0-9_-]+$").expect("valid regex"));
+static FSTYPES_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]+(;[a-z0-9]+)*$").expect("valid regex"));
+
+/// Why `name` is not a hostname Proxmox accepts (`dns-name`, at most 255 characters; DNS labels
+/// at most 63), or `None` when it is fine.
+pub fn hostname_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".into());
+    }
+    if name.len() > 255 {
+        return Some(format!("is {} characters long (at most 255)", name.len()));
+    }
+    if name.contains('_') {
+        return Some("contains '_' (not allowed in a hostname; use '-')".into());
+    }
+    if let Some(l) = name.split('.').find(|l| l.len() > 63) {
+        return Some(format!(
+            "has a label of {} characters, '{l}' (at most 63)",
+            l.len()
+        ));
+    }
+    if !HOSTNAME_RE.is_match(name) {
+        return Some(
+            "is not a valid DNS name (letters, digits and '-' in dot-separated labels, no label starting or ending with '-')"
+                .into(),
+        );
+    }
+    None
+}
+
+/// Why `mac` is not a MAC Proxmox accepts for `hwaddr` (six hex octets, unicast), or `None`.
+pub fn mac_problem(mac: &str) -> Option<String> {
+    if !MAC_RE.is_match(mac) {
+        return Some("is not a MAC address (six hex octets separated by ':')".into());
+    }
+    let first = u8::from_str_radix(&mac[..2], 16).ok()?;
+    if first & 1 == 1 {
+        return Some(format!(
+            "is a multicast address (first octet {:02X} is odd); Proxmox accepts only unicast MACs, e.g. {:02X}{}",
+            first,
+            first & !1,
+            &mac[2..]
+        ));
+    }
+    None
+}
+
+/// Why `name` is not a snapshot name Proxmox accepts, or `None`.
+pub fn snapshot_name_problem(name: &str) -> Option<String> {
+    if name.len() > 40 {
+        return Some(format!("is {} characters long (at most 40)", name.len()));
+    }
+    if !CONFIGID_RE.is_match(name) {
+        return Some(
+            "is not a valid Proxmox snapshot name (a letter, then at least one letter, digit, '_' or '-')"
+                .into(),
+        );
+    }
+    if name == "current" || name == "vzdump" {
+        return Some("is reserved by Proxmox".into());
+    }
+    None
+}
+
+/// Every problem of a `features` string (empty is fine): unknown keys, values other than 0/1
+/// (`mount` takes `fstype;fstype`), duplicates, items without `=`.
+pub fn features_problems(features: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if features.is_empty() {
+        return out;
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for item in features.split(',') {
+        let Some((k, v)) = item.split_once('=') else {
+            out.push(format!("item '{item}' is not key=value"));
+            continue;
+        };
+        if !KNOWN_FEATURES.contains(&k) {
+            out.push(format!(
+                "unknown key '{k}' (Proxmox knows {})",
+                KNOWN_FEATURES.join(", ")
+            ));
+        } else if k == "mount" {
+            if !FSTYPES_RE.is_match(v) {
+                out.push(format!(
+                    "mount={v}: expected file system types separated by ';', e.g. mount=nfs;cifs"
+                ));
+            }
+        } else if v != "0" && v != "1" {
+            out.push(format!("{k}={v}: the value must be 0 or 1"));
+        }
+        if seen.contains(&k) {
+            out.push(format!("key '{k}' appears more than once"));
+        }
+        seen.push(k);
+    }
+    out
+}
+
+/// The address part of `a.b.c.d/nn`.
+fn ip_address(ip: &str) -> &str {
+    ip.split('/').next().unwrap_or(ip)
+}
+
+/// The rules on `phoenix_lxc_configs.json` alone. `untyped`: CTs defined in the file whose block
+/// is broken (rules about them as clone sources are skipped, not misreported).
+fn check_lxc(
+    file: &Path,
+    cts: &BTreeMap<Ctid, ContainerSpec>,
+    untyped: &BTreeSet<Ctid>,
+    s: &mut Semantic,
+) {
+    let mut macs: HashMap<String, Ctid> = HashMap::new();
+    let mut ips: HashMap<String, Ctid> = HashMap::new();
+    let mut names: HashMap<String, Ctid> = HashMap::new();
+
+    for (&id, ct) in cts {
+        // Clone source.
+        if let Some(raw) = &ct.clone_from_template_ctid {
+            let p = ptr(id, "clone_from_template_ctid");
+            match raw.parse::<Ctid>().ok().map(|c| (c, cts.get(&c))) {
+                // The schema reports a bad format or the broken source block.
+                None => {}
+                Some((src, None)) if untyped.contains(&src) => {}
+                Some((src, None)) => s.error(
+                    file,
+                    p,
+                    format!(
+                        "CT {id}: clone_from_template_ctid {src} names a container not defined in lxc_configs (define CT {src} as a template or fix the CTID)"
+                    ),
+                ),
+                Some((src, Some(sct))) => {
+                    if !sct.is_template() {
+                        s.error(
+                            file,
+                            p.clone(),
+                            format!(
+                                "CT {id}: clone source {src} is not a template (set \"is_template\": true and a template_snapshot_name on CT {src}, or clone from a template)"
+                            ),
+                        );
+                    } else if sct.template_snapshot_name.is_none() {
+                        s.error(
+                            file,
+                            p.clone(),
+                            format!(
+                                "CT {id}: clone source {src} has no template_snapshot_name to clone from"
+                            ),
+                        );
+                    }
+                    if sct.unprivileged != ct.unprivileged && src != id {
+                        s.warning(
+                            file,
+                            ptr(id, "unprivileged"),
+                            format!(
+                                "CT {id}: unprivileged is {} but its clone source {src} has {}; Proxmox cannot change unprivileged after creation, so the clone will be {} like {src}",
+                                ct.unprivileged,
+                                sct.unprivileged,
+                                if sct.unprivileged { "unprivileged" } else { "privileged" },
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+
+        if ct.is_template() && ct.template_snapshot_name.is_none() {
+            s.error(
+                file,
+                ptr(id, ""),
+                format!(
+                    "CT {id}: is_template is true but template_snapshot_name is missing (name the snapshot its clones are made from)"
+                ),
+            );
+        }
+        if let Some(snap) = &ct.template_snapshot_name
+            && let Some(why) = snapshot_name_problem(snap)
+        {
+            s.value_error(
+                file,
+                ptr(id, "template_snapshot_name"),
+                format!("CT {id}: template_snapshot_name '{snap}' {why}"),
+            );
+        }
+
+        if let Some(why) = hostname_problem(&ct.name) {
+            s.value_error(
+                file,
+                ptr(id, "name"),
+                format!(
+                    "CT {id}: name '{}' {why}; Proxmox uses it as the hostname",
+                    ct.name
+                ),
+            );
+        }
+        if let Some(mac) = &ct.mac_address
+            && let Some(why) = mac_problem(mac)
+        {
+            s.value_error(
+                file,
+                ptr(id, "mac_address"),
+                format!("CT {id}: mac_address {mac} {why}"),
+            );
+        }
+        if let Some(f) = &ct.features {
+            let problems = features_problems(f);
+            if !problems.is_empty() {
+                s.value_error(
+                    file,
+                    ptr(id, "features"),
+                    format!("CT {id}: features '{f}': {}", problems.join("; ")),
+                );
+            }
+        }
+
+        if let Some(tp) = ct.vllm_tensor_parallel_size {
+            let gpus = ct.gpus().len();
+            if tp as usize > gpus {
+                s.error(
+                    file,
+                    ptr(id, "vllm_tensor_parallel_size"),
+                    format!(
+                        "CT {id}: vllm_tensor_parallel_size {tp} is larger than the {} in gpu_assignment '{}'",
+                        plural(gpus, "GPU"),
+                        ct.gpu_assignment.as_deref().unwrap_or("none")
+                    ),
+                );
+            }
+        }
+
+        if let Some(sip) = &ct.static_ip
+            && *sip != ct.network_config.ip
+        {
+            s.warning(
+                file,
+                ptr(id, "static_ip"),
+                format!(
+                    "CT {id}: static_ip {sip} differs from network_config.ip {}; network_config.ip is the one used",
+                    ct.network_config.ip
+                ),
+            );
+        }
+
+        // Duplicates: reported on the later CT, naming the first.
+        if let Some(mac) = &ct.mac_address
+            && let Some(first) = macs.insert(mac.to_ascii_lowercase(), id)
+        {
+            macs.insert(mac.to_ascii_lowercase(), first);
+            s.error(
+                file,
+                ptr(id, "mac_address"),
+                format!("CT {id}: mac_address {mac} is also used by CT {first}"),
+            );
+        }
+        let addr = ip_address(&ct.network_config.ip).to_string();
+        if let Some(first) = ips.insert(addr.clone(), id) {
+            ips.insert(addr.clone(), first);
+            s.error(
+                file,
+                ptr(id, "network_config/ip"),
+                format!("CT {id}: network_config.ip address {addr} is also used by CT {first}"),
+            );
+        }
+        if let Some(first) = names.insert(ct.name.to_ascii_lowercase(), id) {
+            names.insert(ct.name.to_ascii_lowercase(), first);
+            s.error(
+                file,
+                ptr(id, "name"),
+                format!(
+                    "CT {id}: name '{}' is also used by CT {first} (hostnames compare without case)",
+                    ct.name
+                ),
+            );
+        }
+    }
+
+    for cycle in clone_cycles(cts) {
+        let text: Vec<String> = cycle.iter().map(Ctid::to_string).collect();
+        s.error(
+            file,
+            ptr(cycle[0], "clone_from_template_ctid"),
+            format!(
+                "CT {}: clone sources form a cycle: {} -> {}",
+                cycle[0],
+                text.join(" -> "),
+                cycle[0]
+            ),
+        );
+    }
+}
+
+/// Each cycle of explicit clone sources once, starting at its lowest CTID.
+pub fn clone_cycles(cts: &BTreeMap<Ctid, ContainerSpec>) -> Vec<Vec<Ctid>> {
+    // Every CT has at most one source, so walking from each CT finds each cycle; `done` keeps
+    // the whole thing linear.
+    let mut done: HashMap<Ctid, bool> = HashMap::new();
+    let mut cycles = Vec::new();
+    for &start in cts.keys() {
+        let mut path: Vec<Ctid> = Vec::new();
+        let mut cur = Some(start);
+        while let Some(c) = cur {
+            if done.contains_key(&c) {
+                break;
+            }
+            if let Some(pos) = path.iter().position(|&p| p == c) {
+                let mut cyc = path[pos..].to_vec();
+                let min = cyc
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, c)| **c)
+                    .map(|(i, _)| i);
+                cyc.rotate_left(min.unwrap_or(0));
+                cycles.push(cyc);
+                break;
+            }
+            path.push(c);
+            cur = cts
+                .get(&c)
+                .and_then(ContainerSpec::clone_source)
+                .filter(|s| cts.contains_key(s));
+        }
+        for p in path {
+            done.insert(p, true);
+        }
+    }
+    cycles.sort();
+    cycles
+}
+
+/// Rules that need both files.
+fn check_cross(
+    hv_file: &Path,
+    hv: &HypervisorConfig,
+    lxc_file: &Path,
+    cts: &BTreeMap<Ctid, ContainerSpec>,
+    s: &mut Semantic,
+) {
+    if hv.network.portainer_server_ip().is_none() {
+        for (&id, ct) in cts {
+            if ct.portainer_role == config::PortainerRole::Agent {
+                s.error(
+                    lxc_file,
+                    ptr(id, "portainer_role"),
+                    format!(
+                        "CT {id}: portainer_role 'agent' needs network.portainer_server_ip in {} (the server the agent is registered with)",
+                        hv_file.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Token files others can read are a leak: warn with the mode (the file need not exist).
+fn check_token_files(file: &Path, hv: &HypervisorConfig, host_root: &Path, s: &mut Semantic) {
+    use std::os::unix::fs::PermissionsExt;
+    for (field, p) in [
+        ("hf_token_file", &hv.core_paths.hf_token_file),
+        ("docker_token_file", &hv.core_paths.docker_token_file),
+    ] {
+        let at = paths::under_root(host_root, Path::new(p));
+        if let Ok(md) = std::fs::metadata(&at) {
+            let mode = md.permissions().mode() & 0o7777;
+            if mode & 0o004 != 0 {
+                s.warning(
+                    file,
+                    format!("/core_paths/{field}"),
+                    format!(
+                        "token file {} is readable by others (mode {mode:04o}); run: chmod 600 {}",
+                        at.display(),
+                        at.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
