@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser};
 
-use crate::config::{self, Configs, ContainerSpec, Ctid};
+use crate::config::{Configs, ContainerSpec, Ctid};
 use crate::error::{Error, Result};
 use crate::pct::{CtStatus, PctClient};
 
@@ -87,23 +87,10 @@ pub fn parse_args<T: Parser>(program: &'static str, about: &'static str) -> T {
 }
 
 /// Load both configuration files (from `LXC_CONFIG_FILE` / `HYPERVISOR_CONFIG_FILE` or
-/// PREFIX/etc). The one place steps load configs, so switching to the validating loader is one
-/// line here.
+/// PREFIX/etc), validated (schema + semantic rules; warnings logged). An invalid configuration
+/// is a config error (exit 2) listing every problem. The one place steps load configs.
 pub fn load_configs() -> Result<Configs> {
-    let hypervisor_path = crate::paths::hypervisor_config_file();
-    let lxc_path = crate::paths::lxc_config_file();
-    let hv_text = config::read_file(&hypervisor_path)?;
-    let hv_value = config::parse_json(&hypervisor_path, &hv_text)?;
-    let hypervisor = config::from_value(&hypervisor_path, hv_value)?;
-    let lxc_text = config::read_file(&lxc_path)?;
-    let lxc_value = config::parse_json(&lxc_path, &lxc_text)?;
-    let lxc = config::from_value(&lxc_path, lxc_value)?;
-    Ok(Configs {
-        hypervisor_path,
-        lxc_path,
-        hypervisor,
-        lxc,
-    })
+    Ok(crate::validate::load_validated()?)
 }
 
 /// What a step works with.
