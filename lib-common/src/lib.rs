@@ -7,6 +7,12 @@
 //! - [`install`]: the installed layout (xtask install, the Debian package, the test harness).
 //! - [`paths`]: PREFIX, `PHOENIX_HOST_ROOT`, config file locations.
 //! - [`logging`]: the shared log file format.
+//! - [`pct`]: the one client for `pct`/`pvesm`/`pveversion` (argv building, running, failures).
+//! - [`conffile`]: the one reader/writer of `/etc/pve/lxc/<id>.conf` (sections, atomic writes).
+//! - [`guest`]: commands and files inside a container, over [`pct`].
+//! - [`host`]: host facts from its files (driver version, device majors, storages).
+//! - [`steps`]: the logic of initial-setup, create-lxc and clone-lxc.
+//! - [`step`]: the frame of every step program (arguments, logging, configs, exit codes) and `wait_ready`.
 
 pub mod cli;
 pub mod config;
@@ -18,3 +24,9 @@ pub mod plan;
 pub mod validate;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod conffile;
+pub mod guest;
+pub mod host;
+pub mod pct;
+pub mod step;
+pub mod steps;

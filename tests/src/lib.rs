@@ -215,6 +215,19 @@ impl Host {
         .unwrap();
     }
 
+    /// Edit the installed LXC config in place, e.g.
+    /// `host.edit_lxc_config(|c| c["lxc_configs"]["900"]["name"] = "x".into())`.
+    pub fn edit_lxc_config(&self, edit: impl FnOnce(&mut serde_json::Value)) {
+        let mut v = self.lxc_config();
+        edit(&mut v);
+        self.write_lxc_config(&v);
+    }
+
+    /// Whether a host-absolute path exists inside the simulated host.
+    pub fn exists(&self, host_abs: &str) -> bool {
+        self.path(host_abs).exists()
+    }
+
     /// The LXC config as JSON, to edit in a test.
     pub fn lxc_config(&self) -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(&self.lxc_config).unwrap()).unwrap()

@@ -1,6 +1,13 @@
 //! Guests: the ostemplate image, confined execution inside a container's rootfs, file transfer.
 //!
-//! Interface used by the `pct` implementation (stub until implemented).
+//! Interface used by the `pct` implementation. Submodules: [`image`] (the Ubuntu 24.04 rootfs
+//! and its doubles), [`exec`] (mount namespace + chroot), [`files`] (push/pull),
+//! [`runfile`] (the NVIDIA `.run` installer double served by the host-side `curl`).
+
+pub mod exec;
+pub mod files;
+pub mod image;
+pub mod runfile;
 
 use std::path::{Path, PathBuf};
 
@@ -29,24 +36,37 @@ pub struct GuestCtx {
 /// Write a guest image tarball (what `pve-sim init --ostemplate PATH` places) at `path`
 /// (a path on this machine, already under the host root).
 pub fn write_ostemplate(path: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("guest image not implemented yet: {}", path.display())
+    image::write(path)
 }
 
 /// Unpack an ostemplate tarball into an empty `rootfs` directory (`pct create`).
 pub fn extract_ostemplate(tarball: &Path, rootfs: &Path) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "extract not implemented yet: {} -> {}",
-        tarball.display(),
-        rootfs.display()
-    )
+    image::extract(tarball, rootfs)
 }
 
 /// Run `argv` inside the guest with stdio inherited; returns the command's own exit code
-/// (127 when not found), as `pct exec` does.
+/// (127 when not found, 126 when not executable), as `pct exec` does. When the sandbox itself
+/// cannot be set up (not root, no mount namespaces, broken rootfs) the reason goes to stderr
+/// and the result is 255, like an lxc-attach failure.
 pub fn exec(ctx: &GuestCtx, argv: &[String]) -> i32 {
-    let _ = (ctx, argv);
-    eprintln!("pve-sim: guest exec not implemented yet");
-    1
+    match exec::run(ctx, argv) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pve-sim: CT {}: {e:#}", ctx.vmid);
+            255
+        }
+    }
+}
+
+/// Whether [`exec`] can work in this process; `Err` says why not (tests skip on it).
+pub fn exec_available() -> anyhow::Result<()> {
+    exec::available()
+}
+
+/// What happens inside the guest when the container (re)starts: `/run` is emptied and the
+/// enabled systemd units of the doubles become active again (call from `pct start`/`reboot`).
+pub fn boot(rootfs: &Path) -> anyhow::Result<()> {
+    image::boot(rootfs)
 }
 
 /// `pct push`: copy host file `src` (this machine's path) to `dest` inside the guest.
@@ -58,8 +78,7 @@ pub fn push(
     gid: Option<u32>,
     mode: Option<u32>,
 ) -> anyhow::Result<()> {
-    let _ = (ctx, src, dest, uid, gid, mode);
-    anyhow::bail!("push not implemented yet")
+    files::push(ctx, src, dest, uid, gid, mode)
 }
 
 /// `pct pull`: copy `path` inside the guest to host file `dest` (this machine's path).
@@ -71,6 +90,5 @@ pub fn pull(
     gid: Option<u32>,
     mode: Option<u32>,
 ) -> anyhow::Result<()> {
-    let _ = (ctx, path, dest, uid, gid, mode);
-    anyhow::bail!("pull not implemented yet")
+    files::pull(ctx, path, dest, uid, gid, mode)
 }

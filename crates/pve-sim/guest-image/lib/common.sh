@@ -1,0 +1,164 @@
+# Shared helpers of the pve-sim guest doubles (sourced by /usr/local/bin/*).
+# State lives inside the container rootfs:
+#   /var/lib/pve-sim/dpkg/<pkg>        installed package -> version (dpkg/apt)
+#   /var/lib/pve-sim/units/<unit>      unit files provided by installed packages (systemctl)
+#   /run/pve-sim/systemd/active/<unit> active units (cleared at container boot)
+#   /var/lib/pve-sim/nvidia/           driver user space (runfile), cuda-drivers damage
+#   /var/lib/docker-sim/               docker containers, images, volumes
+#   /var/lib/apt/lists/pve-sim-repos   repositories known at the last `apt-get update`
+
+SIM=/var/lib/pve-sim
+PKGDB=$SIM/dpkg
+UNITDB=$SIM/units
+ACTIVE=/run/pve-sim/systemd/active
+DOCKERDB=/var/lib/docker-sim
+NVDB=$SIM/nvidia
+REPOSNAP=/var/lib/apt/lists/pve-sim-repos
+
+pkg_installed() { [ -f "$PKGDB/$1" ]; }
+pkg_version() { cat "$PKGDB/$1" 2>/dev/null; }
+
+# A command provided by a package that is not installed is simply not there.
+need_pkg() {
+    pkg_installed "$2" && return 0
+    echo "bash: $1: command not found" >&2
+    exit 127
+}
+
+# write_atomic PATH < content: no half-written state files.
+write_atomic() {
+    local tmp
+    tmp="$1.pve-sim.$$"
+    cat >"$tmp" && mv -f "$tmp" "$1"
+}
+
+unit_name() {
+    case "$1" in
+        *.service | *.socket | *.timer | *.target | *.mount | *.path) printf '%s\n' "$1" ;;
+        *) printf '%s.service\n' "$1" ;;
+    esac
+}
+
+unit_file() {
+    if [ -f "/etc/systemd/system/$1" ]; then
+        printf '%s\n' "/etc/systemd/system/$1"
+    elif [ -f "$UNITDB/$1" ]; then
+        printf '%s\n' "$UNITDB/$1"
+    else
+        return 1
+    fi
+}
+
+unit_active() { [ -f "$ACTIVE/$1" ]; }
+
+docker_active() { unit_active docker.service; }
+
+# The port a systemd unit listens on: `X-PveSim-Listen=PORT` or `--port N` in ExecStart.
+unit_listen_port() {
+    local f
+    f=$(unit_file "$1") || return 1
+    sed -n -e 's/^X-PveSim-Listen=\([0-9]*\).*/\1/p' \
+        -e 's/^ExecStart=.*--port[= ]\([0-9][0-9]*\).*/\1/p' "$f" | head -n1
+}
+
+# Who answers on localhost:PORT (prints a description), or fail.
+port_owner() {
+    local port=$1 c u p
+    if docker_active && [ -d "$DOCKERDB/containers" ]; then
+        for c in "$DOCKERDB"/containers/*/; do
+            [ -f "$c/state" ] || continue
+            [ "$(cat "$c/state")" = running ] || continue
+            if grep -qx "$port" "$c/hostports" 2>/dev/null; then
+                echo "docker container $(cat "$c/name")"
+                return 0
+            fi
+        done
+    fi
+    if [ -d "$ACTIVE" ]; then
+        for u in "$ACTIVE"/*; do
+            [ -f "$u" ] || continue
+            p=$(unit_listen_port "${u##*/}")
+            if [ "$p" = "$port" ]; then
+                echo "systemd unit ${u##*/}"
+                return 0
+            fi
+        done
+    fi
+    return 1
+}
+
+FAKE_KEY_BEGIN='-----BEGIN PGP PUBLIC KEY BLOCK-----'
+fake_key() {
+    printf '%s\n\nmQINBPveSimFakeKeyFor%s\n=pveS\n-----END PGP PUBLIC KEY BLOCK-----\n' "$FAKE_KEY_BEGIN" "$1"
+}
+
+# sim_fetch URL: body on stdout. Returns 0 (HTTP 200), 6 (unresolvable host),
+# 7 (nothing listening) or 22 (HTTP 404). Sets FETCH_HOST.
+sim_fetch() {
+    local url=$1 rest hostport host port path owner
+    case "$url" in
+        http://* | https://*) rest=${url#*://} ;;
+        *) rest=$url ;;
+    esac
+    hostport=${rest%%/*}
+    path=/${rest#"$hostport"}
+    path=${path#//}
+    [ "$path" = "" ] && path=/
+    case "$path" in /*) ;; *) path=/$path ;; esac
+    host=${hostport%%:*}
+    port=${hostport#"$host"}
+    port=${port#:}
+    FETCH_HOST=$host
+    case "$host" in
+        localhost | 127.0.0.1 | "[::1]" | ::1)
+            if [ -z "$port" ]; then
+                case "$url" in https://*) port=443 ;; *) port=80 ;; esac
+            fi
+            FETCH_PORT=$port
+            owner=$(port_owner "$port") || return 7
+            case "$path" in
+                */v1/models*) printf '{"object":"list","data":[{"id":"model","object":"model","owned_by":"vllm"}]}\n' ;;
+                */health*) ;;
+                *) printf 'pve-sim: %s answered %s\n' "$owner" "$path" ;;
+            esac
+            return 0
+            ;;
+        download.docker.com)
+            case "$path" in
+                /linux/ubuntu/gpg) fake_key docker ;;
+                *) return 22 ;;
+            esac
+            ;;
+        nvidia.github.io)
+            case "$path" in
+                /libnvidia-container/gpgkey) fake_key libnvidia-container ;;
+                /libnvidia-container/stable/deb/nvidia-container-toolkit.list)
+                    printf 'deb https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH) /\n'
+                    printf '#deb https://nvidia.github.io/libnvidia-container/experimental/deb/$(ARCH) /\n'
+                    ;;
+                *) return 22 ;;
+            esac
+            ;;
+        developer.download.nvidia.com)
+            case "$path" in
+                /compute/cuda/repos/ubuntu2404/x86_64/3bf863cc.pub) fake_key cuda ;;
+                /compute/cuda/repos/ubuntu2404/x86_64/cuda-keyring_*_all.deb)
+                    printf 'PVE-SIM-DEB cuda-keyring 1.1-1\n'
+                    ;;
+                *) return 22 ;;
+            esac
+            ;;
+        *) return 6 ;;
+    esac
+    return 0
+}
+
+# Python of the machine, used for JSON/TOML editing and venvs.
+host_python() {
+    if [ -x /usr/bin/python3 ]; then
+        printf '%s\n' /usr/bin/python3
+    else
+        echo "pve-sim: this double needs the machine's /usr/bin/python3" >&2
+        return 1
+    fi
+}

@@ -1,0 +1,142 @@
+//! `exec`, `push`, `pull`: checks on the CT (exists, running, booted), then hand over to the
+//! guest layer ([`crate::guest`]) with the rootfs and the devices bound into the CT.
+
+use std::path::PathBuf;
+
+use super::{Call, load_conf, rootfs_dir};
+use crate::conf::Conf;
+use crate::error::{PveError, PveResult};
+use crate::guest::{self, DeviceBind, GuestCtx};
+use crate::host::now_ms;
+use crate::{runtime, schema};
+
+/// Devices the CT sees: `lxc.mount.entry: /dev/X dev/X ...` and `devN:` lines of the main
+/// section.
+pub fn devices(conf: &Conf) -> Vec<DeviceBind> {
+    let mut out = Vec::new();
+    for (k, v) in &conf.main.lxc {
+        if k != "lxc.mount.entry" {
+            continue;
+        }
+        let mut f = v.split_whitespace();
+        let (Some(src), Some(dst)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if src.starts_with("/dev/") {
+            out.push(DeviceBind {
+                host_path: PathBuf::from(src),
+                guest_path: PathBuf::from(format!("/{}", dst.trim_start_matches('/'))),
+            });
+        }
+    }
+    for (k, v) in &conf.main.kv {
+        if schema::split_numbered(k).is_some_and(|(b, _)| b == "dev") {
+            let path = v.split(',').find_map(|p| {
+                p.strip_prefix("path=")
+                    .or(if p.starts_with('/') { Some(p) } else { None })
+            });
+            if let Some(p) = path {
+                out.push(DeviceBind {
+                    host_path: PathBuf::from(p),
+                    guest_path: PathBuf::from(p),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn guest_ctx(call: &Call, conf: &Conf) -> PveResult<GuestCtx> {
+    Ok(GuestCtx {
+        host_root: call.host.root.clone(),
+        vmid: call.vmid(),
+        rootfs: rootfs_dir(call.host, &conf.main)?,
+        unprivileged: conf.main.get("unprivileged") == Some("1"),
+        devices: devices(conf),
+    })
+}
+
+pub fn exec(call: &Call) -> PveResult<i32> {
+    let vmid = call.vmid();
+    let conf = load_conf(call.host, vmid)?;
+    let Some(rt) = runtime::get(call.host, vmid) else {
+        return Err(PveError::die(format!("container '{vmid}' not running!")));
+    };
+    if call.extra.is_empty() {
+        return Err(PveError::die(
+            "missing command at /usr/share/perl5/PVE/CLI/pct.pm line 205.",
+        ));
+    }
+    if now_ms() < rt.boot_ready_ms {
+        eprintln!(
+            "lxc-attach: {vmid}: ../src/lxc/attach.c: get_attach_context: 405 Connection refused - Failed to get init pid"
+        );
+        eprintln!(
+            "lxc-attach: {vmid}: ../src/lxc/attach.c: lxc_attach: 1140 Connection refused - Failed to get attach context"
+        );
+        return Ok(255);
+    }
+    let ctx = guest_ctx(call, &conf)?;
+    Ok(guest::exec(&ctx, &call.extra))
+}
+
+fn ids(call: &Call) -> PveResult<(Option<u32>, Option<u32>, Option<u32>)> {
+    let id = |k: &str| -> PveResult<Option<u32>> {
+        match call.opt(k) {
+            None => Ok(None),
+            Some("root") => Ok(Some(0)),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                PveError::die(format!(
+                    "pve-sim: --{k} '{v}': only numeric ids and 'root' are supported"
+                ))
+            }),
+        }
+    };
+    let perms = match call.opt("perms") {
+        None => None,
+        Some(p) => {
+            let parsed = match p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
+                Some(h) => u32::from_str_radix(h, 16).ok(),
+                None => u32::from_str_radix(p, 8).ok(),
+            };
+            Some(parsed.ok_or_else(|| PveError::die(format!("invalid value for --perms: '{p}'")))?)
+        }
+    };
+    Ok((id("user")?, id("group")?, perms))
+}
+
+pub fn push(call: &Call) -> PveResult<i32> {
+    let vmid = call.vmid();
+    let conf = load_conf(call.host, vmid)?;
+    if !runtime::is_running(call.host, vmid) {
+        return Err(PveError::die("can only push files to a running CT"));
+    }
+    let (uid, gid, perms) = ids(call)?;
+    let file = &call.pos["file"];
+    let src = call.host.path(file);
+    if !src.is_file() {
+        return Err(PveError::task_exit0(format!(
+            "failed to open {file} for reading"
+        )));
+    }
+    let ctx = guest_ctx(call, &conf)?;
+    guest::push(&ctx, &src, &call.pos["destination"], uid, gid, perms)
+        .map_err(|e| PveError::task_exit0(format!("{e:#}")))?;
+    Ok(0)
+}
+
+pub fn pull(call: &Call) -> PveResult<i32> {
+    let vmid = call.vmid();
+    let conf = load_conf(call.host, vmid)?;
+    if !runtime::is_running(call.host, vmid) {
+        return Err(PveError::die(
+            "can only pull files from a running VM at /usr/share/perl5/PVE/CLI/pct.pm line 457.",
+        ));
+    }
+    let (uid, gid, perms) = ids(call)?;
+    let dest = call.host.path(&call.pos["destination"]);
+    let ctx = guest_ctx(call, &conf)?;
+    guest::pull(&ctx, &call.pos["path"], &dest, uid, gid, perms)
+        .map_err(|e| PveError::task_exit0(format!("{e:#}")))?;
+    Ok(0)
+}

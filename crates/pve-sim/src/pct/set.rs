@@ -1,0 +1,174 @@
+//! `pct set`: change config keys, `--delete` them, applied at once on a stopped CT; on a
+//! running CT only the hot-pluggable keys apply at once, the rest goes to `[pve:pending]`.
+
+use super::{Call, check_lock, load_conf, lock_host, normalize_net, save_conf};
+use crate::conf::is_config_key;
+use crate::error::{PveError, PveResult};
+use crate::{runtime, schema};
+
+/// Applied at once even while running (fast-plug).
+const FASTPLUG: &[&str] = &[
+    "description",
+    "onboot",
+    "startup",
+    "protection",
+    "hostname",
+    "hookscript",
+    "cores",
+    "tags",
+    "lock",
+];
+
+fn numbered(k: &str, base: &str) -> bool {
+    schema::split_numbered(k).is_some_and(|(b, _)| b == base)
+}
+
+/// Whether changing `k` on a running CT takes effect at once (fast-plug or hot-plug).
+fn applies_live(k: &str, exists: bool) -> bool {
+    FASTPLUG.contains(&k)
+        || matches!(k, "memory" | "swap" | "cpulimit" | "cpuunits")
+        || numbered(k, "net")
+        || ((numbered(k, "mp") || numbered(k, "dev")) && !exists)
+}
+
+const REQUIRED: &[&str] = &["memory", "rootfs", "ostype"];
+
+pub fn set(call: &Call) -> PveResult<i32> {
+    let host = call.host;
+    let vmid = call.vmid();
+    let mut changes: Vec<(String, String)> = Vec::new();
+    let mut deletes: Vec<String> = Vec::new();
+    for (k, v) in &call.opts {
+        match k.as_str() {
+            "delete" => {
+                for d in v.split([',', ';', ' ']).filter(|s| !s.is_empty()) {
+                    if !is_config_key(d) && d != "description" {
+                        return Err(PveError::param("delete", format!("unknown option '{d}'")));
+                    }
+                    deletes.push(d.to_string());
+                }
+            }
+            "digest" | "revert" => {}
+            _ => changes.push((k.clone(), v.clone())),
+        }
+    }
+    if changes.is_empty() && deletes.is_empty() && call.opt("revert").is_none() {
+        return Err(PveError::die("no options specified"));
+    }
+    if changes.iter().any(|(k, _)| k == "unprivileged") {
+        return Err(PveError::die(
+            "unable to modify read-only option: 'unprivileged'",
+        ));
+    }
+    for d in &deletes {
+        if REQUIRED.contains(&d.as_str()) {
+            return Err(PveError::die(format!(
+                "unable to delete required option '{d}'"
+            )));
+        }
+        if changes.iter().any(|(k, _)| k == d) {
+            return Err(PveError::die(format!(
+                "can't set and delete option '{d}' at the same time"
+            )));
+        }
+    }
+    for (k, v) in &changes {
+        if numbered(k, "dev") {
+            let fmt = schema::endpoint("PUT /nodes/{node}/lxc/{vmid}/config")["dev[n]"]["format"]
+                .as_object()
+                .expect("dev format");
+            if let Ok(kv) = schema::parse_property_string(fmt, v)
+                && let Some(p) = kv.get("path")
+                && !host.path(p).exists()
+            {
+                return Err(PveError::die(format!("Device {p} does not exist")));
+            }
+        }
+    }
+
+    let _g = lock_host(host)?;
+    let mut conf = load_conf(host, vmid)?;
+    if !changes.iter().any(|(k, _)| k == "lock") {
+        check_lock(&conf)?;
+    }
+    if conf.main.get("protection") == Some("1")
+        && changes.iter().all(|(k, _)| k != "protection")
+        && deletes.iter().any(|d| d == "rootfs" || numbered(d, "mp"))
+    {
+        return Err(PveError::die(format!(
+            "can't remove CT {vmid} drive - protection mode enabled"
+        )));
+    }
+    let running = runtime::is_running(host, vmid);
+    if let Some(r) = call.opt("revert") {
+        for k in r.split([',', ';', ' ']).filter(|s| !s.is_empty()) {
+            conf.pending.kv.remove(k);
+            if let Some(d) = conf.pending.kv.get("delete").cloned() {
+                let rest: Vec<&str> = d.split(',').filter(|x| *x != k).collect();
+                if rest.is_empty() {
+                    conf.pending.kv.remove("delete");
+                } else {
+                    conf.pending.set("delete", rest.join(","));
+                }
+            }
+        }
+    }
+    for d in &deletes {
+        let present = if d == "description" {
+            !conf.main.description.is_empty()
+        } else {
+            conf.main.kv.contains_key(d)
+        };
+        if !present {
+            eprintln!("cannot delete '{d}' - not set in current configuration!");
+            continue;
+        }
+        if running && !applies_live(d, true) {
+            let mut list: Vec<String> = conf
+                .pending
+                .get("delete")
+                .map(|s| s.split(',').map(str::to_string).collect())
+                .unwrap_or_default();
+            if !list.contains(d) {
+                list.push(d.clone());
+            }
+            conf.pending.set("delete", list.join(","));
+        } else if d == "description" {
+            conf.main.description.clear();
+        } else {
+            conf.main.kv.remove(d);
+        }
+    }
+    for (k, v) in changes {
+        let value = if numbered(&k, "net") {
+            normalize_net(&v)?
+        } else if k == "tags" {
+            super::create::normalize_tags(&v)
+        } else if k == "nameserver" || k == "searchdomain" {
+            v.split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        } else {
+            v
+        };
+        if k == "description" {
+            let d = if value.ends_with('\n') {
+                value
+            } else {
+                format!("{value}\n")
+            };
+            conf.main.description = d;
+            continue;
+        }
+        let exists = conf.main.kv.contains_key(&k);
+        if running && !applies_live(&k, exists) {
+            conf.pending.set(&k, value);
+        } else {
+            conf.main.set(&k, value);
+            conf.pending.kv.remove(&k);
+        }
+    }
+    save_conf(host, vmid, &conf)?;
+    Ok(0)
+}

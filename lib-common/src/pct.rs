@@ -1,0 +1,996 @@
+//! The one Proxmox command client: every `pct`, `pvesm` and `pveversion` command line in the
+//! product is built and run here (style.md: "`pct` is called through one typed client").
+//!
+//! - Argument vectors are built by pure functions ([`CreateSpec::args`], [`CloneSpec::args`],
+//!   [`set_args`], ...) so tests can check each one against Proxmox's API schema.
+//! - Values are always separate argv elements; nothing here goes through a shell. Commands run
+//!   inside a container use `pct exec CTID -- argv...`; scripts use
+//!   `pct exec CTID -- bash -c <script> _ arg1 arg2` with the values as positional parameters.
+//! - Failures become [`ErrorKind::Proxmox`] errors naming the CTID, the subcommand and pve's
+//!   stderr; "CT does not exist" becomes [`ErrorKind::Precondition`].
+//! - Dry-run: mutating calls are printed (`would run: pct ...`) and not run; read-only calls
+//!   (status, config, listsnapshot, pvesm status, read-only exec) still run.
+//! - Every mutating call is logged at info as `[CTID] pct ...`. No secret is ever put on a
+//!   command line: files with secrets go in with [`PctClient::push`] from a 0600 temp file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::config::{ContainerSpec, Ctid};
+use crate::error::{Error, Result};
+
+/// Power state of a container as `pct status` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtStatus {
+    Running,
+    Stopped,
+    /// No such CT on this node.
+    Missing,
+}
+
+/// What a command run inside a container returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The command's own exit code (127: not found); -1 when killed by a signal.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ExecOutput {
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+
+    /// The last `max` characters of stderr (or stdout when stderr is empty), trimmed: enough
+    /// to say why a command failed without flooding the terminal.
+    pub fn tail(&self, max: usize) -> String {
+        let s = if self.stderr.trim().is_empty() {
+            self.stdout.trim()
+        } else {
+            self.stderr.trim()
+        };
+        tail_chars(s, max)
+    }
+}
+
+fn tail_chars(s: &str, max: usize) -> String {
+    let count = s.chars().count();
+    if count <= max {
+        return s.to_string();
+    }
+    let skip = count - max;
+    format!("...{}", s.chars().skip(skip).collect::<String>())
+}
+
+/// Output of `pct config CTID`: `key: value` settings, and the `lxc.*` entries in file order
+/// (they may repeat, so they are not in the map).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PctConfig {
+    pub settings: BTreeMap<String, String>,
+    pub lxc: Vec<(String, String)>,
+}
+
+impl PctConfig {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.settings.get(key).map(String::as_str)
+    }
+
+    /// Parse `pct config` output.
+    pub fn parse(text: &str) -> PctConfig {
+        let mut cfg = PctConfig::default();
+        for line in text.lines() {
+            let line = line.trim_end();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some((k, v)) = crate::conffile::parse_lxc_line(line) {
+                cfg.lxc.push((k, v));
+            } else if let Some((k, v)) = line.split_once(':') {
+                cfg.settings
+                    .insert(k.trim().to_string(), v.trim().to_string());
+            }
+        }
+        cfg
+    }
+}
+
+/// One row of `pvesm status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageStatus {
+    pub name: String,
+    pub storage_type: String,
+    /// `active`, `inactive`, `disabled`.
+    pub status: String,
+}
+
+/// Parse `pvesm status` (PVE 8 and 9 headers).
+pub fn parse_pvesm_status(text: &str) -> Vec<StorageStatus> {
+    text.lines()
+        .skip_while(|l| !l.trim_start().starts_with("Name"))
+        .skip(1)
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some(StorageStatus {
+                name: it.next()?.to_string(),
+                storage_type: it.next()?.to_string(),
+                status: it.next()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Snapshot names from `pct listsnapshot` output, in listed order, without `current`.
+pub fn parse_listsnapshot(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.trim_start().strip_prefix("`->")?;
+            let name = rest.split_whitespace().next()?;
+            (name != "current").then(|| name.to_string())
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument vectors (pure; checked against the API schema in tests)
+
+/// `name=eth0,bridge=vmbr0,ip=10.0.0.200/24,gw=10.0.0.1,hwaddr=52:54:00:AA:BB:CC` for a block.
+/// The MAC goes inside net0 (`--hwaddress` is not a pct option); `ip` prefers `static_ip`.
+pub fn net0_value(spec: &ContainerSpec) -> String {
+    let net = &spec.network_config;
+    let ip = spec.static_ip.as_deref().unwrap_or(&net.ip);
+    let mut v = format!("name={},bridge={},ip={ip}", net.name, net.bridge);
+    if !net.gw.is_empty() {
+        v.push_str(&format!(",gw={}", net.gw));
+    }
+    if let Some(mac) = spec.mac_address.as_deref() {
+        v.push_str(&format!(",hwaddr={mac}"));
+    }
+    v
+}
+
+/// Everything `pct create` needs for one container block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSpec {
+    pub ctid: Ctid,
+    /// Host-absolute path (or a `storage:vztmpl/...` volid), passed unprefixed.
+    pub ostemplate: String,
+    pub hostname: String,
+    pub memory_mb: u64,
+    pub cores: u32,
+    pub storage: String,
+    pub rootfs_gb: u64,
+    pub net0: String,
+    /// Omitted when empty.
+    pub features: String,
+    pub unprivileged: bool,
+}
+
+impl CreateSpec {
+    pub fn from_spec(ctid: Ctid, spec: &ContainerSpec) -> CreateSpec {
+        CreateSpec {
+            ctid,
+            ostemplate: spec.template.clone(),
+            hostname: spec.name.clone(),
+            memory_mb: spec.memory_mb,
+            cores: spec.cores,
+            storage: spec.storage_pool.clone(),
+            rootfs_gb: spec.storage_size_gb,
+            net0: net0_value(spec),
+            features: spec.features.clone().unwrap_or_default(),
+            unprivileged: spec.unprivileged,
+        }
+    }
+
+    /// `create CTID OSTEMPLATE --hostname .. --memory .. --cores .. --storage .. --rootfs
+    /// POOL:GB --net0 .. [--features ..] --unprivileged 0|1` (without the leading `pct`).
+    pub fn args(&self) -> Vec<String> {
+        let mut a = vec![
+            "create".to_string(),
+            self.ctid.to_string(),
+            self.ostemplate.clone(),
+            "--hostname".into(),
+            self.hostname.clone(),
+            "--memory".into(),
+            self.memory_mb.to_string(),
+            "--cores".into(),
+            self.cores.to_string(),
+            "--storage".into(),
+            self.storage.clone(),
+            "--rootfs".into(),
+            format!("{}:{}", self.storage, self.rootfs_gb),
+            "--net0".into(),
+            self.net0.clone(),
+        ];
+        if !self.features.trim().is_empty() {
+            a.push("--features".into());
+            a.push(self.features.trim().to_string());
+        }
+        a.push("--unprivileged".into());
+        a.push(bool01(self.unprivileged).into());
+        a
+    }
+}
+
+/// Everything `pct clone` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloneSpec {
+    pub source: Ctid,
+    pub target: Ctid,
+    pub snapname: Option<String>,
+    pub hostname: String,
+    /// Full clone (`--full 1`); linked otherwise (`--full 0`).
+    pub full: bool,
+    /// Target storage; only allowed with `full`.
+    pub storage: Option<String>,
+}
+
+impl CloneSpec {
+    /// `clone SOURCE TARGET [--snapname S] --hostname N --full 0|1 [--storage P]`.
+    pub fn args(&self) -> Vec<String> {
+        let mut a = vec![
+            "clone".to_string(),
+            self.source.to_string(),
+            self.target.to_string(),
+        ];
+        if let Some(s) = &self.snapname {
+            a.push("--snapname".into());
+            a.push(s.clone());
+        }
+        a.push("--hostname".into());
+        a.push(self.hostname.clone());
+        a.push("--full".into());
+        a.push(bool01(self.full).into());
+        // Proxmox refuses --storage for linked clones.
+        if self.full
+            && let Some(st) = &self.storage
+        {
+            a.push("--storage".into());
+            a.push(st.clone());
+        }
+        a
+    }
+}
+
+fn bool01(b: bool) -> &'static str {
+    if b { "1" } else { "0" }
+}
+
+/// `set CTID --k1 v1 --k2 v2 ...`.
+pub fn set_args(ctid: Ctid, pairs: &[(&str, &str)]) -> Vec<String> {
+    let mut a = vec!["set".to_string(), ctid.to_string()];
+    for (k, v) in pairs {
+        a.push(format!("--{k}"));
+        a.push((*v).to_string());
+    }
+    a
+}
+
+/// `set CTID --delete k1,k2`.
+pub fn set_delete_args(ctid: Ctid, keys: &[&str]) -> Vec<String> {
+    vec![
+        "set".to_string(),
+        ctid.to_string(),
+        "--delete".into(),
+        keys.join(","),
+    ]
+}
+
+/// `shutdown CTID --timeout N [--forceStop 1]`.
+pub fn shutdown_args(ctid: Ctid, timeout_s: u64, force: bool) -> Vec<String> {
+    let mut a = vec![
+        "shutdown".to_string(),
+        ctid.to_string(),
+        "--timeout".into(),
+        timeout_s.to_string(),
+    ];
+    if force {
+        a.push("--forceStop".into());
+        a.push("1".into());
+    }
+    a
+}
+
+/// `exec CTID -- argv...`: `--` so arguments starting with `-` are never pct options.
+pub fn exec_args(ctid: Ctid, argv: &[&str]) -> Vec<String> {
+    let mut a = vec!["exec".to_string(), ctid.to_string(), "--".into()];
+    a.extend(argv.iter().map(|s| s.to_string()));
+    a
+}
+
+/// `exec CTID -- bash -c SCRIPT _ args...`: values reach the script as `$1`, `$2`, ...
+pub fn exec_script_args(ctid: Ctid, script: &str, args: &[&str]) -> Vec<String> {
+    let mut argv = vec!["bash", "-c", script, "_"];
+    argv.extend_from_slice(args);
+    exec_args(ctid, &argv)
+}
+
+/// `push CTID HOST_SRC DEST [--perms MODE]`.
+pub fn push_args(ctid: Ctid, host_src: &str, dest: &str, perms: Option<&str>) -> Vec<String> {
+    let mut a = vec![
+        "push".to_string(),
+        ctid.to_string(),
+        host_src.to_string(),
+        dest.to_string(),
+    ];
+    if let Some(p) = perms {
+        a.push("--perms".into());
+        a.push(p.to_string());
+    }
+    a
+}
+
+/// An argv as a person would type it: words with shell-special characters single-quoted.
+/// Display only; never run through a shell.
+pub fn display_argv<S: AsRef<str>>(argv: &[S]) -> String {
+    argv.iter()
+        .map(|a| {
+            let a = a.as_ref();
+            let safe = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+            if safe {
+                a.to_string()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+
+/// Runs Proxmox's command-line tools. Cheap to create; tools are looked up on `PATH` at first use.
+#[derive(Debug)]
+pub struct PctClient {
+    dry_run: bool,
+    pct: OnceLock<std::result::Result<PathBuf, String>>,
+    pvesm: OnceLock<std::result::Result<PathBuf, String>>,
+    pveversion: OnceLock<std::result::Result<PathBuf, String>>,
+}
+
+/// Whether a `pct` subcommand changes anything (as pve-sim's journal marks them).
+pub fn is_mutating(sub: &str) -> bool {
+    matches!(
+        sub,
+        "create"
+            | "clone"
+            | "set"
+            | "start"
+            | "stop"
+            | "shutdown"
+            | "reboot"
+            | "snapshot"
+            | "delsnapshot"
+            | "rollback"
+            | "destroy"
+            | "template"
+            | "push"
+            | "mount"
+            | "unmount"
+            | "unlock"
+            | "resize"
+            | "restore"
+            | "migrate"
+    )
+}
+
+impl PctClient {
+    pub fn new(dry_run: bool) -> PctClient {
+        PctClient {
+            dry_run,
+            pct: OnceLock::new(),
+            pvesm: OnceLock::new(),
+            pveversion: OnceLock::new(),
+        }
+    }
+
+    /// A client with fixed tool paths (tests).
+    pub fn with_tools(dry_run: bool, pct: &Path, pvesm: &Path, pveversion: &Path) -> PctClient {
+        let c = PctClient::new(dry_run);
+        let _ = c.pct.set(Ok(pct.to_path_buf()));
+        let _ = c.pvesm.set(Ok(pvesm.to_path_buf()));
+        let _ = c.pveversion.set(Ok(pveversion.to_path_buf()));
+        c
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    fn tool(cell: &OnceLock<std::result::Result<PathBuf, String>>, name: &str) -> Result<PathBuf> {
+        cell.get_or_init(|| which::which(name).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|e| {
+                Error::precondition(format!(
+                    "`{name}` not found on PATH ({e}): this is not a Proxmox VE host, or PATH lacks /usr/sbin"
+                ))
+                .into()
+            })
+    }
+
+    /// Path of `pct` (a precondition error when it is not installed).
+    pub fn pct_path(&self) -> Result<PathBuf> {
+        Self::tool(&self.pct, "pct")
+    }
+
+    pub fn pvesm_path(&self) -> Result<PathBuf> {
+        Self::tool(&self.pvesm, "pvesm")
+    }
+
+    pub fn pveversion_path(&self) -> Result<PathBuf> {
+        Self::tool(&self.pveversion, "pveversion")
+    }
+
+    /// Run a tool and collect its output; an error only when it cannot be started.
+    fn spawn(tool: &Path, name: &str, args: &[String]) -> Result<ExecOutput> {
+        let out = Command::new(tool)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                Error::proxmox(format!(
+                    "cannot run `{name} {}`: {e}",
+                    args.first().map(String::as_str).unwrap_or("")
+                ))
+            })?;
+        Ok(ExecOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Run `pct args...` raw: no dry-run handling, no failure mapping. Prefer the typed methods.
+    pub fn run_raw(&self, args: &[String]) -> Result<ExecOutput> {
+        Self::spawn(&self.pct_path()?, "pct", args)
+    }
+
+    /// Run a `pct` command that must succeed. Mutating commands are logged, and only printed in
+    /// dry-run mode (then an empty success is returned).
+    fn pct(&self, ctid: Option<Ctid>, args: Vec<String>) -> Result<ExecOutput> {
+        let sub = args.first().cloned().unwrap_or_default();
+        let mutating = is_mutating(&sub);
+        let prefix = ctid.map(|c| format!("[{c}] ")).unwrap_or_default();
+        if mutating {
+            if self.dry_run {
+                println!("would run: pct {}", display_argv(&args));
+                log::info!("{prefix}dry-run: would run: pct {}", display_argv(&args));
+                return Ok(ExecOutput::default());
+            }
+            log::info!("{prefix}pct {}", display_argv(&args));
+        } else {
+            log::debug!("{prefix}pct {}", display_argv(&args));
+        }
+        let out = self.run_raw(&args)?;
+        // `pct push` reports task failures on stderr with exit 0 (proxmox.md).
+        let failed = out.code != 0 || (sub == "push" && !out.stderr.trim().is_empty());
+        if failed {
+            return Err(pct_failure(ctid, &sub, &out).into());
+        }
+        Ok(out)
+    }
+
+    // -- read-only ---------------------------------------------------------------------------
+
+    /// `pct status CTID`.
+    pub fn status(&self, ctid: Ctid) -> Result<CtStatus> {
+        let args = vec!["status".to_string(), ctid.to_string()];
+        log::debug!("[{ctid}] pct {}", display_argv(&args));
+        let out = self.run_raw(&args)?;
+        if out.code != 0 {
+            if is_missing_ct(&out.stderr) {
+                return Ok(CtStatus::Missing);
+            }
+            return Err(pct_failure(Some(ctid), "status", &out).into());
+        }
+        match out.stdout.trim() {
+            "status: running" => Ok(CtStatus::Running),
+            "status: stopped" => Ok(CtStatus::Stopped),
+            other => Err(Error::proxmox(format!(
+                "CT {ctid}: unexpected `pct status` output: {other:?}"
+            ))
+            .into()),
+        }
+    }
+
+    pub fn exists(&self, ctid: Ctid) -> Result<bool> {
+        Ok(self.status(ctid)? != CtStatus::Missing)
+    }
+
+    /// A precondition error unless the CT exists; returns its status.
+    pub fn require_exists(&self, ctid: Ctid) -> Result<CtStatus> {
+        match self.status(ctid)? {
+            CtStatus::Missing => Err(missing_ct_error(ctid).into()),
+            s => Ok(s),
+        }
+    }
+
+    /// `pct config CTID` (pending values merged, as Proxmox shows them).
+    pub fn config(&self, ctid: Ctid) -> Result<PctConfig> {
+        let out = self.pct(Some(ctid), vec!["config".into(), ctid.to_string()])?;
+        Ok(PctConfig::parse(&out.stdout))
+    }
+
+    /// `pct listsnapshot CTID`: snapshot names, without `current`.
+    pub fn list_snapshots(&self, ctid: Ctid) -> Result<Vec<String>> {
+        let out = self.pct(Some(ctid), vec!["listsnapshot".into(), ctid.to_string()])?;
+        Ok(parse_listsnapshot(&out.stdout))
+    }
+
+    /// Whether a snapshot with exactly this name exists.
+    pub fn has_snapshot(&self, ctid: Ctid, name: &str) -> Result<bool> {
+        Ok(self.list_snapshots(ctid)?.iter().any(|s| s == name))
+    }
+
+    /// `pvesm status`.
+    pub fn pvesm_status(&self) -> Result<Vec<StorageStatus>> {
+        let args = vec!["status".to_string()];
+        log::debug!("pvesm status");
+        let out = Self::spawn(&self.pvesm_path()?, "pvesm", &args)?;
+        if out.code != 0 {
+            return Err(Error::proxmox(format!(
+                "`pvesm status` failed (exit {}): {}",
+                out.code,
+                out.tail(2000)
+            ))
+            .into());
+        }
+        Ok(parse_pvesm_status(&out.stdout))
+    }
+
+    /// `pveversion` output, trimmed (e.g. `pve-manager/8.4.1/...`).
+    pub fn pveversion(&self) -> Result<String> {
+        let out = Self::spawn(&self.pveversion_path()?, "pveversion", &[])?;
+        if out.code != 0 {
+            return Err(Error::precondition(format!(
+                "`pveversion` failed (exit {}): {}: not a Proxmox VE host",
+                out.code,
+                out.tail(500)
+            ))
+            .into());
+        }
+        Ok(out.stdout.trim().to_string())
+    }
+
+    // -- mutating ----------------------------------------------------------------------------
+
+    pub fn create(&self, spec: &CreateSpec) -> Result<()> {
+        self.pct(Some(spec.ctid), spec.args()).map(drop)
+    }
+
+    pub fn clone_ct(&self, spec: &CloneSpec) -> Result<()> {
+        self.pct(Some(spec.target), spec.args()).map(drop)
+    }
+
+    /// `pct set CTID --k v ...`; nothing is run for an empty list.
+    pub fn set(&self, ctid: Ctid, pairs: &[(&str, &str)]) -> Result<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        self.pct(Some(ctid), set_args(ctid, pairs)).map(drop)
+    }
+
+    /// `pct set CTID --delete k1,k2`; nothing is run for an empty list.
+    pub fn set_delete(&self, ctid: Ctid, keys: &[&str]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.pct(Some(ctid), set_delete_args(ctid, keys)).map(drop)
+    }
+
+    pub fn start(&self, ctid: Ctid) -> Result<()> {
+        self.pct(Some(ctid), vec!["start".into(), ctid.to_string()])
+            .map(drop)
+    }
+
+    pub fn stop(&self, ctid: Ctid) -> Result<()> {
+        self.pct(Some(ctid), vec!["stop".into(), ctid.to_string()])
+            .map(drop)
+    }
+
+    /// `pct shutdown CTID --timeout N [--forceStop 1]`.
+    pub fn shutdown(&self, ctid: Ctid, timeout_s: u64, force: bool) -> Result<()> {
+        self.pct(Some(ctid), shutdown_args(ctid, timeout_s, force))
+            .map(drop)
+    }
+
+    pub fn snapshot(&self, ctid: Ctid, name: &str) -> Result<()> {
+        self.pct(
+            Some(ctid),
+            vec!["snapshot".into(), ctid.to_string(), name.to_string()],
+        )
+        .map(drop)
+    }
+
+    pub fn delsnapshot(&self, ctid: Ctid, name: &str) -> Result<()> {
+        self.pct(
+            Some(ctid),
+            vec!["delsnapshot".into(), ctid.to_string(), name.to_string()],
+        )
+        .map(drop)
+    }
+
+    /// `pct destroy CTID [--force 1]` (`--force` stops a running CT first).
+    pub fn destroy(&self, ctid: Ctid, force: bool) -> Result<()> {
+        let mut args = vec!["destroy".to_string(), ctid.to_string()];
+        if force {
+            args.push("--force".into());
+            args.push("1".into());
+        }
+        self.pct(Some(ctid), args).map(drop)
+    }
+
+    /// `pct template CTID` (convert to a template).
+    pub fn template(&self, ctid: Ctid) -> Result<()> {
+        let out = self.pct(Some(ctid), vec!["template".into(), ctid.to_string()])?;
+        // Task failures of `pct template` exit 0 (proxmox.md); the message is the evidence.
+        let all = format!("{}{}", out.stdout, out.stderr);
+        if all.contains("feature is not available") {
+            return Err(Error::proxmox(format!(
+                "CT {ctid}: `pct template` failed: {}",
+                tail_chars(all.trim(), 2000)
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// `pct push CTID HOST_SRC DEST [--perms MODE]`; `host_src` is host-absolute, unprefixed.
+    pub fn push(&self, ctid: Ctid, host_src: &str, dest: &str, perms: Option<&str>) -> Result<()> {
+        self.pct(Some(ctid), push_args(ctid, host_src, dest, perms))
+            .map(drop)
+    }
+
+    /// `pct exec CTID -- argv...`, a command that may change the guest: printed, not run, in
+    /// dry-run mode (returns success with empty output). Returns the command's own exit code;
+    /// an error only when pct itself fails (CT missing or not running).
+    pub fn exec(&self, ctid: Ctid, argv: &[&str]) -> Result<ExecOutput> {
+        self.exec_inner(ctid, exec_args(ctid, argv), true)
+    }
+
+    /// As [`PctClient::exec`] for a read-only command: runs in dry-run mode too.
+    pub fn exec_query(&self, ctid: Ctid, argv: &[&str]) -> Result<ExecOutput> {
+        self.exec_inner(ctid, exec_args(ctid, argv), false)
+    }
+
+    /// `pct exec CTID -- bash -c SCRIPT _ args...` (may change the guest).
+    pub fn exec_script(&self, ctid: Ctid, script: &str, args: &[&str]) -> Result<ExecOutput> {
+        self.exec_inner(ctid, exec_script_args(ctid, script, args), true)
+    }
+
+    /// As [`PctClient::exec_script`] for a read-only script: runs in dry-run mode too.
+    pub fn exec_script_query(&self, ctid: Ctid, script: &str, args: &[&str]) -> Result<ExecOutput> {
+        self.exec_inner(ctid, exec_script_args(ctid, script, args), false)
+    }
+
+    fn exec_inner(&self, ctid: Ctid, args: Vec<String>, mutating: bool) -> Result<ExecOutput> {
+        let shown = display_exec(&args);
+        if mutating {
+            if self.dry_run {
+                println!("would run: pct {shown}");
+                log::info!("[{ctid}] dry-run: would run: pct {shown}");
+                return Ok(ExecOutput::default());
+            }
+            log::info!("[{ctid}] pct {shown}");
+        } else {
+            log::debug!("[{ctid}] pct {shown}");
+        }
+        let out = self.run_raw(&args)?;
+        // pct's own failures (before lxc-attach) exit 255 with a recognisable message.
+        if out.code == 255 {
+            if is_missing_ct(&out.stderr) {
+                return Err(missing_ct_error(ctid).into());
+            }
+            if out.stderr.contains("not running") {
+                return Err(Error::precondition(format!(
+                    "CT {ctid} is not running, cannot run `{}` in it\nhint: start it with `pct start {ctid}`",
+                    args.get(3).map(String::as_str).unwrap_or("")
+                ))
+                .into());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An exec argv for logs: a long script shows as its first line and length.
+fn display_exec(args: &[String]) -> String {
+    let shortened: Vec<String> = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let is_script = i >= 1 && args.get(i - 1).is_some_and(|p| p == "-c");
+            if is_script && (a.len() > 80 || a.contains('\n')) {
+                let first = a.lines().next().unwrap_or("");
+                format!("{}... ({} bytes)", tail_cut(first, 60), a.len())
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    display_argv(&shortened)
+}
+
+fn tail_cut(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// pve's message for a CT that does not exist on this node.
+pub fn is_missing_ct(stderr: &str) -> bool {
+    stderr.contains("Configuration file") && stderr.contains("does not exist")
+}
+
+fn missing_ct_error(ctid: Ctid) -> Error {
+    Error::precondition(format!(
+        "CT {ctid} does not exist on this node\nhint: create it first (phoenix_hypervisor_create_lxc {ctid}) or check the CTID"
+    ))
+}
+
+fn pct_failure(ctid: Option<Ctid>, sub: &str, out: &ExecOutput) -> Error {
+    if let Some(ctid) = ctid
+        && is_missing_ct(&out.stderr)
+        && sub != "create"
+    {
+        return missing_ct_error(ctid);
+    }
+    let who = ctid.map(|c| format!("CT {c}: ")).unwrap_or_default();
+    Error::proxmox(format!(
+        "{who}`pct {sub}` failed (exit {}): {}",
+        out.code,
+        out.tail(2000)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{NetworkConfig, PortainerRole};
+
+    pub(crate) fn spec_900() -> ContainerSpec {
+        ContainerSpec {
+            name: "BaseTemplate".into(),
+            memory_mb: 2048,
+            cores: 2,
+            template: "/fastData/shared-iso/template/cache/ubuntu.tar.zst".into(),
+            storage_pool: "lxc-disks".into(),
+            storage_size_gb: 32,
+            network_config: NetworkConfig {
+                name: "eth0".into(),
+                bridge: "vmbr0".into(),
+                ip: "10.0.0.200/24".into(),
+                gw: "10.0.0.1".into(),
+            },
+            features: Some("".into()),
+            static_ip: Some("10.0.0.200/24".into()),
+            mac_address: Some("52:54:00:AA:BB:CC".into()),
+            gpu_assignment: Some("none".into()),
+            portainer_role: PortainerRole::None,
+            unprivileged: true,
+            vllm_model: None,
+            vllm_tensor_parallel_size: None,
+            is_template: Some(true),
+            template_snapshot_name: Some("base-snapshot".into()),
+            clone_from_template_ctid: None,
+        }
+    }
+
+    #[test]
+    fn create_argv_has_mac_in_net0_and_no_empty_features() {
+        let a = CreateSpec::from_spec(Ctid(900), &spec_900()).args();
+        assert_eq!(
+            a,
+            [
+                "create",
+                "900",
+                "/fastData/shared-iso/template/cache/ubuntu.tar.zst",
+                "--hostname",
+                "BaseTemplate",
+                "--memory",
+                "2048",
+                "--cores",
+                "2",
+                "--storage",
+                "lxc-disks",
+                "--rootfs",
+                "lxc-disks:32",
+                "--net0",
+                "name=eth0,bridge=vmbr0,ip=10.0.0.200/24,gw=10.0.0.1,hwaddr=52:54:00:AA:BB:CC",
+                "--unprivileged",
+                "1"
+            ]
+        );
+        assert!(!a.iter().any(|x| x == "--hwaddress" || x == "--features"));
+        let mut s = spec_900();
+        s.features = Some("nesting=1".into());
+        s.unprivileged = false;
+        let a = CreateSpec::from_spec(Ctid(902), &s).args();
+        let i = a.iter().position(|x| x == "--features").unwrap();
+        assert_eq!(a[i + 1], "nesting=1");
+        assert_eq!(a.last().unwrap(), "0");
+    }
+
+    #[test]
+    fn clone_argv_storage_only_for_full() {
+        let mut c = CloneSpec {
+            source: Ctid(900),
+            target: Ctid(901),
+            snapname: Some("base-snapshot".into()),
+            hostname: "gpu".into(),
+            full: true,
+            storage: Some("lxc-disks".into()),
+        };
+        assert_eq!(
+            c.args(),
+            [
+                "clone",
+                "900",
+                "901",
+                "--snapname",
+                "base-snapshot",
+                "--hostname",
+                "gpu",
+                "--full",
+                "1",
+                "--storage",
+                "lxc-disks"
+            ]
+        );
+        c.full = false;
+        assert!(!c.args().contains(&"--storage".to_string()));
+    }
+
+    #[test]
+    fn exec_script_passes_values_as_positional_parameters() {
+        let evil = "x'; touch /tmp/pwned; '";
+        let a = exec_script_args(Ctid(950), "echo \"$1\"", &[evil]);
+        assert_eq!(
+            a,
+            ["exec", "950", "--", "bash", "-c", "echo \"$1\"", "_", evil]
+        );
+        assert_eq!(exec_args(Ctid(9), &["ls", "-la"])[2], "--");
+    }
+
+    #[test]
+    fn parses_listsnapshot_exactly() {
+        let text = "`-> base-snapshot                2023-11-14 22:13:20     no-description\n \
+                    `-> base-snapshot2              2023-11-14 22:15:00     first line\n  \
+                    `-> current                                           You are here!\n";
+        assert_eq!(
+            parse_listsnapshot(text),
+            ["base-snapshot", "base-snapshot2"]
+        );
+        assert_eq!(parse_listsnapshot(""), Vec::<String>::new());
+    }
+
+    #[test]
+    fn parses_pvesm_status_both_versions() {
+        let t8 = "Name             Type     Status           Total            Used       Available        %\n\
+                  local             dir     active        98559220        10252500        83257172   10.40%\n\
+                  lxc-disks     zfspool     active       942931968         1234567       941697401    0.13%\n";
+        let s = parse_pvesm_status(t8);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[1].name, "lxc-disks");
+        assert_eq!(s[1].storage_type, "zfspool");
+        assert_eq!(s[1].status, "active");
+        let t9 = "Name Type Status Total (KiB) Used (KiB) Available (KiB) %\nlocal dir disabled 0 0 0 N/A\n";
+        assert_eq!(parse_pvesm_status(t9)[0].status, "disabled");
+    }
+
+    #[test]
+    fn parses_pct_config() {
+        let c = PctConfig::parse(
+            "arch: amd64\ncores: 2\nnet0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth\nlxc.cgroup2.devices.allow: c 195:* rwm\nlxc.mount.entry: /dev/nvidia0 dev/nvidia0 none bind,optional,create=file\n",
+        );
+        assert_eq!(c.get("cores"), Some("2"));
+        assert!(c.get("net0").unwrap().contains("hwaddr=BC:24:11:00:00:01"));
+        assert_eq!(c.lxc.len(), 2);
+        assert_eq!(c.lxc[0].0, "lxc.cgroup2.devices.allow");
+    }
+
+    #[test]
+    fn display_quotes_specials() {
+        assert_eq!(
+            display_argv(&["set", "900", "--hostname", "a b", "it's"]),
+            r"set 900 --hostname 'a b' 'it'\''s'"
+        );
+    }
+
+    #[cfg(unix)]
+    mod with_fake_pct {
+        use super::*;
+        use std::os::unix::fs::PermissionsExt;
+
+        /// A fake `pct` that records its argv (one per line) and answers from a script.
+        fn fake(dir: &Path, body: &str) -> PathBuf {
+            let p = dir.join("pct");
+            std::fs::write(
+                &p,
+                format!(
+                    "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >> '{}'\n{body}\n",
+                    dir.join("argv.log").display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        }
+
+        fn client(dir: &Path, body: &str, dry: bool) -> PctClient {
+            let p = fake(dir, body);
+            PctClient::with_tools(dry, &p, &p, &p)
+        }
+
+        #[test]
+        fn status_maps_missing_and_running() {
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "case \"$2\" in 100) echo 'status: running';; *) echo \"Configuration file 'nodes/pve/lxc/$2.conf' does not exist\" >&2; exit 255;; esac",
+                false,
+            );
+            assert_eq!(c.status(Ctid(100)).unwrap(), CtStatus::Running);
+            assert_eq!(c.status(Ctid(101)).unwrap(), CtStatus::Missing);
+            let err = c.require_exists(Ctid(101)).unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 3);
+            assert!(err.to_string().contains("CT 101"));
+        }
+
+        #[test]
+        fn failure_maps_to_proxmox_with_stderr() {
+            let d = tempfile::tempdir().unwrap();
+            let c = client(d.path(), "echo 'CT is locked (disk)' >&2; exit 255", false);
+            let err = c.start(Ctid(900)).unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 4);
+            let msg = err.to_string();
+            assert!(msg.contains("CT 900") && msg.contains("pct start") && msg.contains("locked"));
+        }
+
+        #[test]
+        fn dry_run_skips_mutating_but_runs_reads() {
+            let d = tempfile::tempdir().unwrap();
+            let c = client(d.path(), "echo 'status: stopped'", true);
+            c.start(Ctid(900)).unwrap();
+            c.set(Ctid(900), &[("memory", "1024")]).unwrap();
+            assert_eq!(c.exec(Ctid(900), &["touch", "/x"]).unwrap().code, 0);
+            let log = std::fs::read_to_string(d.path().join("argv.log")).unwrap_or_default();
+            assert!(log.is_empty(), "dry-run ran: {log}");
+            assert_eq!(c.status(Ctid(900)).unwrap(), CtStatus::Stopped);
+            c.exec_query(Ctid(900), &["cat", "/etc/os-release"])
+                .unwrap();
+            let log = std::fs::read_to_string(d.path().join("argv.log")).unwrap();
+            assert_eq!(log, "status\n900\nexec\n900\n--\ncat\n/etc/os-release\n");
+        }
+
+        #[test]
+        fn exec_returns_inner_code_and_script_args_stay_arguments() {
+            let d = tempfile::tempdir().unwrap();
+            let c = client(d.path(), "exit 7", false);
+            let out = c
+                .exec_script(Ctid(950), "test -n \"$1\"", &["a; rm -rf /"])
+                .unwrap();
+            assert_eq!(out.code, 7);
+            let log = std::fs::read_to_string(d.path().join("argv.log")).unwrap();
+            assert!(
+                log.ends_with("bash\n-c\ntest -n \"$1\"\n_\na; rm -rf /\n"),
+                "{log}"
+            );
+        }
+
+        #[test]
+        fn push_stderr_with_exit_zero_is_a_failure() {
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "echo 'failed to open /x for reading' >&2; exit 0",
+                false,
+            );
+            let err = c.push(Ctid(900), "/x", "/y", Some("0600")).unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 4);
+        }
+    }
+}

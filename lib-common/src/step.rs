@@ -1,0 +1,303 @@
+//! The frame every step program shares (`architecture.md`, "Step contracts"): its command line
+//! (positional arguments as the design document names them, `--dry-run`, `--help`,
+//! `--version`), logging under its installed name, loading the configuration, finding its CT
+//! block, printing an error as `error: ...` and turning it into the step's exit code (through
+//! [`crate::error::exit_code`], the one place that does). Also [`wait_ready`].
+//!
+//! A step binary is a few lines:
+//! ```ignore
+//! let args = CtidArgs::parse();
+//! run_step(CREATE_LXC, &args.common, Some(args.ctid), |ctx| steps::create::run(ctx, args.ctid).map(drop))
+//! ```
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser};
+
+use crate::config::{Configs, ContainerSpec, Ctid};
+use crate::error::{Error, Result};
+use crate::pct::{CtStatus, PctClient};
+
+/// Installed program names (without `.sh`), used as the log's program field.
+pub const INITIAL_SETUP: &str = "phoenix_hypervisor_initial_setup";
+pub const CREATE_LXC: &str = "phoenix_hypervisor_create_lxc";
+pub const CLONE_LXC: &str = "phoenix_hypervisor_clone_lxc";
+pub const LXC_NVIDIA: &str = "phoenix_hypervisor_lxc_nvidia";
+pub const LXC_DOCKER: &str = "phoenix_hypervisor_lxc_docker";
+
+/// Options every step takes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CommonArgs {
+    /// Print what would change (the Proxmox commands it would run) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_ctid(s: &str) -> std::result::Result<Ctid, String> {
+    s.parse()
+}
+
+/// `STEP [--dry-run] CTID` (create-lxc, lxc-nvidia, lxc-docker, setup-<ctid>).
+#[derive(Debug, Clone, Parser)]
+#[command(version)]
+pub struct CtidArgs {
+    /// The container's ID, a key of `lxc_configs` in the LXC config file.
+    #[arg(value_name = "CTID", value_parser = parse_ctid)]
+    pub ctid: Ctid,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `clone-lxc [--dry-run] SOURCE_CTID SOURCE_SNAPSHOT TARGET_CTID`.
+#[derive(Debug, Clone, Parser)]
+#[command(version)]
+pub struct CloneArgs {
+    /// The template container to clone from.
+    #[arg(value_name = "SOURCE_CTID", value_parser = parse_ctid)]
+    pub source_ctid: Ctid,
+    /// The snapshot of the source to clone from (exact name).
+    #[arg(value_name = "SOURCE_SNAPSHOT")]
+    pub source_snapshot: String,
+    /// The new container; its block in the LXC config gives its settings.
+    #[arg(value_name = "TARGET_CTID", value_parser = parse_ctid)]
+    pub target_ctid: Ctid,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `initial-setup [--dry-run] [--force]`.
+#[derive(Debug, Clone, Parser)]
+#[command(version)]
+pub struct InitialSetupArgs {
+    /// Run the checks again even when the host is already marked initialized.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Parse a step's command line under its installed name (so `--help` and errors show
+/// `phoenix_hypervisor_create_lxc`, not the crate name). Exits 2 on bad usage, 0 for
+/// `--help` / `--version`.
+pub fn parse_args<T: Parser>(program: &'static str, about: &'static str) -> T {
+    let cmd = T::command().name(program).bin_name(program).about(about);
+    let matches = cmd.get_matches();
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// Load both configuration files (from `LXC_CONFIG_FILE` / `HYPERVISOR_CONFIG_FILE` or
+/// PREFIX/etc), validated (schema + semantic rules; warnings logged). An invalid configuration
+/// is a config error (exit 2) listing every problem. The one place steps load configs.
+pub fn load_configs() -> Result<Configs> {
+    Ok(crate::validate::load_validated()?)
+}
+
+/// What a step works with.
+#[derive(Debug)]
+pub struct StepContext {
+    /// Installed program name (log field).
+    pub program: String,
+    pub dry_run: bool,
+    pub configs: Configs,
+    pub pct: PctClient,
+}
+
+impl StepContext {
+    pub fn new(program: &str, configs: Configs, dry_run: bool) -> StepContext {
+        StepContext {
+            program: program.to_string(),
+            dry_run,
+            configs,
+            pct: PctClient::new(dry_run),
+        }
+    }
+
+    /// A CT's block, or a config error (exit 2) naming the CTID and the file.
+    pub fn container(&self, ctid: Ctid) -> Result<&ContainerSpec> {
+        Ok(self.configs.container(ctid)?)
+    }
+
+    /// Seconds to wait for readiness (`behavior.ready_timeout_s`, default 120).
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_secs(self.configs.hypervisor.ready_timeout_s())
+    }
+
+    /// Progress for people on stdout (and info in the log).
+    pub fn say(&self, ctid: Option<Ctid>, msg: &str) {
+        match ctid {
+            Some(c) => {
+                println!("[{c}] {msg}");
+                log::info!("[{c}] {msg}");
+            }
+            None => {
+                println!("{msg}");
+                log::info!("{msg}");
+            }
+        }
+    }
+}
+
+/// Run one step: logging as `program`, configs loaded, `ctid`'s block required when given, then
+/// `body`. An error is printed as `error: ...` on stderr (and logged) and becomes the exit code.
+pub fn run_step<F>(program: &str, common: &CommonArgs, ctid: Option<Ctid>, body: F) -> ExitCode
+where
+    F: FnOnce(&StepContext) -> Result<()>,
+{
+    crate::logging::init(program);
+    let result = (|| -> Result<()> {
+        let configs = load_configs()?;
+        let ctx = StepContext::new(program, configs, common.dry_run);
+        if let Some(c) = ctid {
+            ctx.container(c)?;
+        }
+        body(&ctx)
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report_error(&e),
+    }
+}
+
+/// Print and log an error; return its exit code.
+pub fn report_error(err: &anyhow::Error) -> ExitCode {
+    let msg = format!("{err:#}");
+    if log::log_enabled!(log::Level::Error) {
+        // The logger echoes errors on stderr as `error: ...`.
+        log::error!("{msg}");
+    } else {
+        eprintln!("error: {msg}");
+    }
+    let code = crate::error::exit_code(err);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Next poll interval: start ~20 ms, ×1.5, at most 500 ms.
+pub fn next_interval(current: Duration) -> Duration {
+    (current.mul_f64(1.5)).min(Duration::from_millis(500))
+}
+
+pub const FIRST_POLL: Duration = Duration::from_millis(20);
+
+/// Wait until the CT is usable: `pct status` says running, then `pct exec CTID -- uptime`
+/// succeeds. Polls quickly at first, backing off to 500 ms. Timeout → a Timeout error (exit 6)
+/// naming the CTID and seconds. In dry-run mode returns at once.
+pub fn wait_ready(pct: &PctClient, ctid: Ctid, timeout: Duration) -> Result<()> {
+    if pct.dry_run() {
+        return Ok(());
+    }
+    let start = Instant::now();
+    let mut interval = FIRST_POLL;
+    loop {
+        let last = match pct.status(ctid)? {
+            CtStatus::Missing => {
+                return Err(Error::precondition(format!(
+                    "CT {ctid} does not exist; cannot wait for it to become ready"
+                ))
+                .into());
+            }
+            CtStatus::Stopped => "status is stopped".to_string(),
+            CtStatus::Running => match pct.exec_query(ctid, &["uptime"]) {
+                Ok(out) if out.success() => {
+                    log::debug!("[{ctid}] ready after {:?}", start.elapsed());
+                    return Ok(());
+                }
+                Ok(out) => format!("`uptime` exit {}: {}", out.code, out.tail(200)),
+                // Not running yet between status and exec: keep waiting.
+                Err(e) => format!("{e:#}"),
+            },
+        };
+        if start.elapsed() >= timeout {
+            return Err(Error::timeout(format!(
+                "CT {ctid} did not become ready within {} s (last: {last})\nhint: check `pct status {ctid}` and the container's console; raise behavior.ready_timeout_s if it boots slowly",
+                fmt_secs(timeout)
+            ))
+            .into());
+        }
+        let left = timeout.saturating_sub(start.elapsed());
+        std::thread::sleep(interval.min(left.max(Duration::from_millis(1))));
+        interval = next_interval(interval);
+    }
+}
+
+/// `120` for whole seconds, `0.3` otherwise.
+pub fn fmt_secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        d.as_secs().to_string()
+    } else {
+        format!("{:.1}", d.as_secs_f64())
+    }
+}
+
+/// Start the CT unless it is running, then wait until ready. Returns whether it started it.
+pub fn ensure_running(pct: &PctClient, ctid: Ctid, timeout: Duration) -> Result<bool> {
+    let started = match pct.require_exists(ctid)? {
+        CtStatus::Running => false,
+        _ => {
+            pct.start(ctid)?;
+            true
+        }
+    };
+    wait_ready(pct, ctid, timeout)?;
+    Ok(started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn backoff_grows_to_cap() {
+        let mut i = FIRST_POLL;
+        let mut seen = vec![i];
+        for _ in 0..20 {
+            i = next_interval(i);
+            seen.push(i);
+        }
+        assert_eq!(seen[1], Duration::from_millis(30));
+        assert_eq!(*seen.last().unwrap(), Duration::from_millis(500));
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn args_parse_per_contract() {
+        CtidArgs::command().debug_assert();
+        CloneArgs::command().debug_assert();
+        InitialSetupArgs::command().debug_assert();
+        let a = CtidArgs::try_parse_from(["x", "950", "--dry-run"]).unwrap();
+        assert_eq!(a.ctid, Ctid(950));
+        assert!(a.common.dry_run);
+        let e = CtidArgs::try_parse_from(["x", "95"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let c = CloneArgs::try_parse_from(["x", "900", "base-snapshot", "901"]).unwrap();
+        assert_eq!((c.source_ctid, c.target_ctid), (Ctid(900), Ctid(901)));
+        assert_eq!(c.source_snapshot, "base-snapshot");
+        assert!(CloneArgs::try_parse_from(["x", "900", "s"]).is_err());
+        let i = InitialSetupArgs::try_parse_from(["x", "--force"]).unwrap();
+        assert!(i.force && !i.common.dry_run);
+        let v = CtidArgs::try_parse_from(["x", "--version"]).unwrap_err();
+        assert_eq!(v.exit_code(), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn wait_ready_times_out_with_ctid_and_seconds() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pct");
+        std::fs::write(
+            &p,
+            "#!/bin/sh\n[ \"$1\" = status ] && { echo 'status: running'; exit 0; }\necho 'Failed to get init pid' >&2; exit 255\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pct = PctClient::with_tools(false, &p, &p, &p);
+        let t = Instant::now();
+        let err = wait_ready(&pct, Ctid(901), Duration::from_millis(300)).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(3));
+        assert_eq!(crate::error::exit_code(&err), 6);
+        let msg = err.to_string();
+        assert!(msg.contains("CT 901") && msg.contains("0.3 s"), "{msg}");
+    }
+}

@@ -1,0 +1,306 @@
+//! Step `clone-lxc SOURCE_CTID SOURCE_SNAPSHOT TARGET_CTID`: a full clone of the source's
+//! snapshot (`pct clone ... --snapname S --full 1`), then the target's own settings from its
+//! block (`pct set` memory, cores, features, net0 with its own MAC and IP), inherited GPU
+//! passthrough lines removed when the target has no GPUs, then start and wait until ready.
+//! An existing target is converged: only what differs is set; nothing differs → no mutating
+//! call.
+
+use std::collections::BTreeMap;
+
+use crate::conffile::{ConfFile, parse_lxc_line, parse_setting_line};
+use crate::config::{ContainerSpec, Ctid, parse_features};
+use crate::error::{Error, Result};
+use crate::pct::{CloneSpec, CtStatus, PctConfig, net0_value};
+use crate::step::{StepContext, wait_ready};
+use crate::steps::{Outcome, check_block, check_snapshot_name};
+
+/// Clone `source`@`snapshot` to `target` (or converge an existing `target`).
+pub fn run(ctx: &StepContext, source: Ctid, snapshot: &str, target: Ctid) -> Result<Outcome> {
+    let spec = ctx.container(target)?;
+    check_block(target, spec)?;
+    check_snapshot_name("SOURCE_SNAPSHOT", snapshot)?;
+    if source == target {
+        return Err(Error::config(format!(
+            "CT {target}: SOURCE_CTID and TARGET_CTID are the same ({source})"
+        ))
+        .into());
+    }
+    let pct = &ctx.pct;
+    if pct.status(target)? != CtStatus::Missing {
+        ctx.say(
+            Some(target),
+            "already exists; converging its settings with the config",
+        );
+        return converge(ctx, target, spec, false);
+    }
+    if pct.status(source)? == CtStatus::Missing {
+        return Err(Error::precondition(format!(
+            "CT {target}: the clone source CT {source} does not exist\nhint: create the template first (phoenix_hypervisor_create_lxc {source} or the orchestrator)"
+        ))
+        .into());
+    }
+    let snapshots = pct.list_snapshots(source)?;
+    if !snapshots.iter().any(|s| s == snapshot) {
+        return Err(Error::precondition(format!(
+            "CT {target}: snapshot '{snapshot}' of the clone source CT {source} does not exist (it has: {})\nhint: finish the template CT {source} first; its template_snapshot_name is taken at the end of its setup",
+            if snapshots.is_empty() {
+                "no snapshots".to_string()
+            } else {
+                snapshots.join(", ")
+            }
+        ))
+        .into());
+    }
+    ctx.say(
+        Some(target),
+        &format!("full clone of CT {source} at snapshot '{snapshot}'"),
+    );
+    pct.clone_ct(&CloneSpec {
+        source,
+        target,
+        snapname: Some(snapshot.to_string()),
+        hostname: spec.name.clone(),
+        full: true,
+        storage: Some(spec.storage_pool.clone()),
+    })?;
+    converge(ctx, target, spec, true)?;
+    Ok(Outcome::Changed)
+}
+
+/// The `pct set` pairs that make `current` match the block, and the keys to delete.
+pub fn settings_diff(
+    spec: &ContainerSpec,
+    current: &PctConfig,
+) -> (Vec<(&'static str, String)>, Vec<&'static str>) {
+    let mut set = Vec::new();
+    let mut delete = Vec::new();
+    if current.get("hostname") != Some(spec.name.as_str()) {
+        set.push(("hostname", spec.name.clone()));
+    }
+    if current.get("memory") != Some(spec.memory_mb.to_string().as_str()) {
+        set.push(("memory", spec.memory_mb.to_string()));
+    }
+    if current.get("cores") != Some(spec.cores.to_string().as_str()) {
+        set.push(("cores", spec.cores.to_string()));
+    }
+    let want_features = spec.features.as_deref().unwrap_or("").trim();
+    let have_features = current.get("features").unwrap_or("");
+    if sorted_pairs(want_features) != sorted_pairs(have_features) {
+        if want_features.is_empty() {
+            delete.push("features");
+        } else {
+            set.push(("features", want_features.to_string()));
+        }
+    }
+    let want_net = net0_value(spec);
+    if !same_net(&want_net, current.get("net0").unwrap_or("")) {
+        set.push(("net0", want_net));
+    }
+    (set, delete)
+}
+
+fn sorted_pairs(s: &str) -> BTreeMap<String, String> {
+    parse_features(s).into_iter().collect()
+}
+
+/// Same interface settings: Proxmox adds `type=veth` and may reorder keys or change the MAC's
+/// case; anything else is a difference.
+fn same_net(want: &str, have: &str) -> bool {
+    let norm = |s: &str| -> BTreeMap<String, String> {
+        parse_features(s)
+            .into_iter()
+            .filter(|(k, v)| !(k == "type" && v == "veth"))
+            .map(|(k, v)| {
+                if k == "hwaddr" {
+                    (k, v.to_ascii_uppercase())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect()
+    };
+    norm(want) == norm(have)
+}
+
+/// Whether a main-section conf line passes a GPU through: cgroup allows for the NVIDIA majors,
+/// bind mounts of `/dev/nvidia*`, `devN: /dev/nvidia*`.
+pub fn is_gpu_line(line: &str, nvidia_majors: &[u32]) -> bool {
+    if let Some((key, value)) = parse_lxc_line(line) {
+        if key == "lxc.cgroup2.devices.allow" || key == "lxc.cgroup.devices.allow" {
+            // `c 195:* rwm`
+            let major = value
+                .split_whitespace()
+                .nth(1)
+                .and_then(|mm| mm.split(':').next())
+                .and_then(|m| m.parse::<u32>().ok());
+            return major.is_some_and(|m| nvidia_majors.contains(&m));
+        }
+        if key == "lxc.mount.entry" {
+            return value
+                .split_whitespace()
+                .next()
+                .is_some_and(|src| src.starts_with("/dev/nvidia"));
+        }
+        return false;
+    }
+    if let Some((key, value)) = parse_setting_line(line)
+        && key
+            .strip_prefix("dev")
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+    {
+        let path = value.split(',').next().unwrap_or("");
+        let path = path.strip_prefix("path=").unwrap_or(path);
+        return path.starts_with("/dev/nvidia");
+    }
+    false
+}
+
+/// Make an existing (or, with `fresh`, just cloned) target match its block, then start it.
+fn converge(ctx: &StepContext, target: Ctid, spec: &ContainerSpec, fresh: bool) -> Result<Outcome> {
+    let pct = &ctx.pct;
+    let mut outcome = if fresh {
+        Outcome::Changed
+    } else {
+        Outcome::Unchanged
+    };
+    // In dry-run mode a fresh clone does not exist yet: show every setting it would get.
+    let current = if fresh && ctx.dry_run {
+        PctConfig::default()
+    } else {
+        pct.config(target)?
+    };
+    let (set, delete) = settings_diff(spec, &current);
+    if !set.is_empty() {
+        let pairs: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        pct.set(target, &pairs)?;
+        outcome = Outcome::Changed;
+    }
+    if !delete.is_empty() {
+        pct.set_delete(target, &delete)?;
+        outcome = Outcome::Changed;
+    }
+    let inherited_unpriv = current.get("unprivileged") == Some("1");
+    if !(fresh && ctx.dry_run) && inherited_unpriv != spec.unprivileged {
+        log::warn!(
+            "[{target}] lxc_configs.\"{target}\".unprivileged is {} but the container is {} (inherited from its clone source); Proxmox cannot change this after creation (read-only option)",
+            spec.unprivileged,
+            if inherited_unpriv {
+                "unprivileged"
+            } else {
+                "privileged"
+            }
+        );
+    }
+    if spec.gpus().is_empty() && strip_gpu_lines(ctx, target)? {
+        outcome = Outcome::Changed;
+    }
+    let running = if fresh && ctx.dry_run {
+        false
+    } else {
+        pct.status(target)? == CtStatus::Running
+    };
+    if running {
+        if outcome.changed() {
+            log::warn!(
+                "[{target}] settings changed while the container runs; some apply only at its next start"
+            );
+        }
+    } else {
+        pct.start(target)?;
+        outcome = Outcome::Changed;
+    }
+    wait_ready(pct, target, ctx.ready_timeout())?;
+    ctx.say(
+        Some(target),
+        if outcome.changed() {
+            "cloned/converged, started and ready"
+        } else {
+            "already as configured; nothing changed"
+        },
+    );
+    Ok(outcome)
+}
+
+/// Remove inherited GPU passthrough lines from the target's main section. Returns whether it
+/// changed (or, in dry-run mode, would change) the file.
+fn strip_gpu_lines(ctx: &StepContext, target: Ctid) -> Result<bool> {
+    let path = ConfFile::path_for(target);
+    if ctx.dry_run && !path.exists() {
+        return Ok(false);
+    }
+    let mut conf = ConfFile::load(target)?;
+    let majors = crate::host::nvidia_majors();
+    let removed: Vec<String> = conf
+        .main_lines()
+        .iter()
+        .filter(|l| is_gpu_line(l, &majors))
+        .cloned()
+        .collect();
+    if removed.is_empty() {
+        return Ok(false);
+    }
+    if ctx.dry_run {
+        for l in &removed {
+            println!("would remove from `{}`: {l}", path.display());
+        }
+        return Ok(true);
+    }
+    conf.remove_main_lines(|l| is_gpu_line(l, &majors));
+    conf.save()?;
+    ctx.say(
+        Some(target),
+        &format!(
+            "removed {} inherited GPU passthrough line(s): gpu_assignment is none",
+            removed.len()
+        ),
+    );
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steps::tests::spec;
+
+    #[test]
+    fn gpu_lines() {
+        let m = [195, 508, 509];
+        assert!(is_gpu_line("lxc.cgroup2.devices.allow: c 195:* rwm", &m));
+        assert!(is_gpu_line("lxc.cgroup2.devices.allow = c 508:* rwm", &m));
+        assert!(!is_gpu_line("lxc.cgroup2.devices.allow: c 10:200 rwm", &m));
+        assert!(is_gpu_line(
+            "lxc.mount.entry: /dev/nvidia0 dev/nvidia0 none bind,optional,create=file",
+            &m
+        ));
+        assert!(!is_gpu_line(
+            "lxc.mount.entry: /dev/net/tun dev/net/tun none bind,create=file",
+            &m
+        ));
+        assert!(is_gpu_line("dev0: /dev/nvidia0,gid=44,mode=0666", &m));
+        assert!(is_gpu_line("dev3: path=/dev/nvidia-uvm", &m));
+        assert!(!is_gpu_line("dev1: /dev/fuse", &m));
+        assert!(!is_gpu_line("memory: 195", &m));
+    }
+
+    #[test]
+    fn diff_is_empty_when_converged_and_names_what_differs() {
+        let s = spec("gpu");
+        let cfg = PctConfig::parse(
+            "cores: 2\nfeatures: keyctl=1,nesting=1\nhostname: gpu\nmemory: 2048\nnet0: name=eth0,bridge=vmbr0,gw=10.0.0.1,hwaddr=52:54:00:aa:bb:cc,ip=10.0.0.200/24,type=veth\n",
+        );
+        assert_eq!(settings_diff(&s, &cfg), (vec![], vec![]));
+        let cfg = PctConfig::parse(
+            "cores: 4\nhostname: gpu\nmemory: 2048\nnet0: name=eth0,bridge=vmbr0,gw=10.0.0.1,hwaddr=BC:24:11:00:00:01,ip=10.0.0.200/24,type=veth\n",
+        );
+        let (set, del) = settings_diff(&s, &cfg);
+        let keys: Vec<&str> = set.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["cores", "features", "net0"]);
+        assert!(set[2].1.contains("hwaddr=52:54:00:AA:BB:CC"));
+        assert!(del.is_empty());
+        let mut s2 = spec("gpu");
+        s2.features = Some(String::new());
+        let cfg = PctConfig::parse("cores: 2\nhostname: gpu\nmemory: 2048\nfeatures: nesting=1\n");
+        let (_, del) = settings_diff(&s2, &cfg);
+        assert_eq!(del, ["features"]);
+    }
+}

@@ -1,0 +1,155 @@
+//! `clone-lxc SOURCE SNAPSHOT TARGET` against pve-sim: full clone from the exact snapshot, the
+//! target's own settings (MAC, IP, memory, features), inherited GPU lines stripped for a
+//! GPU-less target, idempotent convergence, and failures with the right exit codes.
+
+use phoenix_e2e::Host;
+
+const GPU_LINES: &str = "lxc.cgroup2.devices.allow: c 195:* rwm\n\
+lxc.mount.entry: /dev/nvidia0 dev/nvidia0 none bind,optional,create=file\n\
+lxc.mount.entry: /dev/net/tun dev/net/tun none bind,create=file\n";
+
+/// CT 900 created, given GPU passthrough lines, stopped, and snapshotted as `base-snapshot`.
+fn host_with_template() -> Host {
+    let host = Host::reference();
+    host.run("create-lxc", ["900"]).ok();
+    host.pct(&["stop", "900"]).ok();
+    let p = host.path("/etc/pve/lxc/900.conf");
+    let mut conf = std::fs::read_to_string(&p).unwrap();
+    conf.push_str(GPU_LINES);
+    std::fs::write(&p, conf).unwrap();
+    host.pct(&["snapshot", "900", "base-snapshot"]).ok();
+    host
+}
+
+fn no_mutations(host: &Host, mark: usize) {
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+}
+
+#[test]
+fn clone_applies_target_settings_and_strips_gpu_lines() {
+    let host = host_with_template();
+    host.run("clone-lxc", ["900", "base-snapshot", "902"]).ok();
+    let conf = host.conf_main(902);
+    for want in [
+        "hostname: BaseTemplateDocker",
+        "memory: 2048",
+        "features: nesting=1",
+        "hwaddr=52:54:00:AA:BB:CE",
+        "ip=10.0.0.202/24",
+    ] {
+        assert!(conf.contains(want), "missing `{want}` in\n{conf}");
+    }
+    assert!(!conf.contains("nvidia"), "GPU lines inherited:\n{conf}");
+    assert!(
+        conf.contains("lxc.mount.entry: /dev/net/tun"),
+        "a non-GPU line was removed:\n{conf}"
+    );
+    assert!(host.is_running(902));
+    let clone: Vec<_> = host
+        .journal()
+        .into_iter()
+        .filter(|e| e.subcommand() == "clone")
+        .collect();
+    assert_eq!(clone.len(), 1);
+    let argv = clone[0].argv.join(" ");
+    assert!(
+        argv.contains("--snapname base-snapshot") && argv.contains("--full 1"),
+        "{argv}"
+    );
+    // The source keeps its lines.
+    assert!(host.conf_main(900).contains("nvidia"));
+
+    let mark = host.journal_mark();
+    host.run("clone-lxc", ["900", "base-snapshot", "902"]).ok();
+    no_mutations(&host, mark);
+}
+
+#[test]
+fn existing_target_converges_only_what_differs() {
+    let host = host_with_template();
+    host.run("clone-lxc", ["900", "base-snapshot", "902"]).ok();
+    host.pct(&["set", "902", "--memory", "4096"]).ok();
+    let mark = host.journal_mark();
+    host.run("clone-lxc", ["900", "base-snapshot", "902"]).ok();
+    assert_eq!(host.mutating_since(mark), ["pct set 902 --memory 2048"]);
+    assert!(host.conf_main(902).contains("memory: 2048"));
+}
+
+#[test]
+fn gpu_target_keeps_lines_and_warns_about_unprivileged() {
+    let host = host_with_template();
+    // 901 has GPUs and unprivileged=false; 900 is unprivileged.
+    let r = host.run("clone-lxc", ["900", "base-snapshot", "901"]).ok();
+    assert!(host.conf_main(901).contains("/dev/nvidia0"));
+    assert!(
+        r.stderr.contains("warning") && r.stderr.contains("unprivileged"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn missing_source_or_snapshot_exits_3_naming_them() {
+    let host = Host::reference();
+    let r = host
+        .run("clone-lxc", ["900", "base-snapshot", "902"])
+        .expect_code(3);
+    assert!(r.stderr.contains("900"), "{}", r.stderr);
+
+    let host = host_with_template();
+    host.pct(&["snapshot", "900", "base-snapshot2"]).ok();
+    let mark = host.journal_mark();
+    // `base-snap` is a prefix of existing names, not a snapshot: exact match only.
+    let r = host
+        .run("clone-lxc", ["900", "base-snap", "902"])
+        .expect_code(3);
+    assert!(r.stderr.contains("base-snap'"), "{}", r.stderr);
+    no_mutations(&host, mark);
+    assert!(host.conf(902).is_none());
+}
+
+#[test]
+fn bad_input_exits_2_and_changes_nothing() {
+    let host = host_with_template();
+    let mark = host.journal_mark();
+    let pwned = host.path("/pwned");
+    let evil = format!("x'; touch {}; '", pwned.display());
+    host.run("clone-lxc", ["900", &evil, "902"]).expect_code(2);
+    host.run("clone-lxc", ["900", "base-snapshot", "999"])
+        .expect_code(2);
+    host.run("clone-lxc", ["900", "base-snapshot"])
+        .expect_code(2);
+    assert!(!pwned.exists());
+    no_mutations(&host, mark);
+}
+
+#[test]
+fn pct_clone_failure_exits_4_and_leaves_nothing_behind() {
+    let host = host_with_template();
+    host.set_faults("pct clone 902\n");
+    let mark = host.journal_mark();
+    let r = host
+        .run("clone-lxc", ["900", "base-snapshot", "902"])
+        .expect_code(4);
+    assert!(r.stderr.contains("pct clone"), "{}", r.stderr);
+    assert!(host.conf(902).is_none());
+    assert!(!host.conf_main(900).contains("lock:"));
+    assert_eq!(host.mutating_since(mark).len(), 1, "only the failed clone");
+}
+
+#[test]
+fn dry_run_prints_the_clone_and_settings() {
+    let host = host_with_template();
+    let mark = host.journal_mark();
+    let r = host
+        .run("clone-lxc", ["900", "base-snapshot", "902", "--dry-run"])
+        .ok();
+    assert!(
+        r.stdout.contains("would run: pct clone 900 902"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("would run: pct set 902"), "{}", r.stdout);
+    no_mutations(&host, mark);
+    assert!(host.conf(902).is_none());
+}
