@@ -599,6 +599,23 @@ impl PctClient {
             .map(drop)
     }
 
+    /// Stop a running CT cleanly: `pct shutdown --timeout N`, and when that fails (`container
+    /// did not stop`) a hard `pct stop`. A stopped CT is left alone. Returns whether it was
+    /// running.
+    pub fn shutdown_or_stop(&self, ctid: Ctid, timeout_s: u64) -> Result<bool> {
+        if self.require_exists(ctid)? != CtStatus::Running {
+            return Ok(false);
+        }
+        if let Err(e) = self.shutdown(ctid, timeout_s, false) {
+            if crate::error::kind_of(&e) != crate::error::ErrorKind::Proxmox {
+                return Err(e);
+            }
+            log::warn!("[{ctid}] clean shutdown failed ({e:#}); stopping it hard");
+            self.stop(ctid)?;
+        }
+        Ok(true)
+    }
+
     pub fn snapshot(&self, ctid: Ctid, name: &str) -> Result<()> {
         self.pct(
             Some(ctid),
@@ -977,6 +994,22 @@ mod tests {
             let log = std::fs::read_to_string(d.path().join("argv.log")).unwrap();
             assert!(
                 log.ends_with("bash\n-c\ntest -n \"$1\"\n_\na; rm -rf /\n"),
+                "{log}"
+            );
+        }
+
+        #[test]
+        fn shutdown_falls_back_to_stop() {
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                r#"case "$1" in status) echo 'status: running';; shutdown) echo 'container did not stop' >&2; exit 255;; esac"#,
+                false,
+            );
+            assert!(c.shutdown_or_stop(Ctid(900), 5).unwrap());
+            let log = std::fs::read_to_string(d.path().join("argv.log")).unwrap();
+            assert!(
+                log.ends_with("shutdown\n900\n--timeout\n5\nstop\n900\n"),
                 "{log}"
             );
         }

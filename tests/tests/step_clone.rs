@@ -153,3 +153,26 @@ fn dry_run_prints_the_clone_and_settings() {
     no_mutations(&host, mark);
     assert!(host.conf(902).is_none());
 }
+
+#[test]
+fn failed_set_after_clone_exits_4_and_a_rerun_converges() {
+    let host = host_with_template();
+    host.set_faults("pct set 902\n");
+    let r = host
+        .run("clone-lxc", ["900", "base-snapshot", "902"])
+        .expect_code(4);
+    assert!(
+        r.stderr.contains("CT 902") && r.stderr.contains("pct set"),
+        "{}",
+        r.stderr
+    );
+    host.set_faults("");
+    host.run("clone-lxc", ["900", "base-snapshot", "902"]).ok();
+    let conf = host.conf_main(902);
+    assert!(
+        conf.contains("hwaddr=52:54:00:AA:BB:CE") && conf.contains("features: nesting=1"),
+        "{conf}"
+    );
+    assert!(!conf.contains("nvidia"), "{conf}");
+    assert!(host.is_running(902));
+}

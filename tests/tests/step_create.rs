@@ -138,3 +138,18 @@ fn pct_failure_exits_4_and_leaves_nothing_behind() {
     host.run("create-lxc", ["900"]).ok();
     assert!(host.is_running(900));
 }
+
+#[test]
+fn installed_drop_in_path_runs_the_step() {
+    let host = Host::reference();
+    host.install();
+    let step = host.prefix().join("bin/phoenix_hypervisor_create_lxc.sh");
+    let r = host.run(step.to_str().unwrap(), ["--help"]).ok();
+    assert!(
+        r.stdout.contains("phoenix_hypervisor_create_lxc"),
+        "{}",
+        r.stdout
+    );
+    host.run(step.to_str().unwrap(), ["900"]).ok();
+    assert!(host.is_running(900));
+}
