@@ -125,7 +125,9 @@ impl std::fmt::Display for StepFailure {
     }
 }
 
-const TAIL_LINES: usize = 6;
+/// Lines kept from a step's output, and shown of them in a failure message.
+const TAIL_LINES: usize = 20;
+const SHOWN_LINES: usize = 6;
 
 /// Run `step args...` for `ctid`, with `vars` set (and the other [`STEP_VARS`] removed); wait
 /// for it. Its output goes to the log line by line.
@@ -184,7 +186,15 @@ pub fn run_step(
     } else {
         err_tail
     };
-    let mut tail: Vec<String> = tail.into_iter().collect();
+    // The step's warnings (e.g. about the config) are in the log; the error says why it failed.
+    let mut tail: Vec<String> = if tail.iter().any(|l| !is_warning(l)) {
+        tail.into_iter().filter(|l| !is_warning(l)).collect()
+    } else {
+        tail.into_iter().collect()
+    };
+    if tail.len() > SHOWN_LINES {
+        tail.drain(..tail.len() - SHOWN_LINES);
+    }
     if status.code().is_none() {
         tail.push(format!("killed by a signal ({status})"));
     }
@@ -193,6 +203,10 @@ pub fn run_step(
         code: status.code(),
         tail,
     })
+}
+
+fn is_warning(line: &str) -> bool {
+    line.starts_with("warning:")
 }
 
 /// Copy lines of `r` into the log; return the last few (non-empty) ones.
