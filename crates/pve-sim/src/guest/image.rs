@@ -60,6 +60,9 @@ const DOUBLES: &[(&str, &str)] = &[
 /// Shared shell library of the doubles, at /usr/local/lib/pve-sim/common.sh.
 const COMMON_SH: &str = include_str!("../../guest-image/lib/common.sh");
 
+/// The offline pip stand-in (run by the real python), at /usr/local/lib/pve-sim/pip_stub.py.
+const PIP_STUB: &str = include_str!("../../guest-image/lib/pip_stub.py");
+
 /// Packages present in the image as shipped (Proxmox's "standard" Ubuntu template has these).
 pub const PREINSTALLED: &[(&str, &str)] = &[
     ("apt", "2.7.14build2"),
@@ -140,6 +143,7 @@ fn files() -> Vec<(String, u32, String)> {
         ("etc/locale.gen".into(), 0o644, "# en_US.UTF-8 UTF-8\n".into()),
         (MARKER.into(), 0o644, MARKER_TEXT.into()),
         ("usr/local/lib/pve-sim/common.sh".into(), 0o644, COMMON_SH.into()),
+        ("usr/local/lib/pve-sim/pip_stub.py".into(), 0o644, PIP_STUB.into()),
     ];
     for (name, script) in DOUBLES {
         v.push((format!("usr/local/bin/{name}"), 0o755, (*script).into()));
@@ -220,6 +224,10 @@ pub fn populate(dir: &Path) -> anyhow::Result<()> {
     ] {
         std::os::unix::fs::symlink(target, dir.join(link))?;
     }
+    copy_alternatives(
+        Path::new("/etc/alternatives"),
+        &dir.join("etc/alternatives"),
+    )?;
     for (path, mode, content) in files() {
         let p = dir.join(&path);
         if let Some(parent) = p.parent() {
@@ -227,6 +235,24 @@ pub fn populate(dir: &Path) -> anyhow::Result<()> {
         }
         fs::write(&p, content).with_context(|| format!("write {}", p.display()))?;
         fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// The machine's `/usr/bin/awk`, `editor`, ... are symlinks through `/etc/alternatives`; the
+/// guest has its own `/etc`, so the image carries the same links (as a real image has its own).
+fn copy_alternatives(host: &Path, guest: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(guest)?;
+    let Ok(rd) = fs::read_dir(host) else {
+        return Ok(());
+    };
+    for entry in rd {
+        let entry = entry?;
+        if entry.file_type()?.is_symlink() {
+            let target = fs::read_link(entry.path())?;
+            std::os::unix::fs::symlink(&target, guest.join(entry.file_name()))
+                .with_context(|| format!("link alternative {}", entry.path().display()))?;
+        }
     }
     Ok(())
 }
