@@ -629,12 +629,14 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
 /// Let the doubles know the container is unprivileged (the docker double refuses GPU
 /// containers there unless `no-cgroups = true`, like the real hook).
 fn mark_unprivileged(root: &Path, unprivileged: bool) -> anyhow::Result<()> {
-    let dir = root.join("run/pve-sim");
-    let marker = dir.join("unprivileged");
+    // Resolved as the guest sees it: a guest symlink (/run -> /etc) cannot point this write
+    // at the machine.
+    let marker = super::files::resolve(root, "/run/pve-sim/unprivileged", true)?;
     if unprivileged == marker.exists() {
         return Ok(());
     }
     if unprivileged {
+        let dir = super::files::resolve(root, "/run/pve-sim", true)?;
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         std::fs::write(&marker, "1\n").with_context(|| format!("write {}", marker.display()))
     } else {

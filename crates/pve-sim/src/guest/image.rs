@@ -425,7 +425,7 @@ pub fn boot(rootfs: &Path) -> anyhow::Result<()> {
     fs::set_permissions(run.join("lock"), fs::Permissions::from_mode(0o1777))?;
     let active = run.join("pve-sim/systemd/active");
     fs::create_dir_all(&active)?;
-    let wants = rootfs.join("etc/systemd/system/multi-user.target.wants");
+    let wants = super::files::resolve(rootfs, "/etc/systemd/system/multi-user.target.wants", true)?;
     let mut docker_up = false;
     if let Ok(rd) = fs::read_dir(&wants) {
         for entry in rd {
@@ -439,7 +439,7 @@ pub fn boot(rootfs: &Path) -> anyhow::Result<()> {
             if name_s == "docker.service" {
                 let snap = run.join("pve-sim/docker");
                 fs::create_dir_all(&snap)?;
-                let conf = rootfs.join("etc/docker/daemon.json");
+                let conf = super::files::resolve(rootfs, "/etc/docker/daemon.json", true)?;
                 let text = fs::read_to_string(&conf).unwrap_or_else(|_| "{}".into());
                 if serde_json::from_str::<serde_json::Value>(&text).is_err() {
                     continue; // dockerd refuses an invalid daemon.json: the unit stays failed
@@ -450,7 +450,7 @@ pub fn boot(rootfs: &Path) -> anyhow::Result<()> {
             fs::write(active.join(&name), "0\n")?;
         }
     }
-    let containers = rootfs.join("var/lib/docker-sim/containers");
+    let containers = super::files::resolve(rootfs, "/var/lib/docker-sim/containers", true)?;
     if let Ok(rd) = fs::read_dir(&containers) {
         for entry in rd {
             let dir = entry?.path();
