@@ -485,6 +485,43 @@ fn docker_flow() {
 }
 
 #[test]
+fn docker_needs_nesting_and_keyctl() {
+    let Some(ct) = ct(&[]) else { return };
+    ct.sh_ok("apt-get update");
+    install_docker(&ct);
+    let conf = ct.host().join("etc/pve/lxc/100.conf");
+    fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    // features in a snapshot section do not count: only the main section does
+    fs::write(
+        &conf,
+        "arch: amd64\nunprivileged: 1\n\n[snap]\nfeatures: keyctl=1,nesting=1\n",
+    )
+    .unwrap();
+    let (code, out) = ct.sh("docker run -d --name a nginx");
+    assert_eq!(code, 126);
+    assert!(out.contains("error mounting \"proc\""), "{out}");
+    fs::write(&conf, "arch: amd64\nfeatures: nesting=1\nunprivileged: 1\n").unwrap();
+    let (code, out) = ct.sh("docker run -d --name a nginx");
+    assert_eq!(code, 126);
+    assert!(out.contains("session keyring"), "{out}");
+    fs::write(
+        &conf,
+        "arch: amd64\nfeatures: keyctl=1,nesting=1\nunprivileged: 1\n",
+    )
+    .unwrap();
+    ct.sh_ok("docker run -d --name a nginx");
+    // a privileged CT needs nesting only
+    let mut privileged = ct.ctx.clone();
+    privileged.unprivileged = false;
+    fs::write(&conf, "arch: amd64\nfeatures: nesting=1\n").unwrap();
+    let argv: Vec<String> = ["docker", "run", "-d", "--name", "b", "nginx"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(guest::exec(&privileged, &argv), 0);
+}
+
+#[test]
 fn nvidia_container_toolkit_flow() {
     let Some(ct) = ct(&["/dev/nvidia0", "/dev/nvidiactl"]) else {
         return;

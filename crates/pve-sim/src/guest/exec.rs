@@ -580,7 +580,7 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
     }
     let steps = plan(ctx, &root)?;
     let croot = cstr(&root)?;
-    mark_unprivileged(&root, ctx.unprivileged)?;
+    sync_markers(&root, ctx)?;
 
     let mut cmd = Command::new(prog);
     cmd.args(args).env_clear();
@@ -626,20 +626,50 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
     }
 }
 
-/// Let the doubles know the container is unprivileged (the docker double refuses GPU
-/// containers there unless `no-cgroups = true`, like the real hook).
-fn mark_unprivileged(root: &Path, unprivileged: bool) -> anyhow::Result<()> {
-    // Resolved as the guest sees it: a guest symlink (/run -> /etc) cannot point this write
+/// What the doubles need to know about the container's config, kept in its `/run/pve-sim`:
+/// `unprivileged` (the docker double refuses GPU containers there unless `no-cgroups = true`,
+/// like the real hook) and `features` (the `features:` value of the main section of
+/// `etc/pve/lxc/<vmid>.conf` under the host root; docker needs `nesting=1`, and `keyctl=1` when
+/// unprivileged). Without a config file no `features` marker is written (nothing is enforced).
+fn sync_markers(root: &Path, ctx: &GuestCtx) -> anyhow::Result<()> {
+    let features = read_features(&ctx.host_root.join(format!("etc/pve/lxc/{}.conf", ctx.vmid)));
+    let unpriv = ctx.unprivileged.then(|| "1\n".to_string());
+    let feat = features.map(|f| format!("{f}\n"));
+    // Resolved as the guest sees it: a guest symlink (/run -> /etc) cannot point these writes
     // at the machine.
-    let marker = super::files::resolve(root, "/run/pve-sim/unprivileged", true)?;
-    if unprivileged == marker.exists() {
-        return Ok(());
+    for (name, want) in [("unprivileged", unpriv), ("features", feat)] {
+        let marker = super::files::resolve(root, &format!("/run/pve-sim/{name}"), true)?;
+        let have = std::fs::read_to_string(&marker).ok();
+        if have == want {
+            continue;
+        }
+        match want {
+            Some(text) => {
+                let dir = super::files::resolve(root, "/run/pve-sim", true)?;
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("create {}", dir.display()))?;
+                std::fs::write(&marker, text)
+                    .with_context(|| format!("write {}", marker.display()))?;
+            }
+            None => std::fs::remove_file(&marker)
+                .with_context(|| format!("remove {}", marker.display()))?,
+        }
     }
-    if unprivileged {
-        let dir = super::files::resolve(root, "/run/pve-sim", true)?;
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        std::fs::write(&marker, "1\n").with_context(|| format!("write {}", marker.display()))
-    } else {
-        std::fs::remove_file(&marker).with_context(|| format!("remove {}", marker.display()))
+    Ok(())
+}
+
+/// The `features:` value of a container config's main section ("" when absent); None when
+/// the file cannot be read.
+fn read_features(conf: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(conf).ok()?;
+    let mut features = String::new();
+    for line in text.lines() {
+        if line.starts_with('[') {
+            break;
+        }
+        if let Some(v) = line.strip_prefix("features:") {
+            features = v.trim().to_string();
+        }
     }
+    Some(features)
 }
