@@ -284,6 +284,25 @@ fn push_and_pull() {
     // missing parent directory fails
     assert!(guest::push(&ct.ctx, &src, "/nope/dir/f", None, None, None).is_err());
     assert!(guest::push(&ct.ctx, &src, "relative", None, None, None).is_err());
+    // the machine's /usr is read-only inside, so is it for push
+    let err = guest::push(&ct.ctx, &src, "/usr/bin/pushed", None, None, None).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("Read-only file system"),
+        "{err:#}"
+    );
+    if Path::new("/usr/share/keyrings").is_dir() {
+        guest::push(
+            &ct.ctx,
+            &src,
+            "/usr/share/keyrings/pushed.gpg",
+            None,
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(ct.sh_ok("cat /usr/share/keyrings/pushed.gpg"), "hello\n");
+        assert!(!Path::new("/usr/share/keyrings/pushed.gpg").exists());
+    }
     let back = dir.path().join("os-release");
     guest::pull(&ct.ctx, "/etc/os-release", &back, None, None, Some(0o640)).unwrap();
     assert!(fs::read_to_string(&back).unwrap().contains("noble"));
