@@ -819,3 +819,26 @@ fn host_curl_stand_in() {
     assert_eq!(lines[1]["mutating"], false);
     assert!(lines[1]["end_ms"].as_u64() >= lines[1]["start_ms"].as_u64());
 }
+
+/// Timing of common idempotency checks through the doubles (`cargo test -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn bench_doubles() {
+    let Some(ct) = ct(&[]) else { return };
+    ct.sh_ok("apt-get update");
+    install_docker(&ct);
+    for argv in [
+        &["true"][..],
+        &["dpkg", "-s", "docker-ce"],
+        &["systemctl", "is-active", "docker"],
+        &["apt-get", "install", "-y", "curl"],
+        &["docker", "ps", "--format", "{{.Names}}"],
+        &["docker", "info", "--format", "{{json .Runtimes}}"],
+    ] {
+        let t = std::time::Instant::now();
+        for _ in 0..5 {
+            ct.run(&[&["bash", "-c", "\"$@\" >/dev/null 2>&1", "_"][..], argv].concat());
+        }
+        eprintln!("{:?}: {:?}", argv, t.elapsed() / 5);
+    }
+}

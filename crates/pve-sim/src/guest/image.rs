@@ -63,6 +63,9 @@ const COMMON_SH: &str = include_str!("../../guest-image/lib/common.sh");
 /// The offline pip stand-in (run by the real python), at /usr/local/lib/pve-sim/pip_stub.py.
 const PIP_STUB: &str = include_str!("../../guest-image/lib/pip_stub.py");
 
+/// JSON/template side of the docker double, at /usr/local/lib/pve-sim/docker_helper.py.
+const DOCKER_HELPER: &str = include_str!("../../guest-image/lib/docker_helper.py");
+
 /// Packages present in the image as shipped (Proxmox's "standard" Ubuntu template has these).
 pub const PREINSTALLED: &[(&str, &str)] = &[
     ("apt", "2.7.14build2"),
@@ -144,6 +147,7 @@ fn files() -> Vec<(String, u32, String)> {
         (MARKER.into(), 0o644, MARKER_TEXT.into()),
         ("usr/local/lib/pve-sim/common.sh".into(), 0o644, COMMON_SH.into()),
         ("usr/local/lib/pve-sim/pip_stub.py".into(), 0o644, PIP_STUB.into()),
+        ("usr/local/lib/pve-sim/docker_helper.py".into(), 0o644, DOCKER_HELPER.into()),
     ];
     for (name, script) in DOUBLES {
         v.push((format!("usr/local/bin/{name}"), 0o755, (*script).into()));
