@@ -149,6 +149,25 @@ fn exec_writes_land_in_rootfs() {
 }
 
 #[test]
+fn hostname_and_users_are_the_guests() {
+    let Some(ct) = ct(&[]) else { return };
+    fs::write(ct.root().join("etc/hostname"), "web01\n").unwrap();
+    let out = ct.sh_ok("hostname; useradd -m -s /bin/bash alice && grep -q '^docker:' /etc/group || groupadd docker; usermod -aG docker alice; id -nG alice; test -d /home/alice && echo home");
+    assert_eq!(out, "web01\nalice docker\nhome\n");
+    assert!(
+        fs::read_to_string(ct.root().join("etc/passwd"))
+            .unwrap()
+            .contains("alice:")
+    );
+    assert!(
+        !fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .contains("alice:x:"),
+        "useradd leaked onto the machine"
+    );
+}
+
+#[test]
 fn exec_leaves_no_mounts() {
     let Some(ct) = ct(&["/dev/nvidia0"]) else {
         return;
@@ -467,6 +486,8 @@ fn docker_flow() {
         "install before apt-get update after adding the repo must fail"
     );
     install_docker(&ct);
+    let out = ct.sh_ok("useradd -m bob && usermod -aG docker bob && id -nG bob");
+    assert_eq!(out, "bob docker\n");
     let out = ct.sh_ok("systemctl is-active docker; systemctl is-enabled docker; docker info --format '{{.Driver}}'; docker info | grep 'Storage Driver'; docker version --format '{{.Server.Version}}'; docker compose version");
     assert!(
         out.starts_with("active\nenabled\noverlay2\n Storage Driver: overlay2\n28."),

@@ -166,14 +166,14 @@ pub fn available() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Try `unshare(CLONE_NEWNS)` in a throw-away child (`true` under a pre_exec hook).
+/// Try `unshare(CLONE_NEWNS | CLONE_NEWUTS)` in a throw-away child (`true` under a pre_exec hook).
 fn probe_namespace() -> Result<(), String> {
     let mut cmd = Command::new("/usr/bin/true");
     #[allow(unsafe_code)]
     // SAFETY: the hook only makes raw syscalls (no allocation) between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -470,13 +470,18 @@ fn child_fail(what: &CString) -> ! {
 
 /// Child side: run the planned steps, then chroot. Only raw syscalls.
 #[allow(unsafe_code)]
-fn child_setup(root: &CString, steps: &[Planned]) {
+fn child_setup(root: &CString, hostname: &[u8], steps: &[Planned]) {
     let null = std::ptr::null::<libc::c_char>();
     // SAFETY (whole function): every pointer is a NUL-terminated CString prepared by the parent
     // or null where the syscall allows it; we are in the forked child before exec.
     unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            child_fail(&CString::from(c"unshare(CLONE_NEWNS)"));
+        // A UTS namespace too: the guest's `hostname` is its own, as in a real container.
+        if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) != 0 {
+            child_fail(&CString::from(c"unshare(CLONE_NEWNS | CLONE_NEWUTS)"));
+        }
+        if !hostname.is_empty() && libc::sethostname(hostname.as_ptr().cast(), hostname.len()) != 0
+        {
+            child_fail(&CString::from(c"sethostname"));
         }
         // Keep our mounts from propagating back to the machine's namespace.
         if libc::mount(
@@ -580,6 +585,7 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
     }
     let steps = plan(ctx, &root)?;
     let croot = cstr(&root)?;
+    let hostname = guest_hostname(&root);
     sync_markers(&root, ctx)?;
 
     let mut cmd = Command::new(prog);
@@ -597,7 +603,7 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
     // SAFETY: the hook only makes raw syscalls on data prepared before the fork (child_setup).
     unsafe {
         cmd.pre_exec(move || {
-            child_setup(&croot, &steps);
+            child_setup(&croot, &hostname, &steps);
             Ok(())
         });
     }
@@ -623,6 +629,26 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
             );
             Ok(code)
         }
+    }
+}
+
+/// The first line of the guest's /etc/hostname when it is a plausible host name (else empty:
+/// the UTS namespace keeps the machine's name).
+fn guest_hostname(root: &Path) -> Vec<u8> {
+    let Ok(path) = super::files::resolve(root, "/etc/hostname", true) else {
+        return Vec::new();
+    };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let name = text.lines().next().unwrap_or_default().trim();
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok {
+        name.as_bytes().to_vec()
+    } else {
+        Vec::new()
     }
 }
 

@@ -125,7 +125,22 @@ fn files() -> Vec<(String, u32, String)> {
             0o644,
             "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n".into(),
         ),
-        ("etc/group".into(), 0o644, "root:x:0:\nnogroup:x:65534:\n".into()),
+        (
+            "etc/group".into(),
+            0o644,
+            "root:x:0:\ndaemon:x:1:\nbin:x:2:\nsys:x:3:\nadm:x:4:\ntty:x:5:\ndisk:x:6:\nmail:x:8:\nsudo:x:27:\nvideo:x:44:\nplugdev:x:46:\nstaff:x:50:\nusers:x:100:\nrender:x:993:\nnogroup:x:65534:\n".into(),
+        ),
+        (
+            "etc/gshadow".into(),
+            0o640,
+            "root:*::\ndaemon:*::\nbin:*::\nsys:*::\nadm:*::\ntty:*::\ndisk:*::\nmail:*::\nsudo:*::\nvideo:*::\nplugdev:*::\nstaff:*::\nusers:*::\nrender:!::\nnogroup:*::\n".into(),
+        ),
+        (
+            "etc/login.defs".into(),
+            0o644,
+            "MAIL_DIR /var/mail\nUID_MIN 1000\nUID_MAX 60000\nGID_MIN 1000\nGID_MAX 60000\nSYS_UID_MIN 100\nSYS_UID_MAX 999\nSYS_GID_MIN 100\nSYS_GID_MAX 999\nCREATE_HOME yes\nUSERGROUPS_ENAB yes\nUMASK 022\nENCRYPT_METHOD SHA512\n".into(),
+        ),
+        ("etc/shells".into(), 0o644, "/bin/sh\n/bin/bash\n/usr/bin/bash\n".into()),
         ("etc/shadow".into(), 0o640, "root:*:19900:0:99999:7:::\n".into()),
         (
             "etc/nsswitch.conf".into(),
@@ -179,6 +194,8 @@ const DIRS: &[(&str, u32)] = &[
     ("tmp", 0o1777),
     ("root", 0o700),
     ("home", 0o755),
+    ("etc/skel", 0o755),
+    ("var/mail", 0o2775),
     ("opt", 0o755),
     ("mnt", 0o755),
     ("srv", 0o755),
