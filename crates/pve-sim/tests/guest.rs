@@ -710,15 +710,24 @@ fn cuda_drivers_breaks_user_space() {
     ct.sh_ok("sh /root/x.run --silent --no-kernel-module; apt-get update");
     // cuda repository via the keyring package, then the toolkit is fine
     ct.sh_ok("wget -q https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64/cuda-keyring_1.1-1_all.deb && dpkg -i cuda-keyring_1.1-1_all.deb && apt-get update && apt-get install -y cuda-toolkit-12-8 </dev/null");
-    let out = ct.sh_ok("nvidia-smi --query-gpu=driver_version --format=csv,noheader");
-    assert_eq!(out, "570.148.08\n");
+    let out = ct.sh_ok(
+        "nvidia-smi --query-gpu=driver_version --format=csv,noheader; /usr/local/cuda/bin/nvcc --version | tail -n1",
+    );
+    assert_eq!(
+        out,
+        "570.148.08\nCuda compilation tools, release 12.8, V12.8.1\n"
+    );
     ct.sh_ok("apt-get install -y cuda-drivers </dev/null");
     let (code, out) = ct.sh("nvidia-smi --query-gpu=driver_version --format=csv,noheader");
-    assert_ne!(
-        out, "570.148.08\n",
-        "cuda-drivers must visibly replace the user space"
+    assert_eq!(
+        code, 18,
+        "cuda-drivers must visibly break the user space: {out}"
     );
-    let _ = code;
+    assert!(out.contains("Driver/library version mismatch"), "{out}");
+    // the runfile (re)installs the matched user space
+    ct.sh_ok("sh /root/x.run --silent --no-kernel-module");
+    let out = ct.sh_ok("nvidia-smi --query-gpu=driver_version --format=csv,noheader");
+    assert_eq!(out, "570.148.08\n");
 }
 
 #[test]
@@ -734,9 +743,10 @@ fn python_venv_and_pip() {
     assert!(out.contains("ensurepip is not"), "{out}");
     ct.sh_ok("apt-get install -y python3-venv python3-pip </dev/null; python3 -m venv /opt/vllm");
     ct.sh_ok("/opt/vllm/bin/pip install --upgrade pip && /opt/vllm/bin/pip install vllm");
-    let out =
-        ct.sh_ok("/opt/vllm/bin/python -c 'import vllm, sys; print(vllm.__version__, sys.prefix)'");
-    assert_eq!(out, "0.10.1.1 /opt/vllm\n");
+    let out = ct.sh_ok(
+        "/opt/vllm/bin/python -c 'import vllm, sys; print(vllm.__version__, sys.prefix)'; /opt/vllm/bin/vllm --version",
+    );
+    assert_eq!(out, "0.10.1.1 /opt/vllm\nvllm 0.10.1.1 (pve-sim stub)\n");
     let out = ct
         .sh_ok("/opt/vllm/bin/python -m pip show vllm | head -n2; /opt/vllm/bin/pip install vllm");
     assert!(
