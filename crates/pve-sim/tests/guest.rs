@@ -151,7 +151,17 @@ fn exec_writes_land_in_rootfs() {
 #[test]
 fn hostname_and_users_are_the_guests() {
     let Some(ct) = ct(&[]) else { return };
-    fs::write(ct.root().join("etc/hostname"), "web01\n").unwrap();
+    guest::set_hostname(ct.root(), "web01.example.com").unwrap();
+    assert_eq!(
+        fs::read_to_string(ct.root().join("etc/hostname")).unwrap(),
+        "web01\n"
+    );
+    assert!(
+        fs::read_to_string(ct.root().join("etc/hosts"))
+            .unwrap()
+            .contains("\n127.0.1.1 web01.example.com web01\n")
+    );
+    assert!(guest::set_hostname(ct.root(), "bad_name").is_err());
     let out = ct.sh_ok("hostname; useradd -m -s /bin/bash alice && grep -q '^docker:' /etc/group || groupadd docker; usermod -aG docker alice; id -nG alice; test -d /home/alice && echo home");
     assert_eq!(out, "web01\nalice docker\nhome\n");
     assert!(
@@ -165,6 +175,17 @@ fn hostname_and_users_are_the_guests() {
             .contains("alice:x:"),
         "useradd leaked onto the machine"
     );
+    // with a config file, LXC's uts name is the config's hostname (default CT<vmid>)
+    let conf = ct.host().join("etc/pve/lxc/100.conf");
+    fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    fs::write(
+        &conf,
+        "hostname: db01\nmemory: 512\n\n[snap]\nhostname: old\n",
+    )
+    .unwrap();
+    assert_eq!(ct.sh_ok("hostname"), "db01\n");
+    fs::write(&conf, "memory: 512\n").unwrap();
+    assert_eq!(ct.sh_ok("hostname"), "CT100\n");
 }
 
 #[test]

@@ -585,7 +585,7 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
     }
     let steps = plan(ctx, &root)?;
     let croot = cstr(&root)?;
-    let hostname = guest_hostname(&root);
+    let hostname = guest_hostname(&root, ctx);
     sync_markers(&root, ctx)?;
 
     let mut cmd = Command::new(prog);
@@ -632,24 +632,26 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
     }
 }
 
-/// The first line of the guest's /etc/hostname when it is a plausible host name (else empty:
-/// the UTS namespace keeps the machine's name).
-fn guest_hostname(root: &Path) -> Vec<u8> {
-    let Ok(path) = super::files::resolve(root, "/etc/hostname", true) else {
-        return Vec::new();
+/// The container's UTS name, as LXC sets it: the config's `hostname` (default `CT<vmid>`);
+/// without a config file, the first line of the guest's /etc/hostname. Empty (keep the
+/// machine's name) when that is not a plausible host name.
+fn guest_hostname(root: &Path, ctx: &GuestCtx) -> Vec<u8> {
+    let conf = ctx.host_root.join(format!("etc/pve/lxc/{}.conf", ctx.vmid));
+    let name = match main_section_value(&conf, "hostname") {
+        Some(Some(h)) => h,
+        Some(None) => format!("CT{}", ctx.vmid),
+        None => super::files::resolve(root, "/etc/hostname", true)
+            .ok()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| t.lines().next().map(|l| l.trim().to_string()))
+            .unwrap_or_default(),
     };
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let name = text.lines().next().unwrap_or_default().trim();
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    if ok {
-        name.as_bytes().to_vec()
-    } else {
-        Vec::new()
-    }
+    if ok { name.into_bytes() } else { Vec::new() }
 }
 
 /// What the doubles need to know about the container's config, kept in its `/run/pve-sim`:
@@ -658,7 +660,8 @@ fn guest_hostname(root: &Path) -> Vec<u8> {
 /// `etc/pve/lxc/<vmid>.conf` under the host root; docker needs `nesting=1`, and `keyctl=1` when
 /// unprivileged). Without a config file no `features` marker is written (nothing is enforced).
 fn sync_markers(root: &Path, ctx: &GuestCtx) -> anyhow::Result<()> {
-    let features = read_features(&ctx.host_root.join(format!("etc/pve/lxc/{}.conf", ctx.vmid)));
+    let conf = ctx.host_root.join(format!("etc/pve/lxc/{}.conf", ctx.vmid));
+    let features = main_section_value(&conf, "features").map(Option::unwrap_or_default);
     let unpriv = ctx.unprivileged.then(|| "1\n".to_string());
     let feat = features.map(|f| format!("{f}\n"));
     // Resolved as the guest sees it: a guest symlink (/run -> /etc) cannot point these writes
@@ -684,18 +687,18 @@ fn sync_markers(root: &Path, ctx: &GuestCtx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `features:` value of a container config's main section ("" when absent); None when
-/// the file cannot be read.
-fn read_features(conf: &Path) -> Option<String> {
+/// `key: value` of a container config's main section: None when the file cannot be read,
+/// Some(None) when the key is absent.
+fn main_section_value(conf: &Path, key: &str) -> Option<Option<String>> {
     let text = std::fs::read_to_string(conf).ok()?;
-    let mut features = String::new();
+    let mut value = None;
     for line in text.lines() {
         if line.starts_with('[') {
             break;
         }
-        if let Some(v) = line.strip_prefix("features:") {
-            features = v.trim().to_string();
+        if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix(':')) {
+            value = Some(v.trim().to_string());
         }
     }
-    Some(features)
+    Some(value)
 }

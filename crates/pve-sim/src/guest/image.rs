@@ -497,3 +497,43 @@ pub fn boot(rootfs: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// See [`super::set_hostname`].
+pub fn set_hostname(rootfs: &Path, hostname: &str) -> anyhow::Result<()> {
+    let valid = !hostname.is_empty()
+        && hostname.len() <= 255
+        && hostname.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !valid {
+        bail!("invalid hostname '{hostname}'");
+    }
+    let short = hostname.split('.').next().unwrap_or(hostname);
+    let hostname_file = super::files::resolve(rootfs, "/etc/hostname", false)?;
+    write_replace(&hostname_file, &format!("{short}\n"))?;
+    let hosts_file = super::files::resolve(rootfs, "/etc/hosts", false)?;
+    let old = fs::read_to_string(&hosts_file).unwrap_or_default();
+    let entry = if short == hostname {
+        format!("127.0.1.1 {hostname}")
+    } else {
+        format!("127.0.1.1 {hostname} {short}")
+    };
+    let mut lines: Vec<String> = old
+        .lines()
+        .filter(|l| !l.starts_with("127.0.1.1"))
+        .map(str::to_string)
+        .collect();
+    lines.push(entry);
+    write_replace(&hosts_file, &(lines.join("\n") + "\n"))
+}
+
+/// Replace `path` atomically (temp file in the same directory, then rename).
+fn write_replace(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("pve-sim-{}", std::process::id()));
+    fs::write(&tmp, text).with_context(|| format!("write {}", tmp.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
+    fs::rename(&tmp, path).with_context(|| format!("rename onto {}", path.display()))
+}
