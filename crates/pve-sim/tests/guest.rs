@@ -522,6 +522,14 @@ fn docker_flow() {
         out,
         "portainer portainer/portainer-ce:2.21.5 running\ntrue always\n200"
     );
+    ct.sh_ok("docker run -d -p 9001:9001 --name portainer_agent --restart=always -v /var/run/docker.sock:/var/run/docker.sock -v /var/lib/docker/volumes:/var/lib/docker/volumes portainer/agent:2.21.5");
+    assert!(
+        ct.root().join("run/docker.sock").is_file(),
+        "the socket stays a socket, not a directory"
+    );
+    // name filters match like docker's (unanchored regular expression)
+    let out = ct.sh_ok("docker ps --filter name=portainer --format '{{.Names}}' | sort");
+    assert_eq!(out, "portainer\nportainer_agent\n");
     let (code, out) = ct.sh("docker run -d --name portainer portainer/portainer-ce:2.21.5");
     assert_eq!(code, 125);
     assert!(out.contains("is already in use"), "{out}");

@@ -242,6 +242,8 @@ pub fn populate(dir: &Path) -> anyhow::Result<()> {
         ("sbin", "usr/sbin"),
         ("lib", "usr/lib"),
         ("lib64", "usr/lib64"),
+        ("var/run", "/run"),
+        ("var/lock", "/run/lock"),
     ] {
         std::os::unix::fs::symlink(target, dir.join(link))?;
     }
@@ -466,6 +468,7 @@ pub fn boot(rootfs: &Path) -> anyhow::Result<()> {
                     continue; // dockerd refuses an invalid daemon.json: the unit stays failed
                 }
                 fs::write(snap.join("daemon.json"), text)?;
+                fs::write(run.join("docker.sock"), "")?;
                 docker_up = true;
             }
             fs::write(active.join(&name), "0\n")?;
