@@ -226,6 +226,24 @@ fn devices_appear_only_when_given() {
         guest::exec(&ctx, &["test".into(), "-e".into(), "/dev/nvidia7".into()]),
         1
     );
+    // nested guest paths get their parent directories; bad targets are refused
+    fs::create_dir_all(without.host().join("dev/dri")).unwrap();
+    fs::write(without.host().join("dev/dri/renderD128"), b"").unwrap();
+    ctx.devices = vec![DeviceBind {
+        host_path: "/dev/dri/renderD128".into(),
+        guest_path: "/dev/dri/renderD128".into(),
+    }];
+    assert_eq!(
+        guest::exec(
+            &ctx,
+            &["test".into(), "-e".into(), "/dev/dri/renderD128".into()]
+        ),
+        0
+    );
+    ctx.devices[0].guest_path = "/dev".into();
+    assert_eq!(guest::exec(&ctx, &["true".into()]), 255);
+    ctx.devices[0].guest_path = "/dev/../etc/x".into();
+    assert_eq!(guest::exec(&ctx, &["true".into()]), 255);
     let _ = without.host();
 }
 

@@ -382,7 +382,15 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
             continue;
         };
         let rel = guest_join(Path::new(""), &b.guest_path)?;
-        let dst = root.join(&rel);
+        if rel.as_os_str().is_empty() || rel == Path::new("dev") {
+            bail!(
+                "CT {}: cannot bind device {} onto {}",
+                ctx.vmid,
+                b.host_path.display(),
+                b.guest_path.display()
+            );
+        }
+        let mut dst = root.join(&rel);
         if rel.starts_with("dev") {
             // Parents inside the fresh /dev tmpfs are created by the child.
             let mut parent = PathBuf::new();
@@ -408,7 +416,9 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
                 format!("create {}", b.guest_path.display()),
             )?;
         } else {
-            // Outside /dev LXC's create=file/dir makes the mount point in the rootfs itself.
+            // Outside /dev LXC's create=file/dir makes the mount point in the rootfs itself,
+            // resolved as the guest sees it.
+            dst = super::files::resolve(root, &format!("/{}", rel.display()), false)?;
             if let Some(parent) = dst.parent() {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("create {}", parent.display()))?;
