@@ -4,6 +4,7 @@
 //! and its doubles), [`exec`] (mount namespace + chroot), [`files`] (push/pull),
 //! [`runfile`] (the NVIDIA `.run` installer double served by the host-side `curl`).
 
+pub mod conf;
 pub mod exec;
 pub mod files;
 pub mod image;

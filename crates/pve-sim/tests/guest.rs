@@ -723,6 +723,25 @@ fn nvidia_runfile_flow() {
     } else {
         eprintln!("note: /proc/driver overmount unavailable here: {out}");
     }
+    // bound by raw lxc.mount.entry lines without a cgroup rule the nodes cannot be opened
+    let conf = ct.host().join("etc/pve/lxc/100.conf");
+    fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    fs::write(
+        &conf,
+        "arch: amd64\nlxc.mount.entry: /dev/nvidia0 dev/nvidia0 none bind,optional,create=file\n",
+    )
+    .unwrap();
+    let (code, out) = ct.sh("nvidia-smi -L");
+    assert_eq!(code, 255, "{out}");
+    assert_eq!(out, "Failed to initialize NVML: Unknown Error\n");
+    fs::write(
+        &conf,
+        "arch: amd64\nlxc.cgroup2.devices.allow: c 195:* rwm\n",
+    )
+    .unwrap();
+    let (code, out) = ct.sh("nvidia-smi -L");
+    assert!(code == 0 || code == 18, "{out}");
+    fs::remove_file(&conf).unwrap();
     // without the device nodes the driver cannot be reached
     let mut bare = ct.ctx.clone();
     bare.devices.clear();

@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use anyhow::{Context, bail};
 
 use super::GuestCtx;
+use super::conf::CtConf;
 
 /// `PATH` inside the guest: the doubles in `/usr/local` come before the machine's real tools.
 pub const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -595,8 +596,9 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
     }
     let steps = plan(ctx, &root)?;
     let croot = cstr(&root)?;
-    let hostname = guest_hostname(&root, ctx);
-    sync_markers(&root, ctx)?;
+    let conf = CtConf::load(ctx);
+    let hostname = guest_hostname(&root, ctx, conf.as_ref());
+    sync_markers(&root, ctx, conf.as_ref())?;
 
     let mut cmd = Command::new(prog);
     cmd.args(args).env_clear();
@@ -645,11 +647,11 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
 /// The container's UTS name, as LXC sets it: the config's `hostname` (default `CT<vmid>`);
 /// without a config file, the first line of the guest's /etc/hostname. Empty (keep the
 /// machine's name) when that is not a plausible host name.
-fn guest_hostname(root: &Path, ctx: &GuestCtx) -> Vec<u8> {
-    let conf = ctx.host_root.join(format!("etc/pve/lxc/{}.conf", ctx.vmid));
-    let name = match main_section_value(&conf, "hostname") {
-        Some(Some(h)) => h,
-        Some(None) => format!("CT{}", ctx.vmid),
+fn guest_hostname(root: &Path, ctx: &GuestCtx, conf: Option<&CtConf>) -> Vec<u8> {
+    let name = match conf {
+        Some(c) => c
+            .value("hostname")
+            .map_or_else(|| format!("CT{}", ctx.vmid), str::to_string),
         None => super::files::resolve(root, "/etc/hostname", true)
             .ok()
             .and_then(|p| std::fs::read_to_string(p).ok())
@@ -669,14 +671,24 @@ fn guest_hostname(root: &Path, ctx: &GuestCtx) -> Vec<u8> {
 /// like the real hook) and `features` (the `features:` value of the main section of
 /// `etc/pve/lxc/<vmid>.conf` under the host root; docker needs `nesting=1`, and `keyctl=1` when
 /// unprivileged). Without a config file no `features` marker is written (nothing is enforced).
-fn sync_markers(root: &Path, ctx: &GuestCtx) -> anyhow::Result<()> {
-    let conf = ctx.host_root.join(format!("etc/pve/lxc/{}.conf", ctx.vmid));
-    let features = main_section_value(&conf, "features").map(Option::unwrap_or_default);
+fn sync_markers(root: &Path, ctx: &GuestCtx, conf: Option<&CtConf>) -> anyhow::Result<()> {
     let unpriv = ctx.unprivileged.then(|| "1\n".to_string());
-    let feat = features.map(|f| format!("{f}\n"));
+    let feat = conf.map(|c| format!("{}\n", c.value("features").unwrap_or_default()));
+    let denied = conf
+        .map(|c| super::conf::denied_devices(ctx, c))
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            d.iter()
+                .map(|p| format!("{}\n", p.display()))
+                .collect::<String>()
+        });
     // Resolved as the guest sees it: a guest symlink (/run -> /etc) cannot point these writes
     // at the machine.
-    for (name, want) in [("unprivileged", unpriv), ("features", feat)] {
+    for (name, want) in [
+        ("unprivileged", unpriv),
+        ("features", feat),
+        ("denied-devices", denied),
+    ] {
         let marker = super::files::resolve(root, &format!("/run/pve-sim/{name}"), true)?;
         let have = std::fs::read_to_string(&marker).ok();
         if have == want {
@@ -695,20 +707,4 @@ fn sync_markers(root: &Path, ctx: &GuestCtx) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `key: value` of a container config's main section: None when the file cannot be read,
-/// Some(None) when the key is absent.
-fn main_section_value(conf: &Path, key: &str) -> Option<Option<String>> {
-    let text = std::fs::read_to_string(conf).ok()?;
-    let mut value = None;
-    for line in text.lines() {
-        if line.starts_with('[') {
-            break;
-        }
-        if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix(':')) {
-            value = Some(v.trim().to_string());
-        }
-    }
-    Some(value)
 }
