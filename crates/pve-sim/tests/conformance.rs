@@ -1351,3 +1351,76 @@ fn pvesm_list_shows_volumes() {
     s.run("pvesm", &["list", "nope"])
         .dies("storage 'nope' does not exist");
 }
+
+#[test]
+fn exec_sees_devices_from_mount_entries_and_dev_lines() {
+    if !exec_ok() {
+        return;
+    }
+    let s = Sim::new();
+    s.create(100, &["--dev0", "/dev/nvidia1,mode=0666"]).ok();
+    let mut c = s.conf(100);
+    c.push_str("lxc.mount.entry: /dev/nvidia0 dev/nvidia0 none bind,optional,create=file\n");
+    s.write_conf(100, &c);
+    s.pct(&["start", "100"]).ok();
+    s.pct(&["exec", "100", "--", "test", "-e", "/dev/nvidia0"])
+        .ok();
+    s.pct(&["exec", "100", "--", "test", "-e", "/dev/nvidia1"])
+        .ok();
+    assert_eq!(
+        s.pct(&["exec", "100", "--", "test", "-e", "/dev/nvidiactl"])
+            .code,
+        1
+    );
+}
+
+#[test]
+fn create_ssh_public_keys_is_a_host_file() {
+    let s = Sim::new();
+    s.create(100, &["--ssh-public-keys", "/root/keys.pub"])
+        .dies("can't open '/root/keys.pub' - No such file or directory");
+    s.write("root/bad.pub", "not a key\n");
+    let o = s.create(100, &["--ssh-public-keys", "/root/bad.pub"]);
+    assert_eq!(o.code, 255);
+    assert!(
+        o.err.starts_with("SSH public key validation error"),
+        "{}",
+        o.err
+    );
+    s.write(
+        "root/keys.pub",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0 admin@host\n",
+    );
+    s.create(100, &["--ssh-public-keys", "/root/keys.pub"]).ok();
+    let ak = s
+        .vol("lxc-disks", "subvol-100-disk-0")
+        .join("root/.ssh/authorized_keys");
+    assert!(fs::read_to_string(ak).unwrap().contains("admin@host"));
+}
+
+#[test]
+fn init_uses_phoenix_host_root_without_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("h");
+    let o = Command::new(bin("pve-sim"))
+        .args(["init", "--node", "prox"])
+        .env("PHOENIX_HOST_ROOT", &root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(bin("pct"))
+        .args(["start", "100"])
+        .env("PHOENIX_HOST_ROOT", &root)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "Configuration file 'nodes/prox/lxc/100.conf' does not exist\n"
+    );
+    let o = Command::new(bin("pve-sim"))
+        .args(["init"])
+        .env("PHOENIX_HOST_ROOT", "/")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

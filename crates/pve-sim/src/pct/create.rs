@@ -196,7 +196,10 @@ pub fn create(call: &Call) -> PveResult<i32> {
     }
     let ssh_keys = match call.opt("ssh-public-keys") {
         Some(f) => match fs::read_to_string(host.path(f)) {
-            Ok(t) => Some(t),
+            Ok(t) => {
+                check_ssh_keys(&t)?;
+                Some(t)
+            }
             Err(_) => {
                 return Err(PveError::die(format!(
                     "can't open '{f}' - No such file or directory"
@@ -409,4 +412,24 @@ pub fn normalize_tags(v: &str) -> String {
     t.sort();
     t.dedup();
     t.join(";")
+}
+
+/// Each non-empty, non-comment line must look like an OpenSSH public key.
+fn check_ssh_keys(text: &str) -> PveResult<()> {
+    let re = regex::Regex::new(
+        r"^(?:\S+\s+)?(ssh-(rsa|dss|ed25519)|ecdsa-sha2-nistp(256|384|521)|sk-\S+@openssh\.com)\s+[A-Za-z0-9+/]+=*(\s.*)?$",
+    )
+    .expect("ssh key regex");
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        if !re.is_match(line) {
+            return Err(PveError::die(format!(
+                "SSH public key validation error: invalid key '{line}'"
+            )));
+        }
+    }
+    Ok(())
 }
