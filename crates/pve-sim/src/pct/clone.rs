@@ -132,7 +132,10 @@ pub fn clone(call: &Call) -> PveResult<i32> {
                 PveError::Fail { msg, .. } => msg,
                 other => other.render("").0,
             };
-            Err(PveError::die(format!("clone failed: {}", msg.trim_end())))
+            Err(PveError::die(format!(
+                "clone failed: {}",
+                msg.trim_end().replace('\n', " ")
+            )))
         }
     }
 }

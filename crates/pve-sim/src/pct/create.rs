@@ -256,7 +256,7 @@ pub fn create(call: &Call) -> PveResult<i32> {
         };
         return Err(PveError::die(format!(
             "unable to create CT {vmid} - {}",
-            msg.trim_end()
+            msg.trim_end().replace('\n', " ")
         )));
     }
     if call.flag("start") {

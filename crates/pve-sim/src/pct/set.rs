@@ -142,6 +142,11 @@ pub fn set(call: &Call) -> PveResult<i32> {
     for (k, v) in changes {
         let value = if numbered(&k, "net") {
             normalize_net(&v)?
+        } else if k == "rootfs" || numbered(&k, "mp") {
+            // Stored as Proxmox prints mount points: volume first, other keys sorted.
+            super::parse_mp(&k, &v)
+                .map(|kv| super::print_mp(&kv))
+                .unwrap_or(v)
         } else if k == "tags" {
             super::create::normalize_tags(&v)
         } else if k == "nameserver" || k == "searchdomain" {
