@@ -1424,3 +1424,44 @@ fn init_uses_phoenix_host_root_without_flag() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn shutdown_slower_than_timeout_fails_unless_force_stop() {
+    let s = Sim::new();
+    s.create(100, &["--start", "1"]).ok();
+    s.write("etc/pve-sim/latency", "shutdown 3000\n");
+    s.pct(&["shutdown", "100", "--timeout", "1"])
+        .dies("container did not stop");
+    assert_eq!(s.pct(&["status", "100"]).ok().out, "status: running\n");
+    s.pct(&["shutdown", "100", "--timeout", "1", "--forceStop", "1"])
+        .ok();
+    assert_eq!(s.pct(&["status", "100"]).ok().out, "status: stopped\n");
+}
+
+#[test]
+fn start_fails_on_missing_non_optional_device_entry() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    let base = s.conf(100);
+    s.write_conf(
+        100,
+        &format!(
+            "{base}lxc.mount.entry: /dev/nvidia5 dev/nvidia5 none bind,optional,create=file\n"
+        ),
+    );
+    s.pct(&["start", "100"]).ok();
+    s.pct(&["stop", "100"]).ok();
+    s.write_conf(
+        100,
+        &format!("{base}lxc.mount.entry: /dev/nvidia5 dev/nvidia5 none bind,create=file\n"),
+    );
+    let o = s
+        .pct(&["start", "100"])
+        .dies("startup for container '100' failed");
+    assert!(
+        o.out.contains("Failed to mount \"/dev/nvidia5\""),
+        "{}",
+        o.out
+    );
+    assert_eq!(s.pct(&["status", "100"]).ok().out, "status: stopped\n");
+}

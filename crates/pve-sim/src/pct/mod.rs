@@ -125,11 +125,14 @@ fn command(sub: &str) -> Option<Cmd> {
             &["vmid"],
             Some("POST /nodes/{node}/lxc/{vmid}/status/stop"),
         ),
-        "shutdown" => c(
-            "pct shutdown <vmid> [OPTIONS]",
-            &["vmid"],
-            Some("POST /nodes/{node}/lxc/{vmid}/status/shutdown"),
-        ),
+        "shutdown" => Cmd {
+            own_latency: true,
+            ..c(
+                "pct shutdown <vmid> [OPTIONS]",
+                &["vmid"],
+                Some("POST /nodes/{node}/lxc/{vmid}/status/shutdown"),
+            )
+        },
         "reboot" => c(
             "pct reboot <vmid> [OPTIONS]",
             &["vmid"],
