@@ -1465,3 +1465,35 @@ fn start_fails_on_missing_non_optional_device_entry() {
     );
     assert_eq!(s.pct(&["status", "100"]).ok().out, "status: stopped\n");
 }
+
+#[test]
+fn resize_grows_and_refuses_shrink() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.pct(&["resize", "100", "rootfs", "+2G"]).ok();
+    assert_eq!(
+        conf_line(&s.conf(100), "rootfs"),
+        Some("lxc-disks:subvol-100-disk-0,size=10G")
+    );
+    s.pct(&["resize", "100", "rootfs", "4G"])
+        .dies("unable to shrink disk size");
+    let o = s.pct(&["resize", "100", "rootfs", "lots"]);
+    assert!(
+        o.err
+            .contains("size: value does not match the regex pattern\n"),
+        "{}",
+        o.err
+    );
+    assert!(s.pct(&["resize", "100", "disk0", "1G"]).err.contains(
+        "disk: value 'disk0' does not have a value in the enumeration 'rootfs, mp0, mp1"
+    ));
+}
+
+#[test]
+fn create_unique_requires_restore() {
+    let s = Sim::new();
+    s.create(100, &["--unique", "1"]).fails(
+        255,
+        "400 Parameter verification failed.\nrestore: missing property - 'unique' requires this property\npct create <vmid> <ostemplate> [OPTIONS]\n",
+    );
+}

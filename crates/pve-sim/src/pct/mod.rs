@@ -173,6 +173,27 @@ fn command(sub: &str) -> Option<Cmd> {
                 Some("POST /nodes/{node}/lxc/{vmid}/snapshot/{snapname}/rollback"),
             )
         },
+        "resize" => Cmd {
+            extra_opts: vec![
+                (
+                    "disk",
+                    serde_json::json!({"type": "string", "enum": disk_keys()}),
+                ),
+                (
+                    "size",
+                    serde_json::json!({"type": "string", "pattern": "\\+?\\d+(\\.\\d+)?[KMGT]?"}),
+                ),
+                (
+                    "digest",
+                    serde_json::json!({"type": "string", "maxLength": 40, "optional": 1}),
+                ),
+            ],
+            ..c(
+                "pct resize <vmid> <disk> <size> [OPTIONS]",
+                &["vmid", "disk", "size"],
+                None,
+            )
+        },
         "template" => c(
             "pct template <vmid>",
             &["vmid"],
@@ -235,6 +256,13 @@ impl Cmd {
         }
         m
     }
+}
+
+/// `rootfs`, `mp0` .. `mp255`: the disks `pct resize` accepts.
+fn disk_keys() -> Vec<String> {
+    std::iter::once("rootfs".to_string())
+        .chain((0..256).map(|i| format!("mp{i}")))
+        .collect()
 }
 
 fn die_unknown_command(sub: &str) -> i32 {
@@ -326,6 +354,7 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
         "delsnapshot" => snapshot::delsnapshot(&call),
         "rollback" => snapshot::rollback(&call),
         "template" => volume::template(&call),
+        "resize" => volume::resize(&call),
         "destroy" => volume::destroy(&call),
         "unlock" => volume::unlock(&call),
         "mount" => volume::mount(&call),
@@ -400,6 +429,19 @@ fn parse_call<'a>(
     for (k, v) in pos.iter().chain(parsed.opts.iter()) {
         if let Some(s) = schema::lookup(props, k) {
             schema::check_prop(k, s, v, &mut errs);
+        }
+    }
+    // JSONSchema `requires`: the other property must be present too.
+    for k in parsed.opts.keys() {
+        if let Some(req) = schema::lookup(props, k)
+            .and_then(|s| s.get("requires"))
+            .and_then(Value::as_str)
+            && !parsed.opts.contains_key(req)
+        {
+            errs.insert(
+                req.to_string(),
+                format!("missing property - '{k}' requires this property"),
+            );
         }
     }
     if !errs.is_empty() {
