@@ -1497,3 +1497,34 @@ fn create_unique_requires_restore() {
         "400 Parameter verification failed.\nrestore: missing property - 'unique' requires this property\npct create <vmid> <ostemplate> [OPTIONS]\n",
     );
 }
+
+#[test]
+fn template_chain_of_linked_clones() {
+    let s = Sim::new();
+    s.create(900, &[]).ok();
+    s.pct(&["template", "900"]).ok();
+    s.pct(&["clone", "900", "901"]).ok();
+    s.pct(&["template", "901"]).ok();
+    assert_eq!(
+        conf_line(&s.conf(901), "rootfs"),
+        Some("lxc-disks:basevol-900-disk-0/basevol-901-disk-0,size=8G")
+    );
+    s.pct(&["clone", "901", "902"]).ok();
+    assert_eq!(
+        conf_line(&s.conf(902), "rootfs"),
+        Some("lxc-disks:basevol-901-disk-0/subvol-902-disk-0,size=8G")
+    );
+    s.pct(&["destroy", "901"])
+        .dies("base volume 'basevol-901-disk-0' is still in use by linked clones");
+    s.pct(&["destroy", "902"]).ok();
+    s.pct(&["destroy", "901"]).ok();
+    s.pct(&["destroy", "900"]).ok();
+    assert_eq!(
+        s.run("pvesm", &["list", "lxc-disks"])
+            .ok()
+            .out
+            .lines()
+            .count(),
+        1
+    );
+}
