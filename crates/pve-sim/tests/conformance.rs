@@ -1528,3 +1528,22 @@ fn template_chain_of_linked_clones() {
         1
     );
 }
+
+#[test]
+fn set_digest_must_match_the_file() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    let digest = pve_sim::sha1::hex(s.conf(100).as_bytes());
+    s.pct(&[
+        "set",
+        "100",
+        "--cores",
+        "1",
+        "--digest",
+        "0000000000000000000000000000000000000000",
+    ])
+    .dies("detected modified configuration - file changed by other user? Try again.");
+    s.pct(&["set", "100", "--cores", "1", "--digest", &digest])
+        .ok();
+    assert_eq!(conf_line(&s.conf(100), "cores"), Some("1"));
+}

@@ -88,6 +88,14 @@ pub fn set(call: &Call) -> PveResult<i32> {
 
     let _g = lock_host(host)?;
     let mut conf = load_conf(host, vmid)?;
+    if let Some(d) = call.opt("digest") {
+        let raw = std::fs::read(host.conf_path(vmid)).unwrap_or_default();
+        if crate::sha1::hex(&raw) != d.to_ascii_lowercase() {
+            return Err(PveError::die(
+                "detected modified configuration - file changed by other user? Try again.",
+            ));
+        }
+    }
     if !changes.iter().any(|(k, _)| k == "lock") {
         check_lock(&conf)?;
     }
