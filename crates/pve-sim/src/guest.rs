@@ -4,6 +4,7 @@
 //! and its doubles), [`exec`] (mount namespace + chroot), [`files`] (push/pull),
 //! [`runfile`] (the NVIDIA `.run` installer double served by the host-side `curl`).
 
+pub mod conf;
 pub mod exec;
 pub mod files;
 pub mod image;
@@ -56,6 +57,12 @@ pub fn exec(ctx: &GuestCtx, argv: &[String]) -> i32 {
             255
         }
     }
+}
+
+/// What Proxmox's container setup writes into the guest at each start: `/etc/hostname` and
+/// the `127.0.1.1` line of `/etc/hosts` for the config's `hostname` (call from `pct start`).
+pub fn set_hostname(rootfs: &Path, hostname: &str) -> anyhow::Result<()> {
+    image::set_hostname(rootfs, hostname)
 }
 
 /// Whether [`exec`] can work in this process; `Err` says why not (tests skip on it).
