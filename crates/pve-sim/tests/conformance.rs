@@ -1547,3 +1547,13 @@ fn set_digest_must_match_the_file() {
         .ok();
     assert_eq!(conf_line(&s.conf(100), "cores"), Some("1"));
 }
+
+#[test]
+fn start_writes_hostname_into_the_guest() {
+    let s = Sim::new();
+    s.create(100, &["--hostname", "web01"]).ok();
+    s.pct(&["start", "100"]).ok();
+    let h =
+        fs::read_to_string(s.vol("lxc-disks", "subvol-100-disk-0").join("etc/hostname")).unwrap();
+    assert_eq!(h.trim(), "web01");
+}

@@ -86,6 +86,14 @@ pub fn do_start(call: &Call, vmid: u32, skiplock: bool) -> PveResult<()> {
     let rootfs = super::rootfs_dir(host, &conf.main)?;
     crate::guest::boot(&rootfs)
         .map_err(|e| PveError::die(format!("startup for container '{vmid}' failed: {e:#}")))?;
+    // Proxmox's container setup writes the hostname into the guest at every start.
+    let hostname = conf
+        .main
+        .get("hostname")
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("CT{vmid}"));
+    crate::guest::set_hostname(&rootfs, &hostname)
+        .map_err(|e| PveError::die(format!("startup for container '{vmid}' failed: {e:#}")))?;
     let now = now_ms();
     let boot = latency::get(host, "boot");
     runtime::set_running(
