@@ -1557,3 +1557,16 @@ fn start_writes_hostname_into_the_guest() {
         fs::read_to_string(s.vol("lxc-disks", "subvol-100-disk-0").join("etc/hostname")).unwrap();
     assert_eq!(h.trim(), "web01");
 }
+
+#[test]
+fn full_clone_costs_time_per_mib_copied() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.pct(&["clone", "100", "101"]).ok();
+    fs::write(s.vol("lxc-disks", "subvol-100-disk-0").join("big"), vec![0u8; 3 << 20]).unwrap();
+    s.write("etc/pve-sim/latency", "copy 200\n");
+    let t = Instant::now();
+    s.pct(&["clone", "100", "102"]).ok();
+    // at least 3 MiB (the file) at 200 ms each
+    assert!(t.elapsed() >= Duration::from_millis(600), "{:?}", t.elapsed());
+}

@@ -207,6 +207,7 @@ fn clone_task(
                 let dst = storage::vol_dir(host, &a.storeid, &a.volname);
                 let _ = fs::remove_dir(&dst);
                 copy_tree(&from, &dst).map_err(PveError::die)?;
+                latency::sleep_copy(host, &dst);
                 new_volid
             } else {
                 println!("create linked clone of mount point {k} ({vol})");

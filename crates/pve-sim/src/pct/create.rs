@@ -313,6 +313,7 @@ fn create_task(
     let rootfs = storage::vol_dir(host, &a.storeid, &a.volname);
     println!("extracting archive '{ostemplate}'");
     guest::extract_ostemplate(tfile, &rootfs).map_err(|e| PveError::die(format!("{e:#}")))?;
+    latency::sleep_copy(host, &rootfs);
     let (ostype, systemd) =
         detect_os(&rootfs).ok_or_else(|| PveError::die("unable to detect OS distribution"))?;
     let arch = call.opt("arch").unwrap_or("amd64").to_string();

@@ -160,11 +160,14 @@ fn command(sub: &str) -> Option<Cmd> {
             &["vmid"],
             Some("GET /nodes/{node}/lxc/{vmid}/snapshot"),
         ),
-        "delsnapshot" => c(
-            "pct delsnapshot <vmid> <snapname> [OPTIONS]",
-            &["vmid", "snapname"],
-            Some("DELETE /nodes/{node}/lxc/{vmid}/snapshot/{snapname}"),
-        ),
+        "delsnapshot" => Cmd {
+            own_latency: true,
+            ..c(
+                "pct delsnapshot <vmid> <snapname> [OPTIONS]",
+                &["vmid", "snapname"],
+                Some("DELETE /nodes/{node}/lxc/{vmid}/snapshot/{snapname}"),
+            )
+        },
         "rollback" => Cmd {
             own_latency: true,
             ..c(
