@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use anyhow::{Context, bail};
 
 use super::GuestCtx;
+use super::conf::CtConf;
 
 /// `PATH` inside the guest: the doubles in `/usr/local` come before the machine's real tools.
 pub const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -64,6 +65,8 @@ enum Step {
 struct Planned {
     step: Step,
     what: CString,
+    /// A failure skips the step instead of aborting the exec.
+    optional: bool,
 }
 
 fn cstr(p: impl AsRef<OsStr>) -> anyhow::Result<CString> {
@@ -164,14 +167,14 @@ pub fn available() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Try `unshare(CLONE_NEWNS)` in a throw-away child (`true` under a pre_exec hook).
+/// Try `unshare(CLONE_NEWNS | CLONE_NEWUTS)` in a throw-away child (`true` under a pre_exec hook).
 fn probe_namespace() -> Result<(), String> {
     let mut cmd = Command::new("/usr/bin/true");
     #[allow(unsafe_code)]
     // SAFETY: the hook only makes raw syscalls (no allocation) between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -219,16 +222,27 @@ fn check_target(p: &Path) -> anyhow::Result<()> {
     }
 }
 
+fn add(steps: &mut Vec<Planned>, step: Step, what: String) -> anyhow::Result<()> {
+    add_step(steps, step, what, false)
+}
+
+fn add_step(
+    steps: &mut Vec<Planned>,
+    step: Step,
+    what: String,
+    optional: bool,
+) -> anyhow::Result<()> {
+    steps.push(Planned {
+        step,
+        what: CString::new(what).context("NUL in path")?,
+        optional,
+    });
+    Ok(())
+}
+
 fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
     let layout = host_layout()?;
     let mut steps = Vec::new();
-    let mut push = |step: Step, what: String| -> anyhow::Result<()> {
-        steps.push(Planned {
-            step,
-            what: CString::new(what).context("NUL in path")?,
-        });
-        Ok(())
-    };
     for (host, rel, flags) in &layout.usr_binds {
         let dst = root.join(rel);
         if !dst.exists() {
@@ -236,7 +250,8 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
             std::fs::create_dir_all(&dst).with_context(|| format!("create {}", dst.display()))?;
         }
         check_target(&dst)?;
-        push(
+        add(
+            &mut steps,
             Step::Bind {
                 src: cstr(host)?,
                 dst: cstr(&dst)?,
@@ -245,9 +260,15 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
             format!("bind {} read-only", host.display()),
         )?;
     }
-    let keyrings = root.join(GUEST_KEYRINGS);
-    if layout.keyrings_exists && keyrings.is_dir() {
-        push(
+    let keyrings = super::files::resolve(root, &format!("/{GUEST_KEYRINGS}"), true)?;
+    if layout.keyrings_exists && !keyrings.is_dir() {
+        // A rootfs from an older image: give it the directory now.
+        std::fs::create_dir_all(&keyrings)
+            .with_context(|| format!("create {}", keyrings.display()))?;
+    }
+    if layout.keyrings_exists {
+        add(
+            &mut steps,
             Step::Bind {
                 src: cstr(&keyrings)?,
                 dst: cstr(root.join("usr/share/keyrings"))?,
@@ -258,27 +279,75 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
     }
     let proc_dir = root.join("proc");
     check_target(&proc_dir)?;
-    push(
+    add(
+        &mut steps,
         Step::Proc {
             dst: cstr(&proc_dir)?,
         },
         "mount /proc".into(),
     )?;
 
+    // The simulated host's kernel module version, where nvidia-smi inside looks for it (a
+    // real container sees the host's /proc/driver/nvidia). Best effort: skipped if the
+    // machine's procfs refuses the overmount.
+    let version = ctx.host_root.join("proc/driver/nvidia/version");
+    if version.is_file() {
+        let driver = proc_dir.join("driver");
+        let nv = driver.join("nvidia");
+        add_step(
+            &mut steps,
+            Step::Tmpfs {
+                dst: cstr(&driver)?,
+            },
+            "mount /proc/driver".into(),
+            true,
+        )?;
+        add_step(
+            &mut steps,
+            Step::MkDir { path: cstr(&nv)? },
+            "mkdir /proc/driver/nvidia".into(),
+            true,
+        )?;
+        add_step(
+            &mut steps,
+            Step::MkFile {
+                path: cstr(nv.join("version"))?,
+            },
+            "create /proc/driver/nvidia/version".into(),
+            true,
+        )?;
+        add_step(
+            &mut steps,
+            Step::Bind {
+                src: cstr(&version)?,
+                dst: cstr(nv.join("version"))?,
+                ro_flags: None,
+            },
+            "bind /proc/driver/nvidia/version".into(),
+            true,
+        )?;
+    }
+
     let dev = root.join("dev");
     check_target(&dev)?;
-    push(Step::Tmpfs { dst: cstr(&dev)? }, "mount /dev tmpfs".into())?;
+    add(
+        &mut steps,
+        Step::Tmpfs { dst: cstr(&dev)? },
+        "mount /dev tmpfs".into(),
+    )?;
     for d in STD_DEVICES {
         let host = Path::new("/dev").join(d);
         if !host.exists() {
             continue;
         }
         let path = dev.join(d);
-        push(
+        add(
+            &mut steps,
             Step::MkFile { path: cstr(&path)? },
             format!("create /dev/{d}"),
         )?;
-        push(
+        add(
+            &mut steps,
             Step::Bind {
                 src: cstr(&host)?,
                 dst: cstr(&path)?,
@@ -293,7 +362,8 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
         ("/proc/self/fd/1", "stdout"),
         ("/proc/self/fd/2", "stderr"),
     ] {
-        push(
+        add(
+            &mut steps,
             Step::Symlink {
                 target: cstr(target)?,
                 path: cstr(dev.join(name))?,
@@ -302,7 +372,8 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
         )?;
     }
     for d in ["pts", "shm"] {
-        push(
+        add(
+            &mut steps,
             Step::MkDir {
                 path: cstr(dev.join(d))?,
             },
@@ -317,14 +388,23 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
             continue;
         };
         let rel = guest_join(Path::new(""), &b.guest_path)?;
-        let dst = root.join(&rel);
+        if rel.as_os_str().is_empty() || rel == Path::new("dev") {
+            bail!(
+                "CT {}: cannot bind device {} onto {}",
+                ctx.vmid,
+                b.host_path.display(),
+                b.guest_path.display()
+            );
+        }
+        let mut dst = root.join(&rel);
         if rel.starts_with("dev") {
             // Parents inside the fresh /dev tmpfs are created by the child.
             let mut parent = PathBuf::new();
             let comps: Vec<_> = rel.components().collect();
             for c in &comps[1..comps.len().saturating_sub(1)] {
                 parent.push(c);
-                push(
+                add(
+                    &mut steps,
                     Step::MkDir {
                         path: cstr(dev.join(&parent))?,
                     },
@@ -336,9 +416,15 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
             } else {
                 Step::MkFile { path: cstr(&dst)? }
             };
-            push(step, format!("create {}", b.guest_path.display()))?;
+            add(
+                &mut steps,
+                step,
+                format!("create {}", b.guest_path.display()),
+            )?;
         } else {
-            // Outside /dev LXC's create=file/dir makes the mount point in the rootfs itself.
+            // Outside /dev LXC's create=file/dir makes the mount point in the rootfs itself,
+            // resolved as the guest sees it.
+            dst = super::files::resolve(root, &format!("/{}", rel.display()), false)?;
             if let Some(parent) = dst.parent() {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("create {}", parent.display()))?;
@@ -353,7 +439,8 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
             }
             check_target(&dst)?;
         }
-        push(
+        add(
+            &mut steps,
             Step::Bind {
                 src: cstr(&src)?,
                 dst: cstr(&dst)?,
@@ -399,13 +486,18 @@ fn child_fail(what: &CString) -> ! {
 
 /// Child side: run the planned steps, then chroot. Only raw syscalls.
 #[allow(unsafe_code)]
-fn child_setup(root: &CString, steps: &[Planned]) {
+fn child_setup(root: &CString, hostname: &[u8], steps: &[Planned]) {
     let null = std::ptr::null::<libc::c_char>();
     // SAFETY (whole function): every pointer is a NUL-terminated CString prepared by the parent
     // or null where the syscall allows it; we are in the forked child before exec.
     unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            child_fail(&CString::from(c"unshare(CLONE_NEWNS)"));
+        // A UTS namespace too: the guest's `hostname` is its own, as in a real container.
+        if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) != 0 {
+            child_fail(&CString::from(c"unshare(CLONE_NEWNS | CLONE_NEWUTS)"));
+        }
+        if !hostname.is_empty() && libc::sethostname(hostname.as_ptr().cast(), hostname.len()) != 0
+        {
+            child_fail(&CString::from(c"sethostname"));
         }
         // Keep our mounts from propagating back to the machine's namespace.
         if libc::mount(
@@ -474,7 +566,7 @@ fn child_setup(root: &CString, steps: &[Planned]) {
                     libc::symlink(target.as_ptr(), path.as_ptr()) == 0
                 }
             };
-            if !ok {
+            if !ok && !p.optional {
                 child_fail(&p.what);
             }
         }
@@ -509,6 +601,9 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
     }
     let steps = plan(ctx, &root)?;
     let croot = cstr(&root)?;
+    let conf = CtConf::load(ctx);
+    let hostname = guest_hostname(&root, ctx, conf.as_ref());
+    sync_markers(&root, ctx, conf.as_ref())?;
 
     let mut cmd = Command::new(prog);
     cmd.args(args).env_clear();
@@ -525,7 +620,7 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
     // SAFETY: the hook only makes raw syscalls on data prepared before the fork (child_setup).
     unsafe {
         cmd.pre_exec(move || {
-            child_setup(&croot, &steps);
+            child_setup(&croot, &hostname, &steps);
             Ok(())
         });
     }
@@ -552,4 +647,69 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
             Ok(code)
         }
     }
+}
+
+/// The container's UTS name, as LXC sets it: the config's `hostname` (default `CT<vmid>`);
+/// without a config file, the first line of the guest's /etc/hostname. Empty (keep the
+/// machine's name) when that is not a plausible host name.
+fn guest_hostname(root: &Path, ctx: &GuestCtx, conf: Option<&CtConf>) -> Vec<u8> {
+    let name = match conf {
+        Some(c) => c
+            .value("hostname")
+            .map_or_else(|| format!("CT{}", ctx.vmid), str::to_string),
+        None => super::files::resolve(root, "/etc/hostname", true)
+            .ok()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| t.lines().next().map(|l| l.trim().to_string()))
+            .unwrap_or_default(),
+    };
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok { name.into_bytes() } else { Vec::new() }
+}
+
+/// What the doubles need to know about the container's config, kept in its `/run/pve-sim`:
+/// `unprivileged` (the docker double refuses GPU containers there unless `no-cgroups = true`,
+/// like the real hook) and `features` (the `features:` value of the main section of
+/// `etc/pve/lxc/<vmid>.conf` under the host root; docker needs `nesting=1`, and `keyctl=1` when
+/// unprivileged). Without a config file no `features` marker is written (nothing is enforced).
+fn sync_markers(root: &Path, ctx: &GuestCtx, conf: Option<&CtConf>) -> anyhow::Result<()> {
+    let unpriv = ctx.unprivileged.then(|| "1\n".to_string());
+    let feat = conf.map(|c| format!("{}\n", c.value("features").unwrap_or_default()));
+    let denied = conf
+        .map(|c| super::conf::denied_devices(ctx, c))
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            d.iter()
+                .map(|p| format!("{}\n", p.display()))
+                .collect::<String>()
+        });
+    // Resolved as the guest sees it: a guest symlink (/run -> /etc) cannot point these writes
+    // at the machine.
+    for (name, want) in [
+        ("unprivileged", unpriv),
+        ("features", feat),
+        ("denied-devices", denied),
+    ] {
+        let marker = super::files::resolve(root, &format!("/run/pve-sim/{name}"), true)?;
+        let have = std::fs::read_to_string(&marker).ok();
+        if have == want {
+            continue;
+        }
+        match want {
+            Some(text) => {
+                let dir = super::files::resolve(root, "/run/pve-sim", true)?;
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("create {}", dir.display()))?;
+                std::fs::write(&marker, text)
+                    .with_context(|| format!("write {}", marker.display()))?;
+            }
+            None => std::fs::remove_file(&marker)
+                .with_context(|| format!("remove {}", marker.display()))?,
+        }
+    }
+    Ok(())
 }
