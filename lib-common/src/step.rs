@@ -184,15 +184,21 @@ pub fn next_interval(current: Duration) -> Duration {
 
 pub const FIRST_POLL: Duration = Duration::from_millis(20);
 
+/// Pause before the next readiness poll, `elapsed` into the wait: a tenth of the time waited so
+/// far, within [`FIRST_POLL`]..=[`MAX_POLL`]. Readiness is then noticed at most ~10 % of the
+/// boot time (and at most `MAX_POLL`) late, with few polls for slow boots.
+pub fn poll_interval(elapsed: Duration) -> Duration {
+    (elapsed / 10).clamp(FIRST_POLL, MAX_POLL)
+}
+
 /// Wait until the CT is usable: `pct status` says running, then `pct exec CTID -- uptime`
-/// succeeds. Polls quickly at first, backing off to [`MAX_POLL`]. Timeout → a Timeout error (exit 6)
+/// succeeds. Polls quickly at first, backing off ([`poll_interval`]). Timeout → a Timeout error (exit 6)
 /// naming the CTID and seconds. In dry-run mode returns at once.
 pub fn wait_ready(pct: &PctClient, ctid: Ctid, timeout: Duration) -> Result<()> {
     if pct.dry_run() {
         return Ok(());
     }
     let start = Instant::now();
-    let mut interval = FIRST_POLL;
     loop {
         let last = match pct.status(ctid)? {
             CtStatus::Missing => {
@@ -220,8 +226,8 @@ pub fn wait_ready(pct: &PctClient, ctid: Ctid, timeout: Duration) -> Result<()> 
             .into());
         }
         let left = timeout.saturating_sub(start.elapsed());
+        let interval = poll_interval(start.elapsed());
         std::thread::sleep(interval.min(left.max(Duration::from_millis(1))));
-        interval = next_interval(interval);
     }
 }
 
@@ -262,6 +268,12 @@ mod tests {
         }
         assert_eq!(seen[1], Duration::from_millis(30));
         assert_eq!(*seen.last().unwrap(), MAX_POLL);
+        assert_eq!(poll_interval(Duration::ZERO), FIRST_POLL);
+        assert_eq!(
+            poll_interval(Duration::from_millis(500)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(poll_interval(Duration::from_secs(60)), MAX_POLL);
         assert!(seen.windows(2).all(|w| w[0] <= w[1]));
     }
 

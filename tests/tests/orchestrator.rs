@@ -648,3 +648,23 @@ exec "$PHOENIX_ROOT/bin/phoenix_hypervisor_create_lxc" "$@""#,
             .contains("drop-in create")
     );
 }
+
+#[test]
+fn finalize_falls_back_to_stop_when_a_clean_shutdown_fails() {
+    let host = host();
+    host.set_faults("pct shutdown 900 1\n");
+    host.establish(&["--only", "900"]).ok();
+    assert_built(&host, 900);
+    let calls: Vec<String> = host
+        .journal()
+        .iter()
+        .filter(|e| target(e) == 900 && e.mutating)
+        .map(|e| e.argv.join(" "))
+        .collect();
+    let i = calls
+        .iter()
+        .position(|c| c.starts_with("pct shutdown 900 --timeout 60"))
+        .expect("a clean shutdown was tried");
+    assert_eq!(calls[i + 1], "pct stop 900", "{calls:#?}");
+    assert_eq!(calls[i + 2], "pct snapshot 900 base-snapshot");
+}

@@ -184,7 +184,14 @@ impl Orchestrator {
         let result = match self.pipeline(ctid, &mut action, &mut created) {
             Ok(r) => r,
             Err(e) => {
-                error_line(&format!("[{ctid}] {} failed: {}", e.stage, e.message));
+                let hint = if e.message.contains("CT is locked (create)") {
+                    format!(
+                        "\nhint: an earlier run was interrupted while CT {ctid} was being created; remove the remains with `pct unlock {ctid} && pct destroy {ctid}` and re-run"
+                    )
+                } else {
+                    String::new()
+                };
+                error_line(&format!("[{ctid}] {} failed: {}{hint}", e.stage, e.message));
                 let rollback = self.rollback(ctid, created);
                 CtResult::Failed {
                     stage: e.stage,
@@ -241,10 +248,20 @@ impl Orchestrator {
                     format!("clone from {source}")
                 };
                 let lock = self.clone_lock(*source);
+                let waiting = Instant::now();
                 let _serialized = lock.lock().unwrap_or_else(|p| p.into_inner());
+                let waited = waiting.elapsed();
+                let after = if waited >= Duration::from_millis(50) {
+                    format!(
+                        " (after {} waiting for another clone of {source})",
+                        super::report::secs(waited)
+                    )
+                } else {
+                    String::new()
+                };
                 self.stage(
                     ctid,
-                    &format!("clone from {source}@{snapshot}{resume}"),
+                    &format!("clone from {source}@{snapshot}{resume}{after}"),
                     || {
                         self.step(
                             Step::CloneLxc,
