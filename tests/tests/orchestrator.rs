@@ -205,6 +205,18 @@ fn first_run_builds_the_tree_and_second_run_changes_nothing() {
         "step output not captured in the log"
     );
     assert!(log.contains("[INFO] phoenix_hypervisor_clone_lxc: [901]"));
+    // Every line in the shared format: `YYYY-mm-dd HH:MM:SS [LEVEL] <program>: message`.
+    for line in log.lines() {
+        let (ts, rest) = line.split_at(19);
+        let ok = ts.as_bytes()[4] == b'-'
+            && ts.as_bytes()[10] == b' '
+            && ts.as_bytes()[13] == b':'
+            && rest.starts_with(" [")
+            && rest.contains("] phoenix_")
+            && rest.contains(": ");
+        assert!(ok, "log line out of format: {line}");
+    }
+    assert!(log.contains("[INFO] phoenix_establish_hypervisor: [950] finalize: shutdown"));
 
     // Second run: zero mutating calls, everything up to date.
     let mark = host.journal_mark();
