@@ -13,6 +13,7 @@
 //! - [`host`]: host facts from its files (driver version, device majors, storages).
 //! - [`steps`]: the logic of initial-setup, create-lxc and clone-lxc.
 //! - [`step`]: the frame of every step program (arguments, logging, configs, exit codes) and `wait_ready`.
+//! - [`sdk`]: the setup-plugin SDK (`phoenix_hypervisor_setup_<CTID>` programs), with an example.
 
 pub mod cli;
 pub mod config;
@@ -28,5 +29,6 @@ pub mod conffile;
 pub mod guest;
 pub mod host;
 pub mod pct;
+pub mod sdk;
 pub mod step;
 pub mod steps;
