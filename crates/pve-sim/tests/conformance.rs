@@ -1097,7 +1097,7 @@ fn clone_source_locked_disk_collides() {
     });
     // Wait until the first clone holds the source lock.
     let t = Instant::now();
-    while !s.conf(900).contains("lock: disk") {
+    while !(s.conf(900).contains("lock: disk") && s.has_conf(901)) {
         assert!(
             t.elapsed() < Duration::from_secs(5),
             "first clone never locked the source"
@@ -1563,10 +1563,18 @@ fn full_clone_costs_time_per_mib_copied() {
     let s = Sim::new();
     s.create(100, &[]).ok();
     s.pct(&["clone", "100", "101"]).ok();
-    fs::write(s.vol("lxc-disks", "subvol-100-disk-0").join("big"), vec![0u8; 3 << 20]).unwrap();
+    fs::write(
+        s.vol("lxc-disks", "subvol-100-disk-0").join("big"),
+        vec![0u8; 3 << 20],
+    )
+    .unwrap();
     s.write("etc/pve-sim/latency", "copy 200\n");
     let t = Instant::now();
     s.pct(&["clone", "100", "102"]).ok();
     // at least 3 MiB (the file) at 200 ms each
-    assert!(t.elapsed() >= Duration::from_millis(600), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
 }

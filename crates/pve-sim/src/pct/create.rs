@@ -29,7 +29,7 @@ const NOT_CONFIG: &[&str] = &[
 
 /// A volume to allocate: `STORAGE:SIZE_GiB`.
 fn alloc_request(v: &str) -> Option<(String, f64)> {
-    let re = regex::Regex::new(r"^([^:\s]+):(\d+(\.\d+)?)$").unwrap();
+    let re = regex::Regex::new(r"^([^:\s]+):([0-9]+(\.[0-9]+)?)$").unwrap();
     let c = re.captures(v)?;
     Some((c[1].to_string(), c[2].parse().ok()?))
 }
