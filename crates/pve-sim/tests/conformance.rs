@@ -1578,3 +1578,29 @@ fn full_clone_costs_time_per_mib_copied() {
         t.elapsed()
     );
 }
+
+#[test]
+fn pvesm_status_filters_by_content_and_marks_disabled() {
+    let s = Sim::new();
+    let o = s.run("pvesm", &["status", "--content", "rootdir"]).ok();
+    let names: Vec<&str> = o
+        .out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(names, ["local-zfs", "lxc-disks"]);
+    let cfg = fs::read_to_string(s.path("etc/pve/storage.cfg")).unwrap();
+    s.write(
+        "etc/pve/storage.cfg",
+        &cfg.replace("zfspool: lxc-disks\n", "zfspool: lxc-disks\n\tdisable\n"),
+    );
+    let o = s.run("pvesm", &["status"]).ok();
+    let row = o.out.lines().find(|l| l.starts_with("lxc-disks")).unwrap();
+    assert_eq!(
+        row,
+        "lxc-disks     zfspool   disabled               0               0               0      N/A"
+    );
+    let o = s.run("pvesm", &["status", "--enabled"]).ok();
+    assert!(!o.out.contains("lxc-disks"));
+}
