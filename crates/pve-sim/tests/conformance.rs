@@ -1604,3 +1604,28 @@ fn pvesm_status_filters_by_content_and_marks_disabled() {
     let o = s.run("pvesm", &["status", "--enabled"]).ok();
     assert!(!o.out.contains("lxc-disks"));
 }
+
+#[test]
+fn options_new_in_pve9_are_unknown_on_8() {
+    let s = Sim::new();
+    let o = s.create(100, &["--ha-managed", "1"]);
+    assert!(o.err.starts_with("Unknown option: ha-managed\n"), "{o:?}");
+    let o = s.create(100, &["--net0", "name=eth0,host-managed=1"]);
+    assert!(
+        o.err.contains(
+            "net0: invalid format - invalid key in comma-separated list property: host-managed\n"
+        ),
+        "{o:?}"
+    );
+    let s9 = Sim::with(&["--pve-version", "9.1.1"]);
+    s9.create(
+        100,
+        &[
+            "--net0",
+            "name=eth0,host-managed=1",
+            "--features",
+            "nesting=1",
+        ],
+    )
+    .ok();
+}
