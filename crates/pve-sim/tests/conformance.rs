@@ -439,7 +439,7 @@ fn create_v9_defaults_unprivileged_and_warns_about_nesting() {
     );
     assert_eq!(o.err, "Task finished with 1 warning(s)!\n");
     assert_eq!(conf_line(&s.conf(100), "unprivileged"), Some("1"));
-    let o = s.create(101, &["--features", "nesting=1"]).ok();
+    let o = s.create(101, &["--features", "keyctl=1,nesting=on"]).ok();
     assert_eq!(o.err, "");
 }
 

@@ -388,7 +388,12 @@ fn create_task(
     }
     let nesting = m
         .get("features")
-        .map(|f| f.split(',').any(|p| p == "nesting=1"))
+        .and_then(|f| {
+            let fmt = crate::schema::endpoint("POST /nodes/{node}/lxc")["features"]["format"]
+                .as_object()?;
+            crate::schema::parse_property_string(fmt, f).ok()
+        })
+        .map(|kv| kv.get("nesting").map(String::as_str) == Some("1"))
         .unwrap_or(false);
     if unpriv
         && !nesting
