@@ -939,3 +939,23 @@ fn bench_doubles() {
         eprintln!("{:?}: {:?}", argv, t.elapsed() / 5);
     }
 }
+
+/// Cost of writing and extracting the image (`cargo test -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn bench_image() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("t.tar.zst");
+    let t = std::time::Instant::now();
+    guest::write_ostemplate(&p).unwrap();
+    let w = t.elapsed();
+    let r = d.path().join("r");
+    fs::create_dir(&r).unwrap();
+    let t = std::time::Instant::now();
+    guest::extract_ostemplate(&p, &r).unwrap();
+    eprintln!(
+        "write_ostemplate {w:?}, extract {:?}, size {} bytes",
+        t.elapsed(),
+        fs::metadata(&p).unwrap().len()
+    );
+}

@@ -260,8 +260,13 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
             format!("bind {} read-only", host.display()),
         )?;
     }
-    let keyrings = root.join(GUEST_KEYRINGS);
-    if layout.keyrings_exists && keyrings.is_dir() {
+    let keyrings = super::files::resolve(root, &format!("/{GUEST_KEYRINGS}"), true)?;
+    if layout.keyrings_exists && !keyrings.is_dir() {
+        // A rootfs from an older image: give it the directory now.
+        std::fs::create_dir_all(&keyrings)
+            .with_context(|| format!("create {}", keyrings.display()))?;
+    }
+    if layout.keyrings_exists {
         add(
             &mut steps,
             Step::Bind {

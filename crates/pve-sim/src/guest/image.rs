@@ -273,6 +273,10 @@ fn copy_alternatives(host: &Path, guest: &Path) -> anyhow::Result<()> {
         let entry = entry?;
         if entry.file_type()?.is_symlink() {
             let target = fs::read_link(entry.path())?;
+            // Manual pages are most of them and no guest command needs them.
+            if target.components().any(|c| c.as_os_str() == "man") {
+                continue;
+            }
             std::os::unix::fs::symlink(&target, guest.join(entry.file_name()))
                 .with_context(|| format!("link alternative {}", entry.path().display()))?;
         }
