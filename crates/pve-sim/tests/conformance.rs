@@ -1629,3 +1629,36 @@ fn options_new_in_pve9_are_unknown_on_8() {
     )
     .ok();
 }
+
+#[test]
+fn push_resolves_user_and_group_names_in_the_guest() {
+    if !exec_ok() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let s = Sim::new();
+    s.create(100, &["--start", "1"]).ok();
+    s.write("tmp/f.txt", "data");
+    s.pct(&[
+        "push",
+        "100",
+        "/tmp/f.txt",
+        "/root/f.txt",
+        "--user",
+        "nobody",
+        "--group",
+        "video",
+    ])
+    .ok();
+    let md = fs::metadata(s.vol("lxc-disks", "subvol-100-disk-0").join("root/f.txt")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (65534, 44));
+    s.pct(&[
+        "push",
+        "100",
+        "/tmp/f.txt",
+        "/root/g.txt",
+        "--user",
+        "nosuchuser",
+    ])
+    .fails(0, "no such user 'nosuchuser' in CT 100\n");
+}
