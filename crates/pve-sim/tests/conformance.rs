@@ -1683,3 +1683,25 @@ fn listsnapshot_current_sorts_after_sibling_snapshots() {
     assert_eq!(names, ["s1", "s3", "current"], "{out}");
     assert!(out.lines().nth(2).unwrap().starts_with(" `-> current"));
 }
+
+#[test]
+fn set_mp_with_storage_size_allocates_a_volume() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.pct(&["set", "100", "--mp0", "lxc-disks:2,mp=/data,backup=yes"])
+        .ok();
+    assert_eq!(
+        conf_line(&s.conf(100), "mp0"),
+        Some("lxc-disks:subvol-100-disk-1,backup=1,mp=/data,size=2G")
+    );
+    assert!(s.vol("lxc-disks", "subvol-100-disk-1").is_dir());
+    s.pct(&["set", "100", "--mp1", "local:2,mp=/x"]).fails(
+        255,
+        "400 Parameter verification failed.\nmp1: storage 'local' does not support container directories\npct set <vmid> [OPTIONS]\n",
+    );
+    s.pct(&["set", "100", "--mp1", "/srv/share,mp=/share"]).ok();
+    assert_eq!(conf_line(&s.conf(100), "mp1"), Some("/srv/share,mp=/share"));
+    // both volumes go with the CT
+    s.pct(&["destroy", "100"]).ok();
+    assert!(!s.vol("lxc-disks", "subvol-100-disk-1").exists());
+}
