@@ -63,6 +63,10 @@ pub fn do_start(call: &Call, vmid: u32, skiplock: bool) -> PveResult<()> {
             }
         }
     }
+    // The guest side of booting: /run emptied, enabled units of the doubles active again.
+    let rootfs = super::rootfs_dir(host, &conf.main)?;
+    crate::guest::boot(&rootfs)
+        .map_err(|e| PveError::die(format!("startup for container '{vmid}' failed: {e:#}")))?;
     let now = now_ms();
     let boot = latency::get(host, "boot");
     runtime::set_running(
