@@ -232,8 +232,39 @@ fn exec_overhead_is_small() {
         assert_eq!(ct.run(&["true"]), 0);
     }
     let per = t.elapsed() / n;
-    eprintln!("per-exec wall time (guest `true`): {per:?}");
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        assert!(
+            std::process::Command::new("true")
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let plain = t.elapsed() / n;
+    eprintln!("per-exec wall time (guest `true`): {per:?}; plain spawn of `true`: {plain:?}");
     assert!(per < std::time::Duration::from_millis(200), "{per:?}");
+}
+
+#[test]
+fn guest_symlinks_cannot_redirect_host_writes() {
+    let Some(ct) = ct(&[]) else { return };
+    // a guest whose /run points at an absolute path: exec's own marker stays in the rootfs
+    let victim = ct.host().join("victim");
+    fs::create_dir_all(&victim).unwrap();
+    fs::remove_dir_all(ct.root().join("run")).unwrap();
+    std::os::unix::fs::symlink(&victim, ct.root().join("run")).unwrap();
+    assert_eq!(ct.run(&["true"]), 0);
+    assert!(
+        !victim.join("pve-sim").exists(),
+        "exec wrote through a guest symlink"
+    );
+    assert!(
+        ct.root()
+            .join(victim.strip_prefix("/").unwrap())
+            .join("pve-sim/unprivileged")
+            .exists()
+    );
 }
 
 #[test]
@@ -257,4 +288,478 @@ fn push_and_pull() {
     guest::pull(&ct.ctx, "/etc/os-release", &back, None, None, Some(0o640)).unwrap();
     assert!(fs::read_to_string(&back).unwrap().contains("noble"));
     assert!(guest::pull(&ct.ctx, "/etc/missing", &back, None, None, None).is_err());
+}
+
+/// Keyring directory for repository setup in tests: NVIDIA's docs use /usr/share/keyrings,
+/// which the guest can write only where the machine has that directory to mount over.
+fn keyring_dir() -> &'static str {
+    if Path::new("/usr/share/keyrings").is_dir() {
+        "/usr/share/keyrings"
+    } else {
+        "/etc/apt/keyrings"
+    }
+}
+
+const DOCKER_REPO: &str = "set -e
+curl -fsSL https://download.docker.com/linux/ubuntu/gpg -o /etc/apt/keyrings/docker.asc
+echo \"deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/ubuntu $(. /etc/os-release && echo $VERSION_CODENAME) stable\" > /etc/apt/sources.list.d/docker.list
+";
+
+fn install_docker(ct: &Ct) {
+    ct.sh_ok(&format!(
+        "{DOCKER_REPO}apt-get update -qq; apt-get install -y docker-ce docker-ce-cli containerd.io docker-buildx-plugin docker-compose-plugin </dev/null"
+    ));
+}
+
+fn nvidia_repo(kr: &str) -> String {
+    format!(
+        "set -e
+apt-get install -y gnupg </dev/null
+curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | gpg --dearmor -o {kr}/nvidia-container-toolkit-keyring.gpg
+curl -s -L https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list | sed 's#deb https://#deb [signed-by={kr}/nvidia-container-toolkit-keyring.gpg] https://#g' > /etc/apt/sources.list.d/nvidia-container-toolkit.list
+apt-get update
+"
+    )
+}
+
+#[test]
+fn apt_get_catalogue_and_misuse() {
+    let Some(ct) = ct(&[]) else { return };
+    // a fresh template has no package lists yet
+    let (code, out) = ct.sh("apt-get install -y jq </dev/null");
+    assert_eq!(code, 100, "{out}");
+    assert!(out.contains("E: Unable to locate package jq"), "{out}");
+    ct.sh_ok("apt-get update");
+    // without -y and no answer on stdin apt aborts
+    let (code, out) = ct.sh("apt-get install jq </dev/null");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("Do you want to continue? [Y/n] Abort."),
+        "{out}"
+    );
+    let (code, _) = ct.sh("dpkg -s jq");
+    assert_eq!(code, 1);
+    ct.sh_ok("apt-get install -y jq htop rsync git vim nvtop locales python3-pip </dev/null");
+    let out = ct.sh_ok("dpkg-query -W -f='${Status}|${Version}\\n' jq; dpkg -s htop | grep Status; dpkg -l 'nvt*' | tail -n1");
+    assert!(out.starts_with("install ok installed|1.7.1"), "{out}");
+    assert!(out.contains("Status: install ok installed"), "{out}");
+    assert!(out.contains("ii  nvtop"), "{out}");
+    // idempotent
+    let out = ct.sh_ok("apt-get install -y jq </dev/null");
+    assert!(out.contains("jq is already the newest version"), "{out}");
+    let (code, out) = ct.sh("apt-get install -y jq no-such-package </dev/null");
+    assert_eq!(code, 100);
+    assert!(
+        out.contains("E: Unable to locate package no-such-package"),
+        "{out}"
+    );
+    // repository packages need their repository
+    for p in ["docker-ce", "nvidia-container-toolkit", "cuda-toolkit-12-8"] {
+        let (code, out) = ct.sh(&format!("apt-get install -y {p} </dev/null"));
+        assert_eq!(code, 100, "{p}: {out}");
+        assert!(
+            out.contains(&format!("Unable to locate package {p}")),
+            "{out}"
+        );
+    }
+    ct.sh_ok("apt-get remove -y jq </dev/null; apt-get upgrade -y");
+    let (code, _) = ct.sh("dpkg-query -W jq");
+    assert_eq!(code, 1);
+    let (code, out) = ct.sh("apt-get frobnicate");
+    assert_eq!(code, 100, "{out}");
+}
+
+#[test]
+fn apt_repo_without_key_fails_update() {
+    let Some(ct) = ct(&[]) else { return };
+    ct.sh_ok("echo 'deb [signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/ubuntu noble stable' > /etc/apt/sources.list.d/docker.list");
+    let (code, out) = ct.sh("apt-get update");
+    assert_eq!(code, 100, "{out}");
+    assert!(out.contains("NO_PUBKEY"), "{out}");
+    ct.sh_ok("rm /etc/apt/sources.list.d/docker.list; echo 'deb http://ppa.example.org/x noble main' > /etc/apt/sources.list.d/x.list");
+    let (code, out) = ct.sh("apt-get update");
+    assert_eq!(code, 100, "{out}");
+    assert!(
+        out.contains("Temporary failure resolving 'ppa.example.org'"),
+        "{out}"
+    );
+}
+
+#[test]
+fn systemctl_units() {
+    let Some(ct) = ct(&[]) else { return };
+    let (code, out) = ct.sh("systemctl enable docker");
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("Failed to enable unit: Unit file docker.service does not exist."),
+        "{out}"
+    );
+    let (code, out) = ct.sh("systemctl start nope.service");
+    assert_eq!(code, 5, "{out}");
+    let (code, out) = ct.sh("systemctl is-active nope");
+    assert_eq!((code, out.trim()), (3, "inactive"));
+    // an admin unit whose program is missing fails to start
+    ct.sh_ok("printf '[Service]\\nExecStart=/opt/app/bin/serve --port 8000\\n[Install]\\nWantedBy=multi-user.target\\n' > /etc/systemd/system/app.service; systemctl daemon-reload; systemctl enable app");
+    assert!(
+        ct.root()
+            .join("etc/systemd/system/multi-user.target.wants/app.service")
+            .is_symlink()
+    );
+    let (code, out) = ct.sh("systemctl start app");
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = ct.sh("curl -fsS http://localhost:8000/health");
+    assert_eq!(code, 7, "{out}");
+    ct.sh_ok("mkdir -p /opt/app/bin; printf '#!/bin/sh\\n' > /opt/app/bin/serve; chmod +x /opt/app/bin/serve; systemctl restart app");
+    let out = ct.sh_ok("systemctl is-active app; systemctl is-enabled app; curl -s -w ' %{http_code}' http://127.0.0.1:8000/v1/models");
+    assert!(out.starts_with("active\nenabled\n{"), "{out}");
+    assert!(out.ends_with(" 200"), "{out}");
+    ct.sh_ok("systemctl disable --now app");
+    let (code, _) = ct.sh("systemctl is-active app");
+    assert_eq!(code, 3);
+}
+
+#[test]
+fn guest_curl_is_offline() {
+    let Some(ct) = ct(&[]) else { return };
+    let (code, out) = ct.sh("curl -fsSL https://example.com/install.sh");
+    assert_eq!(code, 6);
+    assert_eq!(out.trim(), "curl: (6) Could not resolve host: example.com");
+    let (code, out) = ct.sh("curl -s https://example.com/install.sh");
+    assert_eq!((code, out.as_str()), (6, ""));
+    let (code, out) = ct.sh("curl -fsS https://download.docker.com/linux/ubuntu/nope");
+    assert_eq!(code, 22, "{out}");
+    let (code, out) = ct.sh("wget -q https://example.com/x");
+    assert_eq!(code, 4, "{out}");
+    let (code, out) = ct.sh("gpg --dearmor -o /tmp/k.gpg < /etc/hostname");
+    assert_eq!(code, 127, "gnupg is not installed yet: {out}");
+}
+
+#[test]
+fn docker_flow() {
+    let Some(ct) = ct(&[]) else { return };
+    let (code, out) = ct.sh("docker ps");
+    assert_eq!(code, 127, "{out}");
+    ct.sh_ok("apt-get update");
+    let (code, _) = ct.sh(&format!(
+        "{DOCKER_REPO}apt-get install -y docker-ce </dev/null"
+    ));
+    assert_eq!(
+        code, 100,
+        "install before apt-get update after adding the repo must fail"
+    );
+    install_docker(&ct);
+    let out = ct.sh_ok("systemctl is-active docker; systemctl is-enabled docker; docker info --format '{{.Driver}}'; docker info | grep 'Storage Driver'; docker version --format '{{.Server.Version}}'; docker compose version");
+    assert!(
+        out.starts_with("active\nenabled\noverlay2\n Storage Driver: overlay2\n28."),
+        "{out}"
+    );
+    ct.sh_ok("docker volume create portainer_data");
+    let id = ct.sh_ok("docker run -d -p 8000:8000 -p 9443:9443 --name portainer --restart=always -v /var/run/docker.sock:/var/run/docker.sock -v portainer_data:/data portainer/portainer-ce:2.21.5 2>/dev/null");
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let out = ct.sh_ok("docker ps --filter name=^portainer$ --format '{{.Names}} {{.Image}} {{.State}}'; docker inspect -f '{{.State.Running}} {{.HostConfig.RestartPolicy.Name}}' portainer; curl -ks -o /dev/null -w '%{http_code}' https://localhost:9443/");
+    assert_eq!(
+        out,
+        "portainer portainer/portainer-ce:2.21.5 running\ntrue always\n200"
+    );
+    let (code, out) = ct.sh("docker run -d --name portainer portainer/portainer-ce:2.21.5");
+    assert_eq!(code, 125);
+    assert!(out.contains("is already in use"), "{out}");
+    let (code, out) = ct.sh("docker run -d --name other -p 9443:9443 nginx");
+    assert_eq!(code, 125);
+    assert!(out.contains("port is already allocated"), "{out}");
+    let (code, out) =
+        ct.sh("docker run --rm --gpus all nvidia/cuda:12.8.0-base-ubuntu24.04 nvidia-smi");
+    assert_eq!(code, 125, "no nvidia runtime: {out}");
+    let (code, out) = ct.sh("docker rm portainer");
+    assert_eq!(code, 1);
+    assert!(out.contains("container is running"), "{out}");
+    ct.sh_ok("docker rm -f portainer");
+    let (code, out) = ct.sh("docker inspect portainer");
+    assert_eq!(code, 1);
+    assert!(out.contains("No such object: portainer"), "{out}");
+    // the daemon must be running
+    ct.sh_ok("systemctl stop docker");
+    let (code, out) = ct.sh("docker ps");
+    assert_eq!(code, 1);
+    assert!(out.contains("Is the docker daemon running?"), "{out}");
+}
+
+#[test]
+fn nvidia_container_toolkit_flow() {
+    let Some(ct) = ct(&["/dev/nvidia0", "/dev/nvidiactl"]) else {
+        return;
+    };
+    ct.sh_ok("apt-get update");
+    install_docker(&ct);
+    let (code, _) = ct.sh("nvidia-ctk --version");
+    assert_eq!(code, 127);
+    ct.sh_ok(&nvidia_repo(keyring_dir()));
+    ct.sh_ok("apt-get install -y nvidia-container-toolkit </dev/null");
+    ct.sh_ok("echo '{\"log-driver\": \"json-file\"}' > /etc/docker/daemon.json; nvidia-ctk runtime configure --runtime=docker");
+    let daemon: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(ct.root().join("etc/docker/daemon.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        daemon["log-driver"], "json-file",
+        "merge keeps existing keys"
+    );
+    assert_eq!(
+        daemon["runtimes"]["nvidia"]["path"],
+        "nvidia-container-runtime"
+    );
+    // docker reads daemon.json at start only
+    let out = ct.sh_ok("docker info --format '{{json .Runtimes}}'");
+    assert!(!out.contains("nvidia"), "{out}");
+    ct.sh_ok("systemctl restart docker");
+    let out = ct.sh_ok("docker info --format '{{json .Runtimes}}'");
+    assert!(out.contains("\"nvidia\""), "{out}");
+    // unprivileged: GPU containers need no-cgroups under [nvidia-container-cli]
+    let (code, out) = ct.sh("docker run --rm --gpus all nvidia/cuda:12.8.0-base-ubuntu24.04 true");
+    assert_eq!(code, 125);
+    assert!(out.contains("failed to add device rules"), "{out}");
+    ct.sh_ok("nvidia-ctk config --set nvidia-container-cli.no-cgroups=true --in-place");
+    let toml =
+        fs::read_to_string(ct.root().join("etc/nvidia-container-runtime/config.toml")).unwrap();
+    let section = toml
+        .split("[nvidia-container-cli]")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    assert!(section.contains("\nno-cgroups = true\n"), "{toml}");
+    assert_eq!(toml.matches("no-cgroups").count(), 1, "{toml}");
+    ct.sh_ok("docker run --rm --gpus all nvidia/cuda:12.8.0-base-ubuntu24.04 true");
+    let (code, out) = ct.sh("nvidia-ctk runtime configure --runtime=podman");
+    assert_eq!(code, 1, "{out}");
+}
+
+#[test]
+fn nvidia_runfile_flow() {
+    let Some(ct) = ct(&[
+        "/dev/nvidia0",
+        "/dev/nvidia1",
+        "/dev/nvidiactl",
+        "/dev/nvidia-uvm",
+    ]) else {
+        return;
+    };
+    let version = "570.148.08";
+    let host_file = ct.host().join(format!("NVIDIA-Linux-x86_64-{version}.run"));
+    // the host-side curl stand-in serves the runfile double
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_curl"))
+        .env("PHOENIX_HOST_ROOT", ct.host())
+        .args(["-fsSL", "--retry", "3", "-o"])
+        .arg(&host_file)
+        .arg(format!(
+            "https://us.download.nvidia.com/XFree86/Linux-x86_64/{version}/NVIDIA-Linux-x86_64-{version}.run"
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    guest::push(
+        &ct.ctx,
+        &host_file,
+        "/root/nvidia.run",
+        None,
+        None,
+        Some(0o755),
+    )
+    .unwrap();
+    let (code, _) = ct.sh("nvidia-smi");
+    assert_eq!(code, 127, "no user space yet");
+    let (code, out) = ct.sh("/root/nvidia.run --silent");
+    assert_eq!(code, 1);
+    assert!(out.contains("kernel source tree"), "{out}");
+    let (code, out) = ct.sh("sh /root/nvidia.run --silent --bogus-flag");
+    assert_eq!(code, 1, "{out}");
+    ct.sh_ok("/root/nvidia.run --silent --no-kernel-module --no-x-check --no-nouveau-check --no-nvidia-modprobe --no-dkms");
+    let out = ct.sh_ok("nvidia-smi --query-gpu=driver_version --format=csv,noheader");
+    assert_eq!(out, format!("{version}\n{version}\n"));
+    // host module version visible inside: equal -> fine, different -> NVML mismatch
+    fs::create_dir_all(ct.host().join("proc/driver/nvidia")).unwrap();
+    let nv = ct.host().join("proc/driver/nvidia/version");
+    fs::write(
+        &nv,
+        format!("NVRM version: NVIDIA UNIX x86_64 Kernel Module  {version}  Tue Apr 1 2025\n"),
+    )
+    .unwrap();
+    let (code, out) = ct.sh("cat /proc/driver/nvidia/version; nvidia-smi -L");
+    if code == 0 {
+        assert!(out.contains("GPU 1:"), "{out}");
+        fs::write(
+            &nv,
+            "NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.148.06  Tue Apr 1 2025\n",
+        )
+        .unwrap();
+        let (code, out) = ct.sh("nvidia-smi");
+        assert_eq!(code, 18, "{out}");
+        assert!(out.contains("Driver/library version mismatch"), "{out}");
+    } else {
+        eprintln!("note: /proc/driver overmount unavailable here: {out}");
+    }
+    // without the device nodes the driver cannot be reached
+    let mut bare = ct.ctx.clone();
+    bare.devices.clear();
+    let code = guest::exec(
+        &bare,
+        &[
+            "bash".into(),
+            "-c".into(),
+            "nvidia-smi > /tmp/smi 2>&1".into(),
+        ],
+    );
+    assert_eq!(code, 9);
+    let out = fs::read_to_string(ct.root().join("tmp/smi")).unwrap();
+    assert!(
+        out.starts_with(
+            "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn cuda_drivers_breaks_user_space() {
+    let Some(ct) = ct(&["/dev/nvidia0", "/dev/nvidiactl"]) else {
+        return;
+    };
+    fs::write(
+        ct.root().join("root/x.run"),
+        guest::runfile::script("570.148.08"),
+    )
+    .unwrap();
+    ct.sh_ok("sh /root/x.run --silent --no-kernel-module; apt-get update");
+    // cuda repository via the keyring package, then the toolkit is fine
+    ct.sh_ok("wget -q https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64/cuda-keyring_1.1-1_all.deb && dpkg -i cuda-keyring_1.1-1_all.deb && apt-get update && apt-get install -y cuda-toolkit-12-8 </dev/null");
+    let out = ct.sh_ok("nvidia-smi --query-gpu=driver_version --format=csv,noheader");
+    assert_eq!(out, "570.148.08\n");
+    ct.sh_ok("apt-get install -y cuda-drivers </dev/null");
+    let (code, out) = ct.sh("nvidia-smi --query-gpu=driver_version --format=csv,noheader");
+    assert_ne!(
+        out, "570.148.08\n",
+        "cuda-drivers must visibly replace the user space"
+    );
+    let _ = code;
+}
+
+#[test]
+fn python_venv_and_pip() {
+    let Some(ct) = ct(&[]) else { return };
+    if !Path::new("/usr/bin/python3").exists() {
+        eprintln!("SKIP: no /usr/bin/python3 on this machine");
+        return;
+    }
+    ct.sh_ok("apt-get update");
+    let (code, out) = ct.sh("python3 -m venv /opt/vllm");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("ensurepip is not"), "{out}");
+    ct.sh_ok("apt-get install -y python3-venv python3-pip </dev/null; python3 -m venv /opt/vllm");
+    ct.sh_ok("/opt/vllm/bin/pip install --upgrade pip && /opt/vllm/bin/pip install vllm");
+    let out =
+        ct.sh_ok("/opt/vllm/bin/python -c 'import vllm, sys; print(vllm.__version__, sys.prefix)'");
+    assert_eq!(out, "0.10.1.1 /opt/vllm\n");
+    let out = ct
+        .sh_ok("/opt/vllm/bin/python -m pip show vllm | head -n2; /opt/vllm/bin/pip install vllm");
+    assert!(
+        out.contains("Name: vllm") && out.contains("Requirement already satisfied"),
+        "{out}"
+    );
+    let (code, out) = ct.sh("/opt/vllm/bin/pip show nothere");
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = ct.sh("pip install requests");
+    assert_eq!(code, 1);
+    assert!(out.contains("externally-managed-environment"), "{out}");
+    let (code, _) = ct.sh("python3 -c 'import vllm'");
+    assert_ne!(
+        code, 0,
+        "the venv package must not leak into the system python"
+    );
+}
+
+#[test]
+fn locales() {
+    let Some(ct) = ct(&[]) else { return };
+    let (code, out) = ct.sh("update-locale LANG=en_US.UTF-8");
+    assert_eq!(code, 1, "not generated yet: {out}");
+    ct.sh_ok("locale-gen en_US.UTF-8 && update-locale LANG=en_US.UTF-8");
+    assert_eq!(
+        fs::read_to_string(ct.root().join("etc/default/locale")).unwrap(),
+        "LANG=en_US.UTF-8\n"
+    );
+    let (code, _) = ct.sh("locale-gen 'bad;locale'");
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn boot_restores_enabled_services() {
+    let Some(ct) = ct(&[]) else { return };
+    ct.sh_ok("apt-get update");
+    install_docker(&ct);
+    ct.sh_ok("docker run -d --name keep --restart unless-stopped nginx; docker run -d --name gone nginx; docker run -d --name stopped --restart unless-stopped nginx; docker stop stopped; touch /run/scratch");
+    guest::boot(ct.root()).unwrap();
+    assert!(!ct.root().join("run/scratch").exists());
+    let out = ct
+        .sh_ok("systemctl is-active docker; docker ps -a --format '{{.Names}} {{.State}}' | sort");
+    assert_eq!(out, "active\ngone exited\nkeep running\nstopped exited\n");
+}
+
+#[test]
+fn host_curl_stand_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_curl");
+    let out = std::process::Command::new(bin)
+        .env_remove("PHOENIX_HOST_ROOT")
+        .arg("https://x/y")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = std::process::Command::new(bin)
+        .env("PHOENIX_HOST_ROOT", "/")
+        .arg("https://x/y")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = std::process::Command::new(bin)
+        .env("PHOENIX_HOST_ROOT", dir.path())
+        .args(["-fsSL", "https://download.docker.com/linux/ubuntu/gpg"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "curl: (6) Could not resolve host: download.docker.com\n"
+    );
+    let target = dir.path().join("cache/NVIDIA-Linux-x86_64-550.54.15.run");
+    fs::create_dir_all(target.parent().unwrap()).unwrap();
+    let out = std::process::Command::new(bin)
+        .env("PHOENIX_HOST_ROOT", dir.path())
+        .args(["--fail", "--silent", "--show-error", "--location", "--connect-timeout", "10", "--output"])
+        .arg(&target)
+        .arg("https://us.download.nvidia.com/XFree86/Linux-x86_64/550.54.15/NVIDIA-Linux-x86_64-550.54.15.run")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        fs::read_to_string(&target)
+            .unwrap()
+            .contains("VERSION=550.54.15")
+    );
+    let journal = fs::read_to_string(dir.path().join("var/log/pve-sim/journal.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = journal
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["exit"], 6);
+    assert_eq!(lines[0]["argv"][0], "curl");
+    assert_eq!(lines[1]["exit"], 0);
+    assert_eq!(lines[1]["mutating"], false);
+    assert!(lines[1]["end_ms"].as_u64() >= lines[1]["start_ms"].as_u64());
 }

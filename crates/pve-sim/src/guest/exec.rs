@@ -64,6 +64,8 @@ enum Step {
 struct Planned {
     step: Step,
     what: CString,
+    /// A failure skips the step instead of aborting the exec.
+    optional: bool,
 }
 
 fn cstr(p: impl AsRef<OsStr>) -> anyhow::Result<CString> {
@@ -219,16 +221,27 @@ fn check_target(p: &Path) -> anyhow::Result<()> {
     }
 }
 
+fn add(steps: &mut Vec<Planned>, step: Step, what: String) -> anyhow::Result<()> {
+    add_step(steps, step, what, false)
+}
+
+fn add_step(
+    steps: &mut Vec<Planned>,
+    step: Step,
+    what: String,
+    optional: bool,
+) -> anyhow::Result<()> {
+    steps.push(Planned {
+        step,
+        what: CString::new(what).context("NUL in path")?,
+        optional,
+    });
+    Ok(())
+}
+
 fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
     let layout = host_layout()?;
     let mut steps = Vec::new();
-    let mut push = |step: Step, what: String| -> anyhow::Result<()> {
-        steps.push(Planned {
-            step,
-            what: CString::new(what).context("NUL in path")?,
-        });
-        Ok(())
-    };
     for (host, rel, flags) in &layout.usr_binds {
         let dst = root.join(rel);
         if !dst.exists() {
@@ -236,7 +249,8 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
             std::fs::create_dir_all(&dst).with_context(|| format!("create {}", dst.display()))?;
         }
         check_target(&dst)?;
-        push(
+        add(
+            &mut steps,
             Step::Bind {
                 src: cstr(host)?,
                 dst: cstr(&dst)?,
@@ -247,7 +261,8 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
     }
     let keyrings = root.join(GUEST_KEYRINGS);
     if layout.keyrings_exists && keyrings.is_dir() {
-        push(
+        add(
+            &mut steps,
             Step::Bind {
                 src: cstr(&keyrings)?,
                 dst: cstr(root.join("usr/share/keyrings"))?,
@@ -258,27 +273,75 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
     }
     let proc_dir = root.join("proc");
     check_target(&proc_dir)?;
-    push(
+    add(
+        &mut steps,
         Step::Proc {
             dst: cstr(&proc_dir)?,
         },
         "mount /proc".into(),
     )?;
 
+    // The simulated host's kernel module version, where nvidia-smi inside looks for it (a
+    // real container sees the host's /proc/driver/nvidia). Best effort: skipped if the
+    // machine's procfs refuses the overmount.
+    let version = ctx.host_root.join("proc/driver/nvidia/version");
+    if version.is_file() {
+        let driver = proc_dir.join("driver");
+        let nv = driver.join("nvidia");
+        add_step(
+            &mut steps,
+            Step::Tmpfs {
+                dst: cstr(&driver)?,
+            },
+            "mount /proc/driver".into(),
+            true,
+        )?;
+        add_step(
+            &mut steps,
+            Step::MkDir { path: cstr(&nv)? },
+            "mkdir /proc/driver/nvidia".into(),
+            true,
+        )?;
+        add_step(
+            &mut steps,
+            Step::MkFile {
+                path: cstr(nv.join("version"))?,
+            },
+            "create /proc/driver/nvidia/version".into(),
+            true,
+        )?;
+        add_step(
+            &mut steps,
+            Step::Bind {
+                src: cstr(&version)?,
+                dst: cstr(nv.join("version"))?,
+                ro_flags: None,
+            },
+            "bind /proc/driver/nvidia/version".into(),
+            true,
+        )?;
+    }
+
     let dev = root.join("dev");
     check_target(&dev)?;
-    push(Step::Tmpfs { dst: cstr(&dev)? }, "mount /dev tmpfs".into())?;
+    add(
+        &mut steps,
+        Step::Tmpfs { dst: cstr(&dev)? },
+        "mount /dev tmpfs".into(),
+    )?;
     for d in STD_DEVICES {
         let host = Path::new("/dev").join(d);
         if !host.exists() {
             continue;
         }
         let path = dev.join(d);
-        push(
+        add(
+            &mut steps,
             Step::MkFile { path: cstr(&path)? },
             format!("create /dev/{d}"),
         )?;
-        push(
+        add(
+            &mut steps,
             Step::Bind {
                 src: cstr(&host)?,
                 dst: cstr(&path)?,
@@ -293,7 +356,8 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
         ("/proc/self/fd/1", "stdout"),
         ("/proc/self/fd/2", "stderr"),
     ] {
-        push(
+        add(
+            &mut steps,
             Step::Symlink {
                 target: cstr(target)?,
                 path: cstr(dev.join(name))?,
@@ -302,7 +366,8 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
         )?;
     }
     for d in ["pts", "shm"] {
-        push(
+        add(
+            &mut steps,
             Step::MkDir {
                 path: cstr(dev.join(d))?,
             },
@@ -324,7 +389,8 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
             let comps: Vec<_> = rel.components().collect();
             for c in &comps[1..comps.len().saturating_sub(1)] {
                 parent.push(c);
-                push(
+                add(
+                    &mut steps,
                     Step::MkDir {
                         path: cstr(dev.join(&parent))?,
                     },
@@ -336,7 +402,11 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
             } else {
                 Step::MkFile { path: cstr(&dst)? }
             };
-            push(step, format!("create {}", b.guest_path.display()))?;
+            add(
+                &mut steps,
+                step,
+                format!("create {}", b.guest_path.display()),
+            )?;
         } else {
             // Outside /dev LXC's create=file/dir makes the mount point in the rootfs itself.
             if let Some(parent) = dst.parent() {
@@ -353,7 +423,8 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
             }
             check_target(&dst)?;
         }
-        push(
+        add(
+            &mut steps,
             Step::Bind {
                 src: cstr(&src)?,
                 dst: cstr(&dst)?,
@@ -474,7 +545,7 @@ fn child_setup(root: &CString, steps: &[Planned]) {
                     libc::symlink(target.as_ptr(), path.as_ptr()) == 0
                 }
             };
-            if !ok {
+            if !ok && !p.optional {
                 child_fail(&p.what);
             }
         }
@@ -509,6 +580,7 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
     }
     let steps = plan(ctx, &root)?;
     let croot = cstr(&root)?;
+    mark_unprivileged(&root, ctx.unprivileged)?;
 
     let mut cmd = Command::new(prog);
     cmd.args(args).env_clear();
@@ -551,5 +623,23 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
             );
             Ok(code)
         }
+    }
+}
+
+/// Let the doubles know the container is unprivileged (the docker double refuses GPU
+/// containers there unless `no-cgroups = true`, like the real hook).
+fn mark_unprivileged(root: &Path, unprivileged: bool) -> anyhow::Result<()> {
+    // Resolved as the guest sees it: a guest symlink (/run -> /etc) cannot point this write
+    // at the machine.
+    let marker = super::files::resolve(root, "/run/pve-sim/unprivileged", true)?;
+    if unprivileged == marker.exists() {
+        return Ok(());
+    }
+    if unprivileged {
+        let dir = super::files::resolve(root, "/run/pve-sim", true)?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        std::fs::write(&marker, "1\n").with_context(|| format!("write {}", marker.display()))
+    } else {
+        std::fs::remove_file(&marker).with_context(|| format!("remove {}", marker.display()))
     }
 }

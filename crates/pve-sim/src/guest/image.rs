@@ -60,6 +60,9 @@ const DOUBLES: &[(&str, &str)] = &[
 /// Shared shell library of the doubles, at /usr/local/lib/pve-sim/common.sh.
 const COMMON_SH: &str = include_str!("../../guest-image/lib/common.sh");
 
+/// The offline pip stand-in (run by the real python), at /usr/local/lib/pve-sim/pip_stub.py.
+const PIP_STUB: &str = include_str!("../../guest-image/lib/pip_stub.py");
+
 /// Packages present in the image as shipped (Proxmox's "standard" Ubuntu template has these).
 pub const PREINSTALLED: &[(&str, &str)] = &[
     ("apt", "2.7.14build2"),
@@ -140,6 +143,7 @@ fn files() -> Vec<(String, u32, String)> {
         ("etc/locale.gen".into(), 0o644, "# en_US.UTF-8 UTF-8\n".into()),
         (MARKER.into(), 0o644, MARKER_TEXT.into()),
         ("usr/local/lib/pve-sim/common.sh".into(), 0o644, COMMON_SH.into()),
+        ("usr/local/lib/pve-sim/pip_stub.py".into(), 0o644, PIP_STUB.into()),
     ];
     for (name, script) in DOUBLES {
         v.push((format!("usr/local/bin/{name}"), 0o755, (*script).into()));
@@ -220,6 +224,10 @@ pub fn populate(dir: &Path) -> anyhow::Result<()> {
     ] {
         std::os::unix::fs::symlink(target, dir.join(link))?;
     }
+    copy_alternatives(
+        Path::new("/etc/alternatives"),
+        &dir.join("etc/alternatives"),
+    )?;
     for (path, mode, content) in files() {
         let p = dir.join(&path);
         if let Some(parent) = p.parent() {
@@ -227,6 +235,24 @@ pub fn populate(dir: &Path) -> anyhow::Result<()> {
         }
         fs::write(&p, content).with_context(|| format!("write {}", p.display()))?;
         fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// The machine's `/usr/bin/awk`, `editor`, ... are symlinks through `/etc/alternatives`; the
+/// guest has its own `/etc`, so the image carries the same links (as a real image has its own).
+fn copy_alternatives(host: &Path, guest: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(guest)?;
+    let Ok(rd) = fs::read_dir(host) else {
+        return Ok(());
+    };
+    for entry in rd {
+        let entry = entry?;
+        if entry.file_type()?.is_symlink() {
+            let target = fs::read_link(entry.path())?;
+            std::os::unix::fs::symlink(&target, guest.join(entry.file_name()))
+                .with_context(|| format!("link alternative {}", entry.path().display()))?;
+        }
     }
     Ok(())
 }
@@ -399,7 +425,7 @@ pub fn boot(rootfs: &Path) -> anyhow::Result<()> {
     fs::set_permissions(run.join("lock"), fs::Permissions::from_mode(0o1777))?;
     let active = run.join("pve-sim/systemd/active");
     fs::create_dir_all(&active)?;
-    let wants = rootfs.join("etc/systemd/system/multi-user.target.wants");
+    let wants = super::files::resolve(rootfs, "/etc/systemd/system/multi-user.target.wants", true)?;
     let mut docker_up = false;
     if let Ok(rd) = fs::read_dir(&wants) {
         for entry in rd {
@@ -413,7 +439,7 @@ pub fn boot(rootfs: &Path) -> anyhow::Result<()> {
             if name_s == "docker.service" {
                 let snap = run.join("pve-sim/docker");
                 fs::create_dir_all(&snap)?;
-                let conf = rootfs.join("etc/docker/daemon.json");
+                let conf = super::files::resolve(rootfs, "/etc/docker/daemon.json", true)?;
                 let text = fs::read_to_string(&conf).unwrap_or_else(|_| "{}".into());
                 if serde_json::from_str::<serde_json::Value>(&text).is_err() {
                     continue; // dockerd refuses an invalid daemon.json: the unit stays failed
@@ -424,7 +450,7 @@ pub fn boot(rootfs: &Path) -> anyhow::Result<()> {
             fs::write(active.join(&name), "0\n")?;
         }
     }
-    let containers = rootfs.join("var/lib/docker-sim/containers");
+    let containers = super::files::resolve(rootfs, "/var/lib/docker-sim/containers", true)?;
     if let Ok(rd) = fs::read_dir(&containers) {
         for entry in rd {
             let dir = entry?.path();
