@@ -98,6 +98,14 @@ fn first_run_passes_gpus_through_and_installs_matching_user_space_second_run_cha
         "{muts:?}"
     );
     assert!(host.is_running(901));
+    // pve-sim validates every pct call against the API schema first: none was refused.
+    let refused: Vec<String> = host
+        .journal_since(mark)
+        .iter()
+        .filter(|e| e.argv[0] == "pct" && e.exit != 0 && e.subcommand() != "exec")
+        .map(|e| e.argv.join(" "))
+        .collect();
+    assert_eq!(refused, Vec::<String>::new());
     // The runfile: downloaded once into the host cache, pushed by its unprefixed host path.
     assert!(host.path(RUNFILE).is_file());
     let journal = host.journal_since(mark);
@@ -246,6 +254,9 @@ fn missing_host_device_is_exit_3_and_changes_nothing() {
     );
     assert_eq!(host.conf(901).unwrap(), conf);
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    // A CT that does not exist is a precondition too.
+    let r = nvidia(&host, &[], &["903"]).expect_code(3);
+    assert!(r.stderr.contains("CT 903"), "{}", r.stderr);
 }
 
 #[test]

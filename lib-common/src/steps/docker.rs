@@ -302,7 +302,7 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     if !no_daemon_yet {
         verify(&guest)?;
     }
-    if portainer(ctx, &guest, &settings)? {
+    if portainer(ctx, &guest, &settings, no_daemon_yet)? {
         outcome = Outcome::Changed;
     }
     ctx.say(
@@ -550,7 +550,13 @@ pub fn portainer_run_args(s: &DockerSettings) -> Option<Vec<String>> {
 }
 
 /// The Portainer container of the role, running. Returns whether it did anything.
-fn portainer(ctx: &StepContext, guest: &Guest, s: &DockerSettings) -> Result<bool> {
+/// `no_daemon_yet`: dry-run without Docker installed (nothing to ask, everything would be done).
+fn portainer(
+    ctx: &StepContext,
+    guest: &Guest,
+    s: &DockerSettings,
+    no_daemon_yet: bool,
+) -> Result<bool> {
     let ctid = guest.ctid();
     let Some(args) = portainer_run_args(s) else {
         return Ok(false);
@@ -560,7 +566,11 @@ fn portainer(ctx: &StepContext, guest: &Guest, s: &DockerSettings) -> Result<boo
     } else {
         PORTAINER_AGENT_NAME
     };
-    let state = container_state(guest, name)?;
+    let state = if no_daemon_yet {
+        None
+    } else {
+        container_state(guest, name)?
+    };
     let changed = match state.as_deref() {
         Some("running") => {
             log::info!("[{ctid}] container `{name}` already running");
