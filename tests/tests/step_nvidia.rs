@@ -396,3 +396,49 @@ fn dry_run_changes_nothing_and_gpu_less_ct_is_left_alone() {
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
     assert_eq!(host.conf(900).unwrap(), conf);
 }
+
+#[test]
+fn clone_of_a_gpu_template_keeps_only_its_own_gpu_and_reuses_the_user_space() {
+    let host = Host::reference();
+    host.edit_lxc_config(|c| {
+        c["lxc_configs"]["920"]["gpu_assignment"] = "0".into();
+        c["lxc_configs"]["920"]["vllm_tensor_parallel_size"] = 1.into();
+    });
+    host.run("create-lxc", ["903"]).ok();
+    nvidia(&host, &[], &["903"]).ok();
+    host.pct(&["snapshot", "903", "docker-gpu-snapshot"]).ok();
+    host.run("clone-lxc", ["903", "docker-gpu-snapshot", "920"])
+        .ok();
+    // The clone inherited both GPUs' lines.
+    assert!(host.conf_main(920).contains("/dev/nvidia1"));
+    let mark = host.journal_mark();
+    nvidia(&host, &[], &["920"]).ok();
+    let main = host.conf_main(920);
+    assert!(!main.contains("/dev/nvidia1"), "{main}");
+    let expected: Vec<&str> = LINES_901
+        .lines()
+        .filter(|l| !l.contains("nvidia1"))
+        .collect();
+    let tail: Vec<&str> = main.trim_end().lines().rev().take(expected.len()).collect();
+    assert_eq!(
+        tail.into_iter().rev().collect::<Vec<_>>(),
+        expected,
+        "{main}"
+    );
+    assert_eq!(main.matches("lxc.").count(), expected.len(), "{main}");
+    // The template's user space came with the clone: no download, no installer.
+    assert!(!execs_since(&host, mark).iter().any(|e| e.contains(".run")));
+    let smi = exec(
+        &host,
+        "920",
+        &[
+            "nvidia-smi",
+            "--query-gpu=driver_version",
+            "--format=csv,noheader",
+        ],
+    )
+    .ok();
+    assert_eq!(smi.stdout, "580.76.05\n");
+    // The template keeps both GPUs.
+    assert!(host.conf_main(903).contains("/dev/nvidia1"));
+}
