@@ -43,6 +43,7 @@ pub mod pct;
 pub mod pvesm;
 pub mod runtime;
 pub mod schema;
+pub mod sha1;
 pub mod storage;
 
 /// `pveversion [-v]` output for this host.

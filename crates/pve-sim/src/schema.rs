@@ -88,14 +88,25 @@ fn fmt_num(v: &Value) -> String {
     }
 }
 
+/// Compiled regexes are cached: a `pct` call checks the same few patterns many times
+/// (every config line on load), and compiling dominates in unoptimised builds.
 fn re(pat: &str) -> Regex {
-    Regex::new(pat).expect("internal regex")
+    thread_local! {
+        static CACHE: std::cell::RefCell<std::collections::HashMap<String, Regex>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    CACHE.with(|c| {
+        c.borrow_mut()
+            .entry(pat.to_string())
+            .or_insert_with(|| Regex::new(pat).expect("internal regex"))
+            .clone()
+    })
 }
 
 /// Perl `(?^:...)` → Rust `(?:...)`, anchored as JSONSchema.pm does (`m/^$pattern$/`).
 fn perl_pattern(p: &str) -> Regex {
     let p = p.replace("(?^:", "(?:").replace("\\0", "\\x00");
-    Regex::new(&format!("^(?:{p})$")).unwrap_or_else(|_| re("^$"))
+    re(&format!("^(?:{p})$"))
 }
 
 fn is_integer(v: &str) -> bool {
@@ -609,5 +620,26 @@ mod tests {
         assert!(check(CREATE, "features", "nesting=1,keyctl=1").is_empty());
         assert!(check(CREATE, "dev0", "/dev/nvidia0,gid=44,mode=0666").is_empty());
         assert!(check(CREATE, "rootfs", "lxc-disks:32").is_empty());
+    }
+
+    #[test]
+    fn every_schema_pattern_compiles() {
+        fn walk(v: &Value, n: &mut usize) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(p)) = m.get("pattern") {
+                        let p = p.replace("(?^:", "(?:").replace("\\0", "\\x00");
+                        Regex::new(&format!("^(?:{p})$")).unwrap_or_else(|e| panic!("{p}: {e}"));
+                        *n += 1;
+                    }
+                    m.values().for_each(|x| walk(x, n));
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, n)),
+                _ => {}
+            }
+        }
+        let mut n = 0;
+        walk(schema(), &mut n);
+        assert!(n > 5);
     }
 }

@@ -1351,3 +1351,222 @@ fn pvesm_list_shows_volumes() {
     s.run("pvesm", &["list", "nope"])
         .dies("storage 'nope' does not exist");
 }
+
+#[test]
+fn exec_sees_devices_from_mount_entries_and_dev_lines() {
+    if !exec_ok() {
+        return;
+    }
+    let s = Sim::new();
+    s.create(100, &["--dev0", "/dev/nvidia1,mode=0666"]).ok();
+    let mut c = s.conf(100);
+    c.push_str("lxc.mount.entry: /dev/nvidia0 dev/nvidia0 none bind,optional,create=file\n");
+    s.write_conf(100, &c);
+    s.pct(&["start", "100"]).ok();
+    s.pct(&["exec", "100", "--", "test", "-e", "/dev/nvidia0"])
+        .ok();
+    s.pct(&["exec", "100", "--", "test", "-e", "/dev/nvidia1"])
+        .ok();
+    assert_eq!(
+        s.pct(&["exec", "100", "--", "test", "-e", "/dev/nvidiactl"])
+            .code,
+        1
+    );
+}
+
+#[test]
+fn create_ssh_public_keys_is_a_host_file() {
+    let s = Sim::new();
+    s.create(100, &["--ssh-public-keys", "/root/keys.pub"])
+        .dies("can't open '/root/keys.pub' - No such file or directory");
+    s.write("root/bad.pub", "not a key\n");
+    let o = s.create(100, &["--ssh-public-keys", "/root/bad.pub"]);
+    assert_eq!(o.code, 255);
+    assert!(
+        o.err.starts_with("SSH public key validation error"),
+        "{}",
+        o.err
+    );
+    s.write(
+        "root/keys.pub",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0 admin@host\n",
+    );
+    s.create(100, &["--ssh-public-keys", "/root/keys.pub"]).ok();
+    let ak = s
+        .vol("lxc-disks", "subvol-100-disk-0")
+        .join("root/.ssh/authorized_keys");
+    assert!(fs::read_to_string(ak).unwrap().contains("admin@host"));
+}
+
+#[test]
+fn init_uses_phoenix_host_root_without_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("h");
+    let o = Command::new(bin("pve-sim"))
+        .args(["init", "--node", "prox"])
+        .env("PHOENIX_HOST_ROOT", &root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(bin("pct"))
+        .args(["start", "100"])
+        .env("PHOENIX_HOST_ROOT", &root)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "Configuration file 'nodes/prox/lxc/100.conf' does not exist\n"
+    );
+    let o = Command::new(bin("pve-sim"))
+        .args(["init"])
+        .env("PHOENIX_HOST_ROOT", "/")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn shutdown_slower_than_timeout_fails_unless_force_stop() {
+    let s = Sim::new();
+    s.create(100, &["--start", "1"]).ok();
+    s.write("etc/pve-sim/latency", "shutdown 3000\n");
+    s.pct(&["shutdown", "100", "--timeout", "1"])
+        .dies("container did not stop");
+    assert_eq!(s.pct(&["status", "100"]).ok().out, "status: running\n");
+    s.pct(&["shutdown", "100", "--timeout", "1", "--forceStop", "1"])
+        .ok();
+    assert_eq!(s.pct(&["status", "100"]).ok().out, "status: stopped\n");
+}
+
+#[test]
+fn start_fails_on_missing_non_optional_device_entry() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    let base = s.conf(100);
+    s.write_conf(
+        100,
+        &format!(
+            "{base}lxc.mount.entry: /dev/nvidia5 dev/nvidia5 none bind,optional,create=file\n"
+        ),
+    );
+    s.pct(&["start", "100"]).ok();
+    s.pct(&["stop", "100"]).ok();
+    s.write_conf(
+        100,
+        &format!("{base}lxc.mount.entry: /dev/nvidia5 dev/nvidia5 none bind,create=file\n"),
+    );
+    let o = s
+        .pct(&["start", "100"])
+        .dies("startup for container '100' failed");
+    assert!(
+        o.out.contains("Failed to mount \"/dev/nvidia5\""),
+        "{}",
+        o.out
+    );
+    assert_eq!(s.pct(&["status", "100"]).ok().out, "status: stopped\n");
+}
+
+#[test]
+fn resize_grows_and_refuses_shrink() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.pct(&["resize", "100", "rootfs", "+2G"]).ok();
+    assert_eq!(
+        conf_line(&s.conf(100), "rootfs"),
+        Some("lxc-disks:subvol-100-disk-0,size=10G")
+    );
+    s.pct(&["resize", "100", "rootfs", "4G"])
+        .dies("unable to shrink disk size");
+    let o = s.pct(&["resize", "100", "rootfs", "lots"]);
+    assert!(
+        o.err
+            .contains("size: value does not match the regex pattern\n"),
+        "{}",
+        o.err
+    );
+    assert!(s.pct(&["resize", "100", "disk0", "1G"]).err.contains(
+        "disk: value 'disk0' does not have a value in the enumeration 'rootfs, mp0, mp1"
+    ));
+}
+
+#[test]
+fn create_unique_requires_restore() {
+    let s = Sim::new();
+    s.create(100, &["--unique", "1"]).fails(
+        255,
+        "400 Parameter verification failed.\nrestore: missing property - 'unique' requires this property\npct create <vmid> <ostemplate> [OPTIONS]\n",
+    );
+}
+
+#[test]
+fn template_chain_of_linked_clones() {
+    let s = Sim::new();
+    s.create(900, &[]).ok();
+    s.pct(&["template", "900"]).ok();
+    s.pct(&["clone", "900", "901"]).ok();
+    s.pct(&["template", "901"]).ok();
+    assert_eq!(
+        conf_line(&s.conf(901), "rootfs"),
+        Some("lxc-disks:basevol-900-disk-0/basevol-901-disk-0,size=8G")
+    );
+    s.pct(&["clone", "901", "902"]).ok();
+    assert_eq!(
+        conf_line(&s.conf(902), "rootfs"),
+        Some("lxc-disks:basevol-901-disk-0/subvol-902-disk-0,size=8G")
+    );
+    s.pct(&["destroy", "901"])
+        .dies("base volume 'basevol-901-disk-0' is still in use by linked clones");
+    s.pct(&["destroy", "902"]).ok();
+    s.pct(&["destroy", "901"]).ok();
+    s.pct(&["destroy", "900"]).ok();
+    assert_eq!(
+        s.run("pvesm", &["list", "lxc-disks"])
+            .ok()
+            .out
+            .lines()
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn set_digest_must_match_the_file() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    let digest = pve_sim::sha1::hex(s.conf(100).as_bytes());
+    s.pct(&[
+        "set",
+        "100",
+        "--cores",
+        "1",
+        "--digest",
+        "0000000000000000000000000000000000000000",
+    ])
+    .dies("detected modified configuration - file changed by other user? Try again.");
+    s.pct(&["set", "100", "--cores", "1", "--digest", &digest])
+        .ok();
+    assert_eq!(conf_line(&s.conf(100), "cores"), Some("1"));
+}
+
+#[test]
+fn start_writes_hostname_into_the_guest() {
+    let s = Sim::new();
+    s.create(100, &["--hostname", "web01"]).ok();
+    s.pct(&["start", "100"]).ok();
+    let h =
+        fs::read_to_string(s.vol("lxc-disks", "subvol-100-disk-0").join("etc/hostname")).unwrap();
+    assert_eq!(h.trim(), "web01");
+}
+
+#[test]
+fn full_clone_costs_time_per_mib_copied() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.pct(&["clone", "100", "101"]).ok();
+    fs::write(s.vol("lxc-disks", "subvol-100-disk-0").join("big"), vec![0u8; 3 << 20]).unwrap();
+    s.write("etc/pve-sim/latency", "copy 200\n");
+    let t = Instant::now();
+    s.pct(&["clone", "100", "102"]).ok();
+    // at least 3 MiB (the file) at 200 ms each
+    assert!(t.elapsed() >= Duration::from_millis(600), "{:?}", t.elapsed());
+}

@@ -88,6 +88,14 @@ pub fn set(call: &Call) -> PveResult<i32> {
 
     let _g = lock_host(host)?;
     let mut conf = load_conf(host, vmid)?;
+    if let Some(d) = call.opt("digest") {
+        let raw = std::fs::read(host.conf_path(vmid)).unwrap_or_default();
+        if crate::sha1::hex(&raw) != d.to_ascii_lowercase() {
+            return Err(PveError::die(
+                "detected modified configuration - file changed by other user? Try again.",
+            ));
+        }
+    }
     if !changes.iter().any(|(k, _)| k == "lock") {
         check_lock(&conf)?;
     }
@@ -142,6 +150,11 @@ pub fn set(call: &Call) -> PveResult<i32> {
     for (k, v) in changes {
         let value = if numbered(&k, "net") {
             normalize_net(&v)?
+        } else if k == "rootfs" || numbered(&k, "mp") {
+            // Stored as Proxmox prints mount points: volume first, other keys sorted.
+            super::parse_mp(&k, &v)
+                .map(|kv| super::print_mp(&kv))
+                .unwrap_or(v)
         } else if k == "tags" {
             super::create::normalize_tags(&v)
         } else if k == "nameserver" || k == "searchdomain" {
