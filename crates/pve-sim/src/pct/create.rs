@@ -29,7 +29,7 @@ const NOT_CONFIG: &[&str] = &[
 
 /// A volume to allocate: `STORAGE:SIZE_GiB`.
 fn alloc_request(v: &str) -> Option<(String, f64)> {
-    let re = regex::Regex::new(r"^([^:\s]+):(\d+(\.\d+)?)$").unwrap();
+    let re = regex::Regex::new(r"^([^:\s]+):([0-9]+(\.[0-9]+)?)$").unwrap();
     let c = re.captures(v)?;
     Some((c[1].to_string(), c[2].parse().ok()?))
 }
@@ -388,7 +388,12 @@ fn create_task(
     }
     let nesting = m
         .get("features")
-        .map(|f| f.split(',').any(|p| p == "nesting=1"))
+        .and_then(|f| {
+            let fmt = crate::schema::endpoint("POST /nodes/{node}/lxc")["features"]["format"]
+                .as_object()?;
+            crate::schema::parse_property_string(fmt, f).ok()
+        })
+        .map(|kv| kv.get("nesting").map(String::as_str) == Some("1"))
         .unwrap_or(false);
     if unpriv
         && !nesting

@@ -268,6 +268,25 @@ fn disk_keys() -> Vec<String> {
         .collect()
 }
 
+/// The embedded schema is PVE 9.1's: drop what older versions do not have
+/// (`--ha-managed` is new in 9, `net[n]`'s `host-managed` in 9.1).
+fn version_filter(host: &Host, props: &mut Map<String, Value>) {
+    let mut parts = host
+        .info
+        .pve_version
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(8), parts.next().unwrap_or(0));
+    if major < 9 {
+        props.remove("ha-managed");
+    }
+    if (major, minor) < (9, 1)
+        && let Some(Value::Object(f)) = props.get_mut("net[n]").and_then(|n| n.get_mut("format"))
+    {
+        f.remove("host-managed");
+    }
+}
+
 fn die_unknown_command(sub: &str) -> i32 {
     eprintln!("ERROR: unknown command 'pct {sub}'");
     eprintln!("USAGE: pct <COMMAND> [ARGS] [OPTIONS]");
@@ -307,7 +326,8 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
     let Some(cmd) = command(sub) else {
         return die_unknown_command(sub);
     };
-    let props = cmd.props();
+    let mut props = cmd.props();
+    version_filter(host, &mut props);
     let call = match parse_call(host, sub, &cmd, &props, args) {
         Ok(c) => c,
         Err(e) => return report(e, cmd.usage),
