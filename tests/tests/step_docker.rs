@@ -19,6 +19,16 @@ fn docker(host: &Host, env: &[(&str, &str)], args: &[&str]) -> Run {
     }
 }
 
+/// The reference host with CT 910 (Portainer server) created; its features get keyctl=1, which
+/// Docker needs in an unprivileged CT (the reference block lacks it; see
+/// `unprivileged_ct_without_keyctl_fails_with_a_hint`).
+fn host_with_910() -> Host {
+    let host = Host::reference();
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["features"] = "nesting=1,keyctl=1".into());
+    host.run("create-lxc", ["910"]).ok();
+    host
+}
+
 fn exec(host: &Host, ctid: &str, argv: &[&str]) -> Run {
     let mut a = vec!["exec", ctid, "--"];
     a.extend_from_slice(argv);
@@ -57,8 +67,7 @@ fn no_cgroups_in_cli_table(toml: &str) -> bool {
 
 #[test]
 fn portainer_server_ct_first_run_installs_second_run_changes_nothing() {
-    let host = Host::reference();
-    host.run("create-lxc", ["910"]).ok();
+    let host = host_with_910();
     // An admin's daemon.json before Docker is installed: its keys must survive.
     exec(
         &host,
@@ -236,8 +245,7 @@ fn gpu_cts_get_the_nvidia_runtime_and_no_cgroups_only_when_unprivileged() {
 
 #[test]
 fn agent_role_from_env_with_its_port() {
-    let host = Host::reference();
-    host.run("create-lxc", ["910"]).ok();
+    let host = host_with_910();
     let r = docker(
         &host,
         &[
@@ -289,8 +297,7 @@ fn ct_without_nesting_is_exit_2_naming_ctid_and_field() {
 
 #[test]
 fn guest_failure_is_exit_5_and_dry_run_changes_nothing() {
-    let host = Host::reference();
-    host.run("create-lxc", ["910"]).ok();
+    let host = host_with_910();
     let mark = host.journal_mark();
     let r = docker(&host, &[], &["--dry-run", "910"]).ok();
     assert!(
@@ -322,4 +329,22 @@ fn guest_failure_is_exit_5_and_dry_run_changes_nothing() {
     docker(&host, &[], &["910"]).ok();
     let ps = exec(&host, "910", &["docker", "ps", "--format", "{{.Names}}"]).ok();
     assert_eq!(ps.stdout.trim(), "portainer");
+}
+
+#[test]
+fn unprivileged_ct_without_keyctl_warns_and_fails_with_a_hint() {
+    let host = Host::reference();
+    host.run("create-lxc", ["910"]).ok();
+    let r = docker(&host, &[], &["910"]).expect_code(5);
+    assert!(
+        r.stderr.contains("warning") && r.stderr.contains("keyctl=1"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("hint: CT 910 is unprivileged without keyctl=1"),
+        "{}",
+        r.stderr
+    );
 }

@@ -277,6 +277,8 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
         .into());
     }
     let unprivileged = live.get("unprivileged") == Some("1");
+    let lacks_keyctl =
+        unprivileged && !live_features.iter().any(|(k, v)| k == "keyctl" && v == "1");
     let guest = Guest::new(pct, ctid);
 
     let mut daemon_changed = false;
@@ -302,7 +304,7 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     if !no_daemon_yet {
         verify(&guest)?;
     }
-    if portainer(ctx, &guest, &settings, no_daemon_yet)? {
+    if portainer(ctx, &guest, &settings, no_daemon_yet, lacks_keyctl)? {
         outcome = Outcome::Changed;
     }
     ctx.say(
@@ -551,11 +553,13 @@ pub fn portainer_run_args(s: &DockerSettings) -> Option<Vec<String>> {
 
 /// The Portainer container of the role, running. Returns whether it did anything.
 /// `no_daemon_yet`: dry-run without Docker installed (nothing to ask, everything would be done).
+/// `lacks_keyctl`: an unprivileged CT without keyctl=1 (runc then cannot start containers).
 fn portainer(
     ctx: &StepContext,
     guest: &Guest,
     s: &DockerSettings,
     no_daemon_yet: bool,
+    lacks_keyctl: bool,
 ) -> Result<bool> {
     let ctid = guest.ctid();
     let Some(args) = portainer_run_args(s) else {
@@ -588,7 +592,17 @@ fn portainer(
             ctx.say(Some(ctid), &format!("starting Portainer ({name})"));
             let mut argv = vec!["docker"];
             argv.extend(args.iter().map(String::as_str));
-            guest.run(&argv)?;
+            guest.run(&argv).map_err(|e| {
+                let msg = format!("{e:#}");
+                if lacks_keyctl && msg.contains("keyring") {
+                    Error::guest(format!(
+                        "{msg}\nhint: CT {ctid} is unprivileged without keyctl=1; add keyctl=1 to lxc_configs.\"{ctid}\".features, apply it (`pct set {ctid} --features nesting=1,keyctl=1`, restart) and run this step again"
+                    ))
+                    .into()
+                } else {
+                    e
+                }
+            })?;
             true
         }
     };
