@@ -254,6 +254,13 @@ fn missing_host_device_is_exit_3_and_changes_nothing() {
     );
     assert_eq!(host.conf(901).unwrap(), conf);
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    // A locked CT's config is not edited.
+    host.pct(&["stop", "901"]).ok();
+    host.pct(&["mount", "901"]).ok();
+    let conf = host.conf(901).unwrap();
+    let r = nvidia(&host, &[("GPU_ASSIGNMENT", "0")], &["901"]).expect_code(3);
+    assert!(r.stderr.contains("locked (mounted)"), "{}", r.stderr);
+    assert_eq!(host.conf(901).unwrap(), conf);
     // A CT that does not exist is a precondition too.
     let r = nvidia(&host, &[], &["903"]).expect_code(3);
     assert!(r.stderr.contains("CT 903"), "{}", r.stderr);

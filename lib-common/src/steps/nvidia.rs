@@ -402,6 +402,13 @@ fn apply_conf(ctx: &StepContext, ctid: Ctid, wanted: &[String], majors: &[u32]) 
     if !conf.replace_main_lines(|l| is_gpu_line(l, majors), wanted) {
         return Ok(false);
     }
+    // `pct set` refuses a locked CT (backup, snapshot, migrate, ...); so does this edit.
+    if let Some(lock) = conf.get("lock") {
+        return Err(Error::precondition(format!(
+            "CT {ctid} is locked ({lock}); its GPU passthrough lines cannot change now\nhint: wait for the running task, or `pct unlock {ctid}` if none runs"
+        ))
+        .into());
+    }
     let removed: Vec<&String> = before.iter().filter(|l| !wanted.contains(l)).collect();
     let added: Vec<&String> = wanted.iter().filter(|l| !before.contains(l)).collect();
     let path = conf.path().display().to_string();
