@@ -276,6 +276,19 @@ fn agent_role_from_env_with_its_port() {
     assert!(r.stderr.contains("PORTAINER_ROLE"), "{}", r.stderr);
     let r = docker(&host, &[("PORTAINER_SERVER_IP", "10.0.0.999")], &["910"]).expect_code(2);
     assert!(r.stderr.contains("PORTAINER_SERVER_IP"), "{}", r.stderr);
+    // Values from the environment never reach a shell.
+    let mark = host.journal_mark();
+    for (var, evil) in [
+        ("PORTAINER_AGENT_PORT", "9001; touch /tmp/pwned"),
+        ("PORTAINER_SERVER_IP", "'; touch /tmp/pwned; '"),
+        ("PORTAINER_ROLE", "agent'; touch /tmp/pwned; '"),
+    ] {
+        let r = docker(&host, &[(var, evil)], &["910"]).expect_code(2);
+        assert!(r.stderr.contains(var), "{}", r.stderr);
+    }
+    assert!(execs_since(&host, mark).is_empty());
+    assert!(!host.exists("/tmp/pwned"));
+    assert_ne!(exec(&host, "910", &["test", "-e", "/tmp/pwned"]).code, 0);
 }
 
 #[test]
