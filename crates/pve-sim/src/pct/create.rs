@@ -28,7 +28,7 @@ const NOT_CONFIG: &[&str] = &[
 ];
 
 /// A volume to allocate: `STORAGE:SIZE_GiB`.
-fn alloc_request(v: &str) -> Option<(String, f64)> {
+pub(super) fn alloc_request(v: &str) -> Option<(String, f64)> {
     let re = regex::Regex::new(r"^([^:\s]+):([0-9]+(\.[0-9]+)?)$").unwrap();
     let c = re.captures(v)?;
     Some((c[1].to_string(), c[2].parse().ok()?))
@@ -85,7 +85,7 @@ pub fn free_volume(host: &Host, volid: &str) {
     storage::remove_meta(host, st, name);
 }
 
-fn gib(size: f64) -> u64 {
+pub(super) fn gib(size: f64) -> u64 {
     (size * (1u64 << 30) as f64) as u64
 }
 
