@@ -2,8 +2,22 @@
 //!
 //! Interface used by the `pct` implementation. Submodules: [`image`] (the Ubuntu 24.04 rootfs
 //! and its doubles), [`exec`] (mount namespace + chroot), [`files`] (push/pull),
-//! [`runfile`] (the NVIDIA `.run` installer double served by the host-side `curl`).
+//! [`runfile`] (the NVIDIA `.run` installer double served by the host-side `curl`),
+//! [`conf`] (what exec reads from the CT config: hostname, features, device cgroup rules).
+//!
+//! Guest state kept by the doubles (`guest-image/`), all inside the rootfs; product code reads
+//! it only through the doubles (`dpkg -s`, `systemctl is-active`, `docker ps`, `nvidia-smi`):
+//! - packages: `/var/lib/pve-sim/dpkg/<pkg>` (version), rendered to `/var/lib/dpkg/status`;
+//!   repositories seen by the last `apt-get update`: `/var/lib/apt/lists/pve-sim-repos`
+//! - units: package units in `/var/lib/pve-sim/units/`, admin units in `/etc/systemd/system/`,
+//!   enabled = link in `multi-user.target.wants/`, active = `/run/pve-sim/systemd/active/<unit>`
+//! - docker: `/var/lib/docker-sim/{containers/<name>/,images/,volumes/}`; the daemon.json
+//!   docker read at its start: `/run/pve-sim/docker/daemon.json`
+//! - NVIDIA user space: `/var/lib/pve-sim/nvidia/driver_version` (runfile),
+//!   `/var/lib/pve-sim/nvidia/userspace-replaced` (after `apt-get install cuda-drivers`)
+//! - written by exec for the doubles: `/run/pve-sim/{unprivileged,features,denied-devices}`
 
+pub mod conf;
 pub mod exec;
 pub mod files;
 pub mod image;
@@ -56,6 +70,12 @@ pub fn exec(ctx: &GuestCtx, argv: &[String]) -> i32 {
             255
         }
     }
+}
+
+/// What Proxmox's container setup writes into the guest at each start: `/etc/hostname` and
+/// the `127.0.1.1` line of `/etc/hosts` for the config's `hostname` (call from `pct start`).
+pub fn set_hostname(rootfs: &Path, hostname: &str) -> anyhow::Result<()> {
+    image::set_hostname(rootfs, hostname)
 }
 
 /// Whether [`exec`] can work in this process; `Err` says why not (tests skip on it).

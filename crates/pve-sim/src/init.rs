@@ -114,8 +114,10 @@ pub fn parse_args(args: &[String]) -> Result<InitOpts> {
             other => bail!("unknown argument '{other}'\n{USAGE}"),
         }
     }
-    let Some(root) = root else {
-        bail!("--host-root is required\n{USAGE}");
+    // Without --host-root the simulator's usual PHOENIX_HOST_ROOT applies (never `/`).
+    let root = match root {
+        Some(r) => r,
+        None => crate::host::root_from_env().map_err(|e| anyhow::anyhow!("{e}\n{USAGE}"))?,
     };
     if root == Path::new("/") || root.as_os_str().is_empty() {
         bail!("--host-root must not be `/`");

@@ -1,5 +1,6 @@
-//! Simulated durations: `etc/pve-sim/latency`, lines `<subcommand> <milliseconds>` and
-//! `boot <ms>` (time after `start` until `exec` works).
+//! Simulated durations: `etc/pve-sim/latency`, lines `<subcommand> <milliseconds>`,
+//! `boot <ms>` (time after `start` until `exec` works) and `copy <ms>` (per MiB a full clone
+//! or a create writes, so copies cost time in proportion to their size).
 
 use std::fs;
 use std::time::Duration;
@@ -28,4 +29,30 @@ pub fn sleep(host: &Host, key: &str) {
     if ms > 0 {
         std::thread::sleep(Duration::from_millis(ms));
     }
+}
+
+/// Bytes in a directory tree (regular files, not following links).
+pub fn tree_bytes(p: &std::path::Path) -> u64 {
+    let Ok(md) = fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if md.is_dir() {
+        fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| tree_bytes(&e.path())).sum())
+            .unwrap_or(0)
+    } else if md.is_file() {
+        md.len()
+    } else {
+        0
+    }
+}
+
+/// Sleep `copy` ms per MiB of `dir`'s contents (after a create or full clone wrote it).
+pub fn sleep_copy(host: &Host, dir: &std::path::Path) {
+    let per_mib = get(host, "copy");
+    if per_mib == 0 {
+        return;
+    }
+    let mib = tree_bytes(dir).div_ceil(1 << 20).max(1);
+    std::thread::sleep(Duration::from_millis(per_mib * mib));
 }

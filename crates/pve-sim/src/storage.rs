@@ -255,13 +255,18 @@ pub fn alloc_volname(host: &Host, st: &Storage, vmid: u32) -> String {
 }
 
 /// Name of the base volume `pct template` renames `volname` to.
+/// A linked clone keeps its origin prefix (`basevol-100-disk-0/basevol-101-disk-0`).
 pub fn base_volname(st: &Storage, volname: &str) -> String {
-    let n = vol_name(volname);
-    match st.ty {
+    let (prefix, n) = match volname.rsplit_once('/') {
+        Some((p, n)) => (format!("{p}/"), n),
+        None => (String::new(), volname),
+    };
+    let renamed = match st.ty {
         StorageType::ZfsPool => n.replacen("subvol-", "basevol-", 1),
-        StorageType::Dir => volname.replacen("/vm-", "/base-", 1),
+        StorageType::Dir => n.replacen("vm-", "base-", 1),
         StorageType::LvmThin => n.replacen("vm-", "base-", 1),
-    }
+    };
+    format!("{prefix}{renamed}")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

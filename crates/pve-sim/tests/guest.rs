@@ -149,6 +149,46 @@ fn exec_writes_land_in_rootfs() {
 }
 
 #[test]
+fn hostname_and_users_are_the_guests() {
+    let Some(ct) = ct(&[]) else { return };
+    guest::set_hostname(ct.root(), "web01.example.com").unwrap();
+    assert_eq!(
+        fs::read_to_string(ct.root().join("etc/hostname")).unwrap(),
+        "web01\n"
+    );
+    assert!(
+        fs::read_to_string(ct.root().join("etc/hosts"))
+            .unwrap()
+            .contains("\n127.0.1.1 web01.example.com web01\n")
+    );
+    assert!(guest::set_hostname(ct.root(), "bad_name").is_err());
+    let out = ct.sh_ok("hostname; useradd -m -s /bin/bash alice && grep -q '^docker:' /etc/group || groupadd docker; usermod -aG docker alice; id -nG alice; test -d /home/alice && echo home");
+    assert_eq!(out, "web01\nalice docker\nhome\n");
+    assert!(
+        fs::read_to_string(ct.root().join("etc/passwd"))
+            .unwrap()
+            .contains("alice:")
+    );
+    assert!(
+        !fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .contains("alice:x:"),
+        "useradd leaked onto the machine"
+    );
+    // with a config file, LXC's uts name is the config's hostname (default CT<vmid>)
+    let conf = ct.host().join("etc/pve/lxc/100.conf");
+    fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    fs::write(
+        &conf,
+        "hostname: db01\nmemory: 512\n\n[snap]\nhostname: old\n",
+    )
+    .unwrap();
+    assert_eq!(ct.sh_ok("hostname"), "db01\n");
+    fs::write(&conf, "memory: 512\n").unwrap();
+    assert_eq!(ct.sh_ok("hostname"), "CT100\n");
+}
+
+#[test]
 fn exec_leaves_no_mounts() {
     let Some(ct) = ct(&["/dev/nvidia0"]) else {
         return;
@@ -186,6 +226,24 @@ fn devices_appear_only_when_given() {
         guest::exec(&ctx, &["test".into(), "-e".into(), "/dev/nvidia7".into()]),
         1
     );
+    // nested guest paths get their parent directories; bad targets are refused
+    fs::create_dir_all(without.host().join("dev/dri")).unwrap();
+    fs::write(without.host().join("dev/dri/renderD128"), b"").unwrap();
+    ctx.devices = vec![DeviceBind {
+        host_path: "/dev/dri/renderD128".into(),
+        guest_path: "/dev/dri/renderD128".into(),
+    }];
+    assert_eq!(
+        guest::exec(
+            &ctx,
+            &["test".into(), "-e".into(), "/dev/dri/renderD128".into()]
+        ),
+        0
+    );
+    ctx.devices[0].guest_path = "/dev".into();
+    assert_eq!(guest::exec(&ctx, &["true".into()]), 255);
+    ctx.devices[0].guest_path = "/dev/../etc/x".into();
+    assert_eq!(guest::exec(&ctx, &["true".into()]), 255);
     let _ = without.host();
 }
 
@@ -284,6 +342,25 @@ fn push_and_pull() {
     // missing parent directory fails
     assert!(guest::push(&ct.ctx, &src, "/nope/dir/f", None, None, None).is_err());
     assert!(guest::push(&ct.ctx, &src, "relative", None, None, None).is_err());
+    // the machine's /usr is read-only inside, so is it for push
+    let err = guest::push(&ct.ctx, &src, "/usr/bin/pushed", None, None, None).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("Read-only file system"),
+        "{err:#}"
+    );
+    if Path::new("/usr/share/keyrings").is_dir() {
+        guest::push(
+            &ct.ctx,
+            &src,
+            "/usr/share/keyrings/pushed.gpg",
+            None,
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(ct.sh_ok("cat /usr/share/keyrings/pushed.gpg"), "hello\n");
+        assert!(!Path::new("/usr/share/keyrings/pushed.gpg").exists());
+    }
     let back = dir.path().join("os-release");
     guest::pull(&ct.ctx, "/etc/os-release", &back, None, None, Some(0o640)).unwrap();
     assert!(fs::read_to_string(&back).unwrap().contains("noble"));
@@ -448,6 +525,8 @@ fn docker_flow() {
         "install before apt-get update after adding the repo must fail"
     );
     install_docker(&ct);
+    let out = ct.sh_ok("useradd -m bob && usermod -aG docker bob && id -nG bob");
+    assert_eq!(out, "bob docker\n");
     let out = ct.sh_ok("systemctl is-active docker; systemctl is-enabled docker; docker info --format '{{.Driver}}'; docker info | grep 'Storage Driver'; docker version --format '{{.Server.Version}}'; docker compose version");
     assert!(
         out.starts_with("active\nenabled\noverlay2\n Storage Driver: overlay2\n28."),
@@ -461,6 +540,14 @@ fn docker_flow() {
         out,
         "portainer portainer/portainer-ce:2.21.5 running\ntrue always\n200"
     );
+    ct.sh_ok("docker run -d -p 9001:9001 --name portainer_agent --restart=always -v /var/run/docker.sock:/var/run/docker.sock -v /var/lib/docker/volumes:/var/lib/docker/volumes portainer/agent:2.21.5");
+    assert!(
+        ct.root().join("run/docker.sock").is_file(),
+        "the socket stays a socket, not a directory"
+    );
+    // name filters match like docker's (unanchored regular expression)
+    let out = ct.sh_ok("docker ps --filter name=portainer --format '{{.Names}}' | sort");
+    assert_eq!(out, "portainer\nportainer_agent\n");
     let (code, out) = ct.sh("docker run -d --name portainer portainer/portainer-ce:2.21.5");
     assert_eq!(code, 125);
     assert!(out.contains("is already in use"), "{out}");
@@ -482,6 +569,43 @@ fn docker_flow() {
     let (code, out) = ct.sh("docker ps");
     assert_eq!(code, 1);
     assert!(out.contains("Is the docker daemon running?"), "{out}");
+}
+
+#[test]
+fn docker_needs_nesting_and_keyctl() {
+    let Some(ct) = ct(&[]) else { return };
+    ct.sh_ok("apt-get update");
+    install_docker(&ct);
+    let conf = ct.host().join("etc/pve/lxc/100.conf");
+    fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    // features in a snapshot section do not count: only the main section does
+    fs::write(
+        &conf,
+        "arch: amd64\nunprivileged: 1\n\n[snap]\nfeatures: keyctl=1,nesting=1\n",
+    )
+    .unwrap();
+    let (code, out) = ct.sh("docker run -d --name a nginx");
+    assert_eq!(code, 126);
+    assert!(out.contains("error mounting \"proc\""), "{out}");
+    fs::write(&conf, "arch: amd64\nfeatures: nesting=1\nunprivileged: 1\n").unwrap();
+    let (code, out) = ct.sh("docker run -d --name a nginx");
+    assert_eq!(code, 126);
+    assert!(out.contains("session keyring"), "{out}");
+    fs::write(
+        &conf,
+        "arch: amd64\nfeatures: keyctl=1,nesting=1\nunprivileged: 1\n",
+    )
+    .unwrap();
+    ct.sh_ok("docker run -d --name a nginx");
+    // a privileged CT needs nesting only
+    let mut privileged = ct.ctx.clone();
+    privileged.unprivileged = false;
+    fs::write(&conf, "arch: amd64\nfeatures: nesting=1\n").unwrap();
+    let argv: Vec<String> = ["docker", "run", "-d", "--name", "b", "nginx"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(guest::exec(&privileged, &argv), 0);
 }
 
 #[test]
@@ -599,6 +723,25 @@ fn nvidia_runfile_flow() {
     } else {
         eprintln!("note: /proc/driver overmount unavailable here: {out}");
     }
+    // bound by raw lxc.mount.entry lines without a cgroup rule the nodes cannot be opened
+    let conf = ct.host().join("etc/pve/lxc/100.conf");
+    fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    fs::write(
+        &conf,
+        "arch: amd64\nlxc.mount.entry: /dev/nvidia0 dev/nvidia0 none bind,optional,create=file\n",
+    )
+    .unwrap();
+    let (code, out) = ct.sh("nvidia-smi -L");
+    assert_eq!(code, 255, "{out}");
+    assert_eq!(out, "Failed to initialize NVML: Unknown Error\n");
+    fs::write(
+        &conf,
+        "arch: amd64\nlxc.cgroup2.devices.allow: c 195:* rwm\n",
+    )
+    .unwrap();
+    let (code, out) = ct.sh("nvidia-smi -L");
+    assert!(code == 0 || code == 18, "{out}");
+    fs::remove_file(&conf).unwrap();
     // without the device nodes the driver cannot be reached
     let mut bare = ct.ctx.clone();
     bare.devices.clear();
@@ -633,15 +776,24 @@ fn cuda_drivers_breaks_user_space() {
     ct.sh_ok("sh /root/x.run --silent --no-kernel-module; apt-get update");
     // cuda repository via the keyring package, then the toolkit is fine
     ct.sh_ok("wget -q https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64/cuda-keyring_1.1-1_all.deb && dpkg -i cuda-keyring_1.1-1_all.deb && apt-get update && apt-get install -y cuda-toolkit-12-8 </dev/null");
-    let out = ct.sh_ok("nvidia-smi --query-gpu=driver_version --format=csv,noheader");
-    assert_eq!(out, "570.148.08\n");
+    let out = ct.sh_ok(
+        "nvidia-smi --query-gpu=driver_version --format=csv,noheader; /usr/local/cuda/bin/nvcc --version | tail -n1",
+    );
+    assert_eq!(
+        out,
+        "570.148.08\nCuda compilation tools, release 12.8, V12.8.1\n"
+    );
     ct.sh_ok("apt-get install -y cuda-drivers </dev/null");
     let (code, out) = ct.sh("nvidia-smi --query-gpu=driver_version --format=csv,noheader");
-    assert_ne!(
-        out, "570.148.08\n",
-        "cuda-drivers must visibly replace the user space"
+    assert_eq!(
+        code, 18,
+        "cuda-drivers must visibly break the user space: {out}"
     );
-    let _ = code;
+    assert!(out.contains("Driver/library version mismatch"), "{out}");
+    // the runfile (re)installs the matched user space
+    ct.sh_ok("sh /root/x.run --silent --no-kernel-module");
+    let out = ct.sh_ok("nvidia-smi --query-gpu=driver_version --format=csv,noheader");
+    assert_eq!(out, "570.148.08\n");
 }
 
 #[test]
@@ -657,9 +809,10 @@ fn python_venv_and_pip() {
     assert!(out.contains("ensurepip is not"), "{out}");
     ct.sh_ok("apt-get install -y python3-venv python3-pip </dev/null; python3 -m venv /opt/vllm");
     ct.sh_ok("/opt/vllm/bin/pip install --upgrade pip && /opt/vllm/bin/pip install vllm");
-    let out =
-        ct.sh_ok("/opt/vllm/bin/python -c 'import vllm, sys; print(vllm.__version__, sys.prefix)'");
-    assert_eq!(out, "0.10.1.1 /opt/vllm\n");
+    let out = ct.sh_ok(
+        "/opt/vllm/bin/python -c 'import vllm, sys; print(vllm.__version__, sys.prefix)'; /opt/vllm/bin/vllm --version",
+    );
+    assert_eq!(out, "0.10.1.1 /opt/vllm\nvllm 0.10.1.1 (pve-sim stub)\n");
     let out = ct
         .sh_ok("/opt/vllm/bin/python -m pip show vllm | head -n2; /opt/vllm/bin/pip install vllm");
     assert!(
@@ -762,4 +915,47 @@ fn host_curl_stand_in() {
     assert_eq!(lines[1]["exit"], 0);
     assert_eq!(lines[1]["mutating"], false);
     assert!(lines[1]["end_ms"].as_u64() >= lines[1]["start_ms"].as_u64());
+}
+
+/// Timing of common idempotency checks through the doubles (`cargo test -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn bench_doubles() {
+    let Some(ct) = ct(&[]) else { return };
+    ct.sh_ok("apt-get update");
+    install_docker(&ct);
+    for argv in [
+        &["true"][..],
+        &["dpkg", "-s", "docker-ce"],
+        &["systemctl", "is-active", "docker"],
+        &["apt-get", "install", "-y", "curl"],
+        &["docker", "ps", "--format", "{{.Names}}"],
+        &["docker", "info", "--format", "{{json .Runtimes}}"],
+    ] {
+        let t = std::time::Instant::now();
+        for _ in 0..5 {
+            ct.run(&[&["bash", "-c", "\"$@\" >/dev/null 2>&1", "_"][..], argv].concat());
+        }
+        eprintln!("{:?}: {:?}", argv, t.elapsed() / 5);
+    }
+}
+
+/// Cost of writing and extracting the image (`cargo test -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn bench_image() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("t.tar.zst");
+    let t = std::time::Instant::now();
+    guest::write_ostemplate(&p).unwrap();
+    let w = t.elapsed();
+    let r = d.path().join("r");
+    fs::create_dir(&r).unwrap();
+    let t = std::time::Instant::now();
+    guest::extract_ostemplate(&p, &r).unwrap();
+    eprintln!(
+        "write_ostemplate {w:?}, extract {:?}, size {} bytes",
+        t.elapsed(),
+        fs::metadata(&p).unwrap().len()
+    );
 }

@@ -6,6 +6,8 @@ import shutil
 import sys
 import sysconfig
 
+# Console scripts real wheels install next to the interpreter.
+CONSOLE_SCRIPTS = {"vllm": ["vllm"], "huggingface_hub": ["huggingface-cli", "hf"], "torch": ["torchrun"]}
 DEFAULT_VERSIONS = {"vllm": "0.10.1.1", "torch": "2.7.1", "transformers": "4.55.0", "pip": "24.0"}
 NAME = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)(\[[A-Za-z0-9,._ -]*\])?\s*(([=<>!~]=?|===)\s*([A-Za-z0-9.*+!_-]+))?(\s*;.*)?$")
 
@@ -91,6 +93,12 @@ def install(site, args):
             f.write(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
         with open(os.path.join(dist, "INSTALLER"), "w") as f:
             f.write("pip\n")
+        bindir = os.path.join(sys.prefix, "bin") if sys.prefix != sys.base_prefix else "/usr/local/bin"
+        for script in CONSOLE_SCRIPTS.get(norm(name), []):
+            path = os.path.join(bindir, script)
+            with open(path, "w") as f:
+                f.write(f'#!/bin/sh\n# pve-sim stub console script of {name}\necho "{script} {version} (pve-sim stub)"\n')
+            os.chmod(path, 0o755)
         done.append(f"{name}-{version}")
     if done:
         print("Successfully installed " + " ".join(done))

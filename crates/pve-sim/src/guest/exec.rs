@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use anyhow::{Context, bail};
 
 use super::GuestCtx;
+use super::conf::CtConf;
 
 /// `PATH` inside the guest: the doubles in `/usr/local` come before the machine's real tools.
 pub const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -166,14 +167,14 @@ pub fn available() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Try `unshare(CLONE_NEWNS)` in a throw-away child (`true` under a pre_exec hook).
+/// Try `unshare(CLONE_NEWNS | CLONE_NEWUTS)` in a throw-away child (`true` under a pre_exec hook).
 fn probe_namespace() -> Result<(), String> {
     let mut cmd = Command::new("/usr/bin/true");
     #[allow(unsafe_code)]
     // SAFETY: the hook only makes raw syscalls (no allocation) between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -259,8 +260,13 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
             format!("bind {} read-only", host.display()),
         )?;
     }
-    let keyrings = root.join(GUEST_KEYRINGS);
-    if layout.keyrings_exists && keyrings.is_dir() {
+    let keyrings = super::files::resolve(root, &format!("/{GUEST_KEYRINGS}"), true)?;
+    if layout.keyrings_exists && !keyrings.is_dir() {
+        // A rootfs from an older image: give it the directory now.
+        std::fs::create_dir_all(&keyrings)
+            .with_context(|| format!("create {}", keyrings.display()))?;
+    }
+    if layout.keyrings_exists {
         add(
             &mut steps,
             Step::Bind {
@@ -382,7 +388,15 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
             continue;
         };
         let rel = guest_join(Path::new(""), &b.guest_path)?;
-        let dst = root.join(&rel);
+        if rel.as_os_str().is_empty() || rel == Path::new("dev") {
+            bail!(
+                "CT {}: cannot bind device {} onto {}",
+                ctx.vmid,
+                b.host_path.display(),
+                b.guest_path.display()
+            );
+        }
+        let mut dst = root.join(&rel);
         if rel.starts_with("dev") {
             // Parents inside the fresh /dev tmpfs are created by the child.
             let mut parent = PathBuf::new();
@@ -408,7 +422,9 @@ fn plan(ctx: &GuestCtx, root: &Path) -> anyhow::Result<Vec<Planned>> {
                 format!("create {}", b.guest_path.display()),
             )?;
         } else {
-            // Outside /dev LXC's create=file/dir makes the mount point in the rootfs itself.
+            // Outside /dev LXC's create=file/dir makes the mount point in the rootfs itself,
+            // resolved as the guest sees it.
+            dst = super::files::resolve(root, &format!("/{}", rel.display()), false)?;
             if let Some(parent) = dst.parent() {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("create {}", parent.display()))?;
@@ -470,13 +486,18 @@ fn child_fail(what: &CString) -> ! {
 
 /// Child side: run the planned steps, then chroot. Only raw syscalls.
 #[allow(unsafe_code)]
-fn child_setup(root: &CString, steps: &[Planned]) {
+fn child_setup(root: &CString, hostname: &[u8], steps: &[Planned]) {
     let null = std::ptr::null::<libc::c_char>();
     // SAFETY (whole function): every pointer is a NUL-terminated CString prepared by the parent
     // or null where the syscall allows it; we are in the forked child before exec.
     unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            child_fail(&CString::from(c"unshare(CLONE_NEWNS)"));
+        // A UTS namespace too: the guest's `hostname` is its own, as in a real container.
+        if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) != 0 {
+            child_fail(&CString::from(c"unshare(CLONE_NEWNS | CLONE_NEWUTS)"));
+        }
+        if !hostname.is_empty() && libc::sethostname(hostname.as_ptr().cast(), hostname.len()) != 0
+        {
+            child_fail(&CString::from(c"sethostname"));
         }
         // Keep our mounts from propagating back to the machine's namespace.
         if libc::mount(
@@ -580,7 +601,9 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
     }
     let steps = plan(ctx, &root)?;
     let croot = cstr(&root)?;
-    mark_unprivileged(&root, ctx.unprivileged)?;
+    let conf = CtConf::load(ctx);
+    let hostname = guest_hostname(&root, ctx, conf.as_ref());
+    sync_markers(&root, ctx, conf.as_ref())?;
 
     let mut cmd = Command::new(prog);
     cmd.args(args).env_clear();
@@ -597,7 +620,7 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
     // SAFETY: the hook only makes raw syscalls on data prepared before the fork (child_setup).
     unsafe {
         cmd.pre_exec(move || {
-            child_setup(&croot, &steps);
+            child_setup(&croot, &hostname, &steps);
             Ok(())
         });
     }
@@ -626,20 +649,67 @@ pub fn run(ctx: &GuestCtx, argv: &[String]) -> anyhow::Result<i32> {
     }
 }
 
-/// Let the doubles know the container is unprivileged (the docker double refuses GPU
-/// containers there unless `no-cgroups = true`, like the real hook).
-fn mark_unprivileged(root: &Path, unprivileged: bool) -> anyhow::Result<()> {
-    // Resolved as the guest sees it: a guest symlink (/run -> /etc) cannot point this write
+/// The container's UTS name, as LXC sets it: the config's `hostname` (default `CT<vmid>`);
+/// without a config file, the first line of the guest's /etc/hostname. Empty (keep the
+/// machine's name) when that is not a plausible host name.
+fn guest_hostname(root: &Path, ctx: &GuestCtx, conf: Option<&CtConf>) -> Vec<u8> {
+    let name = match conf {
+        Some(c) => c
+            .value("hostname")
+            .map_or_else(|| format!("CT{}", ctx.vmid), str::to_string),
+        None => super::files::resolve(root, "/etc/hostname", true)
+            .ok()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| t.lines().next().map(|l| l.trim().to_string()))
+            .unwrap_or_default(),
+    };
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok { name.into_bytes() } else { Vec::new() }
+}
+
+/// What the doubles need to know about the container's config, kept in its `/run/pve-sim`:
+/// `unprivileged` (the docker double refuses GPU containers there unless `no-cgroups = true`,
+/// like the real hook) and `features` (the `features:` value of the main section of
+/// `etc/pve/lxc/<vmid>.conf` under the host root; docker needs `nesting=1`, and `keyctl=1` when
+/// unprivileged). Without a config file no `features` marker is written (nothing is enforced).
+fn sync_markers(root: &Path, ctx: &GuestCtx, conf: Option<&CtConf>) -> anyhow::Result<()> {
+    let unpriv = ctx.unprivileged.then(|| "1\n".to_string());
+    let feat = conf.map(|c| format!("{}\n", c.value("features").unwrap_or_default()));
+    let denied = conf
+        .map(|c| super::conf::denied_devices(ctx, c))
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            d.iter()
+                .map(|p| format!("{}\n", p.display()))
+                .collect::<String>()
+        });
+    // Resolved as the guest sees it: a guest symlink (/run -> /etc) cannot point these writes
     // at the machine.
-    let marker = super::files::resolve(root, "/run/pve-sim/unprivileged", true)?;
-    if unprivileged == marker.exists() {
-        return Ok(());
+    for (name, want) in [
+        ("unprivileged", unpriv),
+        ("features", feat),
+        ("denied-devices", denied),
+    ] {
+        let marker = super::files::resolve(root, &format!("/run/pve-sim/{name}"), true)?;
+        let have = std::fs::read_to_string(&marker).ok();
+        if have == want {
+            continue;
+        }
+        match want {
+            Some(text) => {
+                let dir = super::files::resolve(root, "/run/pve-sim", true)?;
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("create {}", dir.display()))?;
+                std::fs::write(&marker, text)
+                    .with_context(|| format!("write {}", marker.display()))?;
+            }
+            None => std::fs::remove_file(&marker)
+                .with_context(|| format!("remove {}", marker.display()))?,
+        }
     }
-    if unprivileged {
-        let dir = super::files::resolve(root, "/run/pve-sim", true)?;
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        std::fs::write(&marker, "1\n").with_context(|| format!("write {}", marker.display()))
-    } else {
-        std::fs::remove_file(&marker).with_context(|| format!("remove {}", marker.display()))
-    }
+    Ok(())
 }

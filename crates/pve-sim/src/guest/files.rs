@@ -63,6 +63,38 @@ pub fn resolve(rootfs: &Path, guest_path: &str, follow_last: bool) -> anyhow::Re
     Ok(rootfs.join(cur))
 }
 
+/// Where a guest path really lives while the guest runs (see [`super::exec`]).
+#[derive(Debug, PartialEq)]
+pub enum Location {
+    /// In the container's rootfs.
+    Rootfs(PathBuf),
+    /// In one of the machine's directories bound read-only into every guest.
+    Machine(PathBuf),
+}
+
+/// Resolve `guest_path` like [`resolve`], then account for the mounts `exec` sets up: the
+/// guest's `/usr/share/keyrings` is kept in the rootfs under another name, and
+/// `/usr/{bin,sbin,lib,lib64,libexec,share}` are the machine's.
+pub fn locate(rootfs: &Path, guest_path: &str, follow_last: bool) -> anyhow::Result<Location> {
+    let full = resolve(rootfs, guest_path, follow_last)?;
+    let rel = full.strip_prefix(rootfs).unwrap_or(&full).to_path_buf();
+    if let Ok(rest) = rel.strip_prefix("usr/share/keyrings")
+        && Path::new("/usr/share/keyrings").is_dir()
+    {
+        return Ok(Location::Rootfs(
+            rootfs.join(super::exec::GUEST_KEYRINGS).join(rest),
+        ));
+    }
+    for d in ["bin", "sbin", "lib", "lib64", "libexec", "share"] {
+        if let Ok(rest) = rel.strip_prefix(Path::new("usr").join(d))
+            && Path::new("/usr").join(d).is_dir()
+        {
+            return Ok(Location::Machine(Path::new("/usr").join(d).join(rest)));
+        }
+    }
+    Ok(Location::Rootfs(full))
+}
+
 /// Write `data` to `dest` atomically (temp file in the same directory, then rename) with
 /// the given mode and owner.
 fn write_atomic(
@@ -119,8 +151,17 @@ pub fn push(
     let data =
         fs::read(src).with_context(|| format!("failed to open {} for reading", src.display()))?;
     let src_mode = fs::metadata(src)?.permissions().mode() & 0o7777;
-    let target = resolve(&ctx.rootfs, dest, false)
-        .with_context(|| format!("CT {}: push to '{dest}'", ctx.vmid))?;
+    let target = match locate(&ctx.rootfs, dest, false)
+        .with_context(|| format!("CT {}: push to '{dest}'", ctx.vmid))?
+    {
+        Location::Rootfs(p) => p,
+        Location::Machine(_) => {
+            bail!(
+                "CT {}: failed to open {dest} for writing: Read-only file system",
+                ctx.vmid
+            )
+        }
+    };
     write_atomic(&target, &data, mode.unwrap_or(src_mode), uid, gid)
         .with_context(|| format!("CT {}: push {} to '{dest}'", ctx.vmid, src.display()))
 }
@@ -134,7 +175,7 @@ pub fn pull(
     gid: Option<u32>,
     mode: Option<u32>,
 ) -> anyhow::Result<()> {
-    let source = resolve(&ctx.rootfs, path, true)
+    let (Location::Rootfs(source) | Location::Machine(source)) = locate(&ctx.rootfs, path, true)
         .with_context(|| format!("CT {}: pull '{path}'", ctx.vmid))?;
     let meta = fs::metadata(&source)
         .with_context(|| format!("CT {}: failed to open {path} for reading", ctx.vmid))?;
@@ -151,4 +192,56 @@ pub fn pull(
         gid,
     )
     .with_context(|| format!("CT {}: pull '{path}' to {}", ctx.vmid, dest.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_stays_in_rootfs() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("etc")).unwrap();
+        fs::create_dir_all(r.join("usr/bin")).unwrap();
+        std::os::unix::fs::symlink("/etc", r.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../etc", r.join("usr/rel")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", r.join("bin")).unwrap();
+        assert_eq!(resolve(r, "/abs/x", false).unwrap(), r.join("etc/x"));
+        assert_eq!(resolve(r, "/usr/rel/x", false).unwrap(), r.join("etc/x"));
+        assert_eq!(
+            resolve(r, "/../../../etc/x", false).unwrap(),
+            r.join("etc/x")
+        );
+        assert_eq!(resolve(r, "/bin/sh", false).unwrap(), r.join("usr/bin/sh"));
+        // the last component is followed only on request
+        assert_eq!(resolve(r, "/abs", false).unwrap(), r.join("abs"));
+        assert_eq!(resolve(r, "/abs", true).unwrap(), r.join("etc"));
+        assert!(resolve(r, "relative", false).is_err());
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+        assert!(resolve(r, "/loop/x", false).is_err());
+    }
+
+    #[test]
+    fn machine_dirs_are_located_on_the_machine() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::os::unix::fs::symlink("usr/bin", r.join("bin")).unwrap();
+        if Path::new("/usr/bin").is_dir() {
+            assert_eq!(
+                locate(r, "/bin/sh", false).unwrap(),
+                Location::Machine(PathBuf::from("/usr/bin/sh"))
+            );
+        }
+        assert_eq!(
+            locate(r, "/usr/local/bin/x", false).unwrap(),
+            Location::Rootfs(r.join("usr/local/bin/x"))
+        );
+        if Path::new("/usr/share/keyrings").is_dir() {
+            assert_eq!(
+                locate(r, "/usr/share/keyrings/k.gpg", false).unwrap(),
+                Location::Rootfs(r.join(crate::guest::exec::GUEST_KEYRINGS).join("k.gpg"))
+            );
+        }
+    }
 }

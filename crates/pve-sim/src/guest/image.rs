@@ -63,6 +63,9 @@ const COMMON_SH: &str = include_str!("../../guest-image/lib/common.sh");
 /// The offline pip stand-in (run by the real python), at /usr/local/lib/pve-sim/pip_stub.py.
 const PIP_STUB: &str = include_str!("../../guest-image/lib/pip_stub.py");
 
+/// JSON/template side of the docker double, at /usr/local/lib/pve-sim/docker_helper.py.
+const DOCKER_HELPER: &str = include_str!("../../guest-image/lib/docker_helper.py");
+
 /// Packages present in the image as shipped (Proxmox's "standard" Ubuntu template has these).
 pub const PREINSTALLED: &[(&str, &str)] = &[
     ("apt", "2.7.14build2"),
@@ -122,7 +125,22 @@ fn files() -> Vec<(String, u32, String)> {
             0o644,
             "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n".into(),
         ),
-        ("etc/group".into(), 0o644, "root:x:0:\nnogroup:x:65534:\n".into()),
+        (
+            "etc/group".into(),
+            0o644,
+            "root:x:0:\ndaemon:x:1:\nbin:x:2:\nsys:x:3:\nadm:x:4:\ntty:x:5:\ndisk:x:6:\nmail:x:8:\nsudo:x:27:\nvideo:x:44:\nplugdev:x:46:\nstaff:x:50:\nusers:x:100:\nrender:x:993:\nnogroup:x:65534:\n".into(),
+        ),
+        (
+            "etc/gshadow".into(),
+            0o640,
+            "root:*::\ndaemon:*::\nbin:*::\nsys:*::\nadm:*::\ntty:*::\ndisk:*::\nmail:*::\nsudo:*::\nvideo:*::\nplugdev:*::\nstaff:*::\nusers:*::\nrender:!::\nnogroup:*::\n".into(),
+        ),
+        (
+            "etc/login.defs".into(),
+            0o644,
+            "MAIL_DIR /var/mail\nUID_MIN 1000\nUID_MAX 60000\nGID_MIN 1000\nGID_MAX 60000\nSYS_UID_MIN 100\nSYS_UID_MAX 999\nSYS_GID_MIN 100\nSYS_GID_MAX 999\nCREATE_HOME yes\nUSERGROUPS_ENAB yes\nUMASK 022\nENCRYPT_METHOD SHA512\n".into(),
+        ),
+        ("etc/shells".into(), 0o644, "/bin/sh\n/bin/bash\n/usr/bin/bash\n".into()),
         ("etc/shadow".into(), 0o640, "root:*:19900:0:99999:7:::\n".into()),
         (
             "etc/nsswitch.conf".into(),
@@ -144,6 +162,7 @@ fn files() -> Vec<(String, u32, String)> {
         (MARKER.into(), 0o644, MARKER_TEXT.into()),
         ("usr/local/lib/pve-sim/common.sh".into(), 0o644, COMMON_SH.into()),
         ("usr/local/lib/pve-sim/pip_stub.py".into(), 0o644, PIP_STUB.into()),
+        ("usr/local/lib/pve-sim/docker_helper.py".into(), 0o644, DOCKER_HELPER.into()),
     ];
     for (name, script) in DOUBLES {
         v.push((format!("usr/local/bin/{name}"), 0o755, (*script).into()));
@@ -175,6 +194,8 @@ const DIRS: &[(&str, u32)] = &[
     ("tmp", 0o1777),
     ("root", 0o700),
     ("home", 0o755),
+    ("etc/skel", 0o755),
+    ("var/mail", 0o2775),
     ("opt", 0o755),
     ("mnt", 0o755),
     ("srv", 0o755),
@@ -221,6 +242,8 @@ pub fn populate(dir: &Path) -> anyhow::Result<()> {
         ("sbin", "usr/sbin"),
         ("lib", "usr/lib"),
         ("lib64", "usr/lib64"),
+        ("var/run", "/run"),
+        ("var/lock", "/run/lock"),
     ] {
         std::os::unix::fs::symlink(target, dir.join(link))?;
     }
@@ -250,6 +273,10 @@ fn copy_alternatives(host: &Path, guest: &Path) -> anyhow::Result<()> {
         let entry = entry?;
         if entry.file_type()?.is_symlink() {
             let target = fs::read_link(entry.path())?;
+            // Manual pages are most of them and no guest command needs them.
+            if target.components().any(|c| c.as_os_str() == "man") {
+                continue;
+            }
             std::os::unix::fs::symlink(&target, guest.join(entry.file_name()))
                 .with_context(|| format!("link alternative {}", entry.path().display()))?;
         }
@@ -445,6 +472,7 @@ pub fn boot(rootfs: &Path) -> anyhow::Result<()> {
                     continue; // dockerd refuses an invalid daemon.json: the unit stays failed
                 }
                 fs::write(snap.join("daemon.json"), text)?;
+                fs::write(run.join("docker.sock"), "")?;
                 docker_up = true;
             }
             fs::write(active.join(&name), "0\n")?;
@@ -475,4 +503,44 @@ pub fn boot(rootfs: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// See [`super::set_hostname`].
+pub fn set_hostname(rootfs: &Path, hostname: &str) -> anyhow::Result<()> {
+    let valid = !hostname.is_empty()
+        && hostname.len() <= 255
+        && hostname.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !valid {
+        bail!("invalid hostname '{hostname}'");
+    }
+    let short = hostname.split('.').next().unwrap_or(hostname);
+    let hostname_file = super::files::resolve(rootfs, "/etc/hostname", false)?;
+    write_replace(&hostname_file, &format!("{short}\n"))?;
+    let hosts_file = super::files::resolve(rootfs, "/etc/hosts", false)?;
+    let old = fs::read_to_string(&hosts_file).unwrap_or_default();
+    let entry = if short == hostname {
+        format!("127.0.1.1 {hostname}")
+    } else {
+        format!("127.0.1.1 {hostname} {short}")
+    };
+    let mut lines: Vec<String> = old
+        .lines()
+        .filter(|l| !l.starts_with("127.0.1.1"))
+        .map(str::to_string)
+        .collect();
+    lines.push(entry);
+    write_replace(&hosts_file, &(lines.join("\n") + "\n"))
+}
+
+/// Replace `path` atomically (temp file in the same directory, then rename).
+fn write_replace(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("pve-sim-{}", std::process::id()));
+    fs::write(&tmp, text).with_context(|| format!("write {}", tmp.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
+    fs::rename(&tmp, path).with_context(|| format!("rename onto {}", path.display()))
 }

@@ -132,7 +132,10 @@ pub fn clone(call: &Call) -> PveResult<i32> {
                 PveError::Fail { msg, .. } => msg,
                 other => other.render("").0,
             };
-            Err(PveError::die(format!("clone failed: {}", msg.trim_end())))
+            Err(PveError::die(format!(
+                "clone failed: {}",
+                msg.trim_end().replace('\n', " ")
+            )))
         }
     }
 }
@@ -204,6 +207,7 @@ fn clone_task(
                 let dst = storage::vol_dir(host, &a.storeid, &a.volname);
                 let _ = fs::remove_dir(&dst);
                 copy_tree(&from, &dst).map_err(PveError::die)?;
+                latency::sleep_copy(host, &dst);
                 new_volid
             } else {
                 println!("create linked clone of mount point {k} ({vol})");

@@ -28,8 +28,8 @@ const NOT_CONFIG: &[&str] = &[
 ];
 
 /// A volume to allocate: `STORAGE:SIZE_GiB`.
-fn alloc_request(v: &str) -> Option<(String, f64)> {
-    let re = regex::Regex::new(r"^([^:\s]+):(\d+(\.\d+)?)$").unwrap();
+pub(super) fn alloc_request(v: &str) -> Option<(String, f64)> {
+    let re = regex::Regex::new(r"^([^:\s]+):([0-9]+(\.[0-9]+)?)$").unwrap();
     let c = re.captures(v)?;
     Some((c[1].to_string(), c[2].parse().ok()?))
 }
@@ -85,7 +85,7 @@ pub fn free_volume(host: &Host, volid: &str) {
     storage::remove_meta(host, st, name);
 }
 
-fn gib(size: f64) -> u64 {
+pub(super) fn gib(size: f64) -> u64 {
     (size * (1u64 << 30) as f64) as u64
 }
 
@@ -196,7 +196,10 @@ pub fn create(call: &Call) -> PveResult<i32> {
     }
     let ssh_keys = match call.opt("ssh-public-keys") {
         Some(f) => match fs::read_to_string(host.path(f)) {
-            Ok(t) => Some(t),
+            Ok(t) => {
+                check_ssh_keys(&t)?;
+                Some(t)
+            }
             Err(_) => {
                 return Err(PveError::die(format!(
                     "can't open '{f}' - No such file or directory"
@@ -253,7 +256,7 @@ pub fn create(call: &Call) -> PveResult<i32> {
         };
         return Err(PveError::die(format!(
             "unable to create CT {vmid} - {}",
-            msg.trim_end()
+            msg.trim_end().replace('\n', " ")
         )));
     }
     if call.flag("start") {
@@ -310,6 +313,7 @@ fn create_task(
     let rootfs = storage::vol_dir(host, &a.storeid, &a.volname);
     println!("extracting archive '{ostemplate}'");
     guest::extract_ostemplate(tfile, &rootfs).map_err(|e| PveError::die(format!("{e:#}")))?;
+    latency::sleep_copy(host, &rootfs);
     let (ostype, systemd) =
         detect_os(&rootfs).ok_or_else(|| PveError::die("unable to detect OS distribution"))?;
     let arch = call.opt("arch").unwrap_or("amd64").to_string();
@@ -384,7 +388,12 @@ fn create_task(
     }
     let nesting = m
         .get("features")
-        .map(|f| f.split(',').any(|p| p == "nesting=1"))
+        .and_then(|f| {
+            let fmt = crate::schema::endpoint("POST /nodes/{node}/lxc")["features"]["format"]
+                .as_object()?;
+            crate::schema::parse_property_string(fmt, f).ok()
+        })
+        .map(|kv| kv.get("nesting").map(String::as_str) == Some("1"))
         .unwrap_or(false);
     if unpriv
         && !nesting
@@ -409,4 +418,24 @@ pub fn normalize_tags(v: &str) -> String {
     t.sort();
     t.dedup();
     t.join(";")
+}
+
+/// Each non-empty, non-comment line must look like an OpenSSH public key.
+fn check_ssh_keys(text: &str) -> PveResult<()> {
+    let re = regex::Regex::new(
+        r"^(?:\S+\s+)?(ssh-(rsa|dss|ed25519)|ecdsa-sha2-nistp(256|384|521)|sk-\S+@openssh\.com)\s+[A-Za-z0-9+/]+=*(\s.*)?$",
+    )
+    .expect("ssh key regex");
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        if !re.is_match(line) {
+            return Err(PveError::die(format!(
+                "SSH public key validation error: invalid key '{line}'"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -125,11 +125,14 @@ fn command(sub: &str) -> Option<Cmd> {
             &["vmid"],
             Some("POST /nodes/{node}/lxc/{vmid}/status/stop"),
         ),
-        "shutdown" => c(
-            "pct shutdown <vmid> [OPTIONS]",
-            &["vmid"],
-            Some("POST /nodes/{node}/lxc/{vmid}/status/shutdown"),
-        ),
+        "shutdown" => Cmd {
+            own_latency: true,
+            ..c(
+                "pct shutdown <vmid> [OPTIONS]",
+                &["vmid"],
+                Some("POST /nodes/{node}/lxc/{vmid}/status/shutdown"),
+            )
+        },
         "reboot" => c(
             "pct reboot <vmid> [OPTIONS]",
             &["vmid"],
@@ -157,17 +160,41 @@ fn command(sub: &str) -> Option<Cmd> {
             &["vmid"],
             Some("GET /nodes/{node}/lxc/{vmid}/snapshot"),
         ),
-        "delsnapshot" => c(
-            "pct delsnapshot <vmid> <snapname> [OPTIONS]",
-            &["vmid", "snapname"],
-            Some("DELETE /nodes/{node}/lxc/{vmid}/snapshot/{snapname}"),
-        ),
+        "delsnapshot" => Cmd {
+            own_latency: true,
+            ..c(
+                "pct delsnapshot <vmid> <snapname> [OPTIONS]",
+                &["vmid", "snapname"],
+                Some("DELETE /nodes/{node}/lxc/{vmid}/snapshot/{snapname}"),
+            )
+        },
         "rollback" => Cmd {
             own_latency: true,
             ..c(
                 "pct rollback <vmid> <snapname> [OPTIONS]",
                 &["vmid", "snapname"],
                 Some("POST /nodes/{node}/lxc/{vmid}/snapshot/{snapname}/rollback"),
+            )
+        },
+        "resize" => Cmd {
+            extra_opts: vec![
+                (
+                    "disk",
+                    serde_json::json!({"type": "string", "enum": disk_keys()}),
+                ),
+                (
+                    "size",
+                    serde_json::json!({"type": "string", "pattern": "\\+?\\d+(\\.\\d+)?[KMGT]?"}),
+                ),
+                (
+                    "digest",
+                    serde_json::json!({"type": "string", "maxLength": 40, "optional": 1}),
+                ),
+            ],
+            ..c(
+                "pct resize <vmid> <disk> <size> [OPTIONS]",
+                &["vmid", "disk", "size"],
+                None,
             )
         },
         "template" => c(
@@ -234,6 +261,32 @@ impl Cmd {
     }
 }
 
+/// `rootfs`, `mp0` .. `mp255`: the disks `pct resize` accepts.
+fn disk_keys() -> Vec<String> {
+    std::iter::once("rootfs".to_string())
+        .chain((0..256).map(|i| format!("mp{i}")))
+        .collect()
+}
+
+/// The embedded schema is PVE 9.1's: drop what older versions do not have
+/// (`--ha-managed` is new in 9, `net[n]`'s `host-managed` in 9.1).
+fn version_filter(host: &Host, props: &mut Map<String, Value>) {
+    let mut parts = host
+        .info
+        .pve_version
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(8), parts.next().unwrap_or(0));
+    if major < 9 {
+        props.remove("ha-managed");
+    }
+    if (major, minor) < (9, 1)
+        && let Some(Value::Object(f)) = props.get_mut("net[n]").and_then(|n| n.get_mut("format"))
+    {
+        f.remove("host-managed");
+    }
+}
+
 fn die_unknown_command(sub: &str) -> i32 {
     eprintln!("ERROR: unknown command 'pct {sub}'");
     eprintln!("USAGE: pct <COMMAND> [ARGS] [OPTIONS]");
@@ -273,7 +326,8 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
     let Some(cmd) = command(sub) else {
         return die_unknown_command(sub);
     };
-    let props = cmd.props();
+    let mut props = cmd.props();
+    version_filter(host, &mut props);
     let call = match parse_call(host, sub, &cmd, &props, args) {
         Ok(c) => c,
         Err(e) => return report(e, cmd.usage),
@@ -323,6 +377,7 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
         "delsnapshot" => snapshot::delsnapshot(&call),
         "rollback" => snapshot::rollback(&call),
         "template" => volume::template(&call),
+        "resize" => volume::resize(&call),
         "destroy" => volume::destroy(&call),
         "unlock" => volume::unlock(&call),
         "mount" => volume::mount(&call),
@@ -397,6 +452,19 @@ fn parse_call<'a>(
     for (k, v) in pos.iter().chain(parsed.opts.iter()) {
         if let Some(s) = schema::lookup(props, k) {
             schema::check_prop(k, s, v, &mut errs);
+        }
+    }
+    // JSONSchema `requires`: the other property must be present too.
+    for k in parsed.opts.keys() {
+        if let Some(req) = schema::lookup(props, k)
+            .and_then(|s| s.get("requires"))
+            .and_then(Value::as_str)
+            && !parsed.opts.contains_key(req)
+        {
+            errs.insert(
+                req.to_string(),
+                format!("missing property - '{k}' requires this property"),
+            );
         }
     }
     if !errs.is_empty() {

@@ -47,6 +47,25 @@ pub fn do_start(call: &Call, vmid: u32, skiplock: bool) -> PveResult<()> {
         apply_pending(&mut conf);
         save_conf(host, vmid, &conf)?;
     }
+    // Bind-mounted host devices must exist unless the entry says `optional`, as lxc-start
+    // refuses to mount a missing source.
+    for (k, v) in &conf.main.lxc {
+        let f: Vec<&str> = v.split_whitespace().collect();
+        if k == "lxc.mount.entry"
+            && f.len() >= 4
+            && f[0].starts_with('/')
+            && !f[3].split(',').any(|o| o == "optional")
+            && !host.path(f[0]).exists()
+        {
+            println!(
+                "lxc-start: {vmid}: ../src/lxc/conf.c: mount_entry: 2413 No such file or directory - Failed to mount \"{}\" onto \"/usr/lib/x86_64-linux-gnu/lxc/rootfs/{}\"",
+                f[0], f[1]
+            );
+            return Err(PveError::die(format!(
+                "startup for container '{vmid}' failed"
+            )));
+        }
+    }
     // devN paths must exist when the CT starts, as lxc-start needs them.
     for (k, v) in &conf.main.kv {
         if schema::split_numbered(k).is_some_and(|(b, _)| b == "dev") {
@@ -63,6 +82,18 @@ pub fn do_start(call: &Call, vmid: u32, skiplock: bool) -> PveResult<()> {
             }
         }
     }
+    // The guest side of booting: /run emptied, enabled units of the doubles active again.
+    let rootfs = super::rootfs_dir(host, &conf.main)?;
+    crate::guest::boot(&rootfs)
+        .map_err(|e| PveError::die(format!("startup for container '{vmid}' failed: {e:#}")))?;
+    // Proxmox's container setup writes the hostname into the guest at every start.
+    let hostname = conf
+        .main
+        .get("hostname")
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("CT{vmid}"));
+    crate::guest::set_hostname(&rootfs, &hostname)
+        .map_err(|e| PveError::die(format!("startup for container '{vmid}' failed: {e:#}")))?;
     let now = now_ms();
     let boot = latency::get(host, "boot");
     runtime::set_running(
@@ -102,8 +133,34 @@ pub fn stop(call: &Call) -> PveResult<i32> {
     Ok(0)
 }
 
+/// Clean shutdown. The `shutdown` latency is how long the guest takes to stop: longer than
+/// `--timeout` (seconds, default 60) fails with `container did not stop` and leaves it
+/// running, unless `--forceStop 1` kills it after the timeout.
 pub fn shutdown(call: &Call) -> PveResult<i32> {
-    stop_common(call, true)?;
+    let host = call.host;
+    let vmid = call.vmid();
+    {
+        let _g = lock_host(host)?;
+        let conf = load_conf(host, vmid)?;
+        if !runtime::is_running(host, vmid) {
+            return Err(PveError::die(format!("CT {vmid} not running")));
+        }
+        if conf.lock().is_some_and(|l| l != "mounted") {
+            super::check_lock(&conf)?;
+        }
+    }
+    let takes = latency::get(host, "shutdown");
+    let timeout_ms = call
+        .opt("timeout")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(60)
+        * 1000;
+    std::thread::sleep(std::time::Duration::from_millis(takes.min(timeout_ms)));
+    if takes > timeout_ms && !call.flag("forceStop") {
+        return Err(PveError::die("container did not stop"));
+    }
+    let _g = lock_host(host)?;
+    runtime::set_stopped(host, vmid)?;
     Ok(0)
 }
 

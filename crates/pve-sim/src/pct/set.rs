@@ -88,6 +88,14 @@ pub fn set(call: &Call) -> PveResult<i32> {
 
     let _g = lock_host(host)?;
     let mut conf = load_conf(host, vmid)?;
+    if let Some(d) = call.opt("digest") {
+        let raw = std::fs::read(host.conf_path(vmid)).unwrap_or_default();
+        if crate::sha1::hex(&raw) != d.to_ascii_lowercase() {
+            return Err(PveError::die(
+                "detected modified configuration - file changed by other user? Try again.",
+            ));
+        }
+    }
     if !changes.iter().any(|(k, _)| k == "lock") {
         check_lock(&conf)?;
     }
@@ -142,6 +150,30 @@ pub fn set(call: &Call) -> PveResult<i32> {
     for (k, v) in changes {
         let value = if numbered(&k, "net") {
             normalize_net(&v)?
+        } else if k == "rootfs" || numbered(&k, "mp") {
+            // `STORAGE:SIZE` allocates a new volume; stored as Proxmox prints mount points:
+            // volume first, other keys sorted.
+            let mut kv = super::parse_mp(&k, &v).unwrap_or_default();
+            let vol = kv.get("volume").cloned().unwrap_or_default();
+            if let Some((sid, size_gib)) = super::create::alloc_request(&vol) {
+                if k == "rootfs" {
+                    return Err(PveError::die(
+                        "unable to modify rootfs volume; use 'pct resize' or 'pct move-volume'",
+                    ));
+                }
+                let st = crate::storage::find(host, &sid).map_err(PveError::die)?;
+                if !st.has_content("rootdir") {
+                    return Err(PveError::param(
+                        k.clone(),
+                        format!("storage '{sid}' does not support container directories"),
+                    ));
+                }
+                let size = super::create::gib(size_gib);
+                let a = super::create::alloc_volume(host, &st, vmid, size, None)?;
+                kv.insert("volume".into(), format!("{}:{}", a.storeid, a.volname));
+                kv.insert("size".into(), crate::storage::size_string(size));
+            }
+            super::print_mp(&kv)
         } else if k == "tags" {
             super::create::normalize_tags(&v)
         } else if k == "nameserver" || k == "searchdomain" {

@@ -149,3 +149,54 @@ pub fn unmount(call: &Call) -> PveResult<i32> {
     save_conf(call.host, vmid, &conf)?;
     Ok(0)
 }
+
+/// `pct resize <vmid> <disk> <size>`: grow a volume (`+N` adds); shrinking is refused.
+pub fn resize(call: &Call) -> PveResult<i32> {
+    let host = call.host;
+    let vmid = call.vmid();
+    let disk = call.pos["disk"].clone();
+    let req = call.pos["size"].clone();
+    let _g = lock_host(host)?;
+    let mut conf = load_conf(host, vmid)?;
+    check_lock(&conf)?;
+    let Some(cur) = conf.main.get(&disk).map(str::to_string) else {
+        return Err(PveError::die(format!(
+            "unable to parse config: no such disk '{disk}'"
+        )));
+    };
+    let mut kv = parse_mp(&disk, &cur).unwrap_or_default();
+    let vol = kv.get("volume").cloned().unwrap_or_default();
+    let Some((sid, name)) = storage::parse_volid(&vol) else {
+        return Err(PveError::die(format!(
+            "you can't resize a mount point of type bind ({disk})"
+        )));
+    };
+    let old = storage::read_meta(host, sid, name)
+        .map(|m| m.size)
+        .or_else(|| kv.get("size").and_then(|s| storage::parse_size(s)))
+        .unwrap_or(0);
+    let (grow, num) = match req.strip_prefix('+') {
+        Some(n) => (true, n),
+        None => (false, req.as_str()),
+    };
+    // A bare number is GiB for `pct resize`.
+    let num = if num.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{num}G")
+    } else {
+        num.to_string()
+    };
+    let bytes =
+        storage::parse_size(&num).ok_or_else(|| PveError::die(format!("invalid size '{req}'")))?;
+    let new = if grow { old + bytes } else { bytes };
+    if new < old {
+        return Err(PveError::die("unable to shrink disk size"));
+    }
+    if let Some(mut m) = storage::read_meta(host, sid, name) {
+        m.size = new;
+        storage::write_meta(host, sid, name, &m)?;
+    }
+    kv.insert("size".into(), storage::size_string(new));
+    conf.main.set(&disk, print_mp(&kv));
+    save_conf(host, vmid, &conf)?;
+    Ok(0)
+}
