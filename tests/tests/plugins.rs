@@ -3,9 +3,8 @@
 //! idempotent (a second run makes no mutating pct call and runs no changing command inside),
 //! exits with the step codes, and never turns config values into shell code.
 //!
-//! The GPU passthrough, the NVIDIA user space and Docker normally come from lxc-nvidia and
-//! lxc-docker; these tests prepare that guest state directly (conf lines, the runfile double,
-//! apt from Docker's and NVIDIA's repositories) so the plugins are tested on their own.
+//! The GPU passthrough, the NVIDIA user space and Docker come from the real lxc-nvidia and
+//! lxc-docker steps, as the orchestrator runs them before a plugin.
 //!
 //! Needs the plugin binaries built (`cargo test --workspace`, or `cargo build -p setup-plugins`).
 
@@ -79,90 +78,15 @@ fn installed(host: &Host, ctid: u32, pkg: &str) -> bool {
         .contains("Status: install ok installed")
 }
 
-/// Passthrough lines for both GPUs (main section of a fresh CT), then the NVIDIA user space of
-/// `version` from the runfile double: what lxc-nvidia does.
-fn give_gpus_and_driver(host: &Host, ctid: u32, version: &str) {
-    let id = ctid.to_string();
-    host.pct(&["stop", &id]).ok();
-    let p = host.path(&format!("/etc/pve/lxc/{ctid}.conf"));
-    let mut conf = std::fs::read_to_string(&p).unwrap();
-    assert!(
-        !conf.contains('['),
-        "expected a CT without snapshots:\n{conf}"
-    );
-    conf.push_str("lxc.cgroup2.devices.allow: c 195:* rwm\n");
-    for dev in [
-        "nvidia0",
-        "nvidia1",
-        "nvidiactl",
-        "nvidia-uvm",
-        "nvidia-uvm-tools",
-    ] {
-        conf.push_str(&format!(
-            "lxc.mount.entry: /dev/{dev} dev/{dev} none bind,optional,create=file\n"
-        ));
-    }
-    std::fs::write(&p, conf).unwrap();
-    host.pct(&["start", &id]).ok();
-    let runfile = format!("/var/cache/phoenix_hypervisor/NVIDIA-Linux-x86_64-{version}.run");
-    std::fs::create_dir_all(host.path("/var/cache/phoenix_hypervisor")).unwrap();
-    let url = format!(
-        "https://us.download.nvidia.com/XFree86/Linux-x86_64/{version}/NVIDIA-Linux-x86_64-{version}.run"
-    );
-    host.run(
-        "curl",
-        ["-fsSL", "-o", host.path(&runfile).to_str().unwrap(), &url],
-    )
-    .ok();
-    host.pct(&["push", &id, &runfile, "/tmp/nvidia.run", "--perms", "0755"])
-        .ok();
-    exec(
-        host,
-        ctid,
-        &[
-            "/tmp/nvidia.run",
-            "--silent",
-            "--no-kernel-module",
-            "--no-x-check",
-            "--no-nouveau-check",
-            "--no-nvidia-modprobe",
-            "--no-dkms",
-        ],
-    )
-    .ok();
+/// GPU passthrough and the NVIDIA user space: the real lxc-nvidia step.
+fn lxc_nvidia(host: &Host, ctid: u32) {
+    host.run("lxc-nvidia", [ctid.to_string()]).ok();
 }
 
-/// Docker CE from Docker's repository (what lxc-docker does).
-fn install_docker(host: &Host, ctid: u32) {
-    sh(
-        host,
-        ctid,
-        r#"set -e
-install -m 0755 -d /etc/apt/keyrings
-curl -fsSL https://download.docker.com/linux/ubuntu/gpg -o /etc/apt/keyrings/docker.asc
-echo "deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/ubuntu noble stable" > /etc/apt/sources.list.d/docker.list
-apt-get update -q
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-ce docker-ce-cli containerd.io"#,
-    )
-    .ok();
-}
-
-/// The NVIDIA container toolkit and the nvidia runtime in Docker (what lxc-docker does for a
-/// CT with GPUs).
-fn install_nvidia_runtime(host: &Host, ctid: u32) {
-    sh(
-        host,
-        ctid,
-        r#"set -e
-apt-get install -y -q gnupg
-curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | gpg --dearmor -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
-echo "deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://nvidia.github.io/libnvidia-container/stable/deb/amd64 /" > /etc/apt/sources.list.d/nvidia-container-toolkit.list
-apt-get update -q
-apt-get install -y -q nvidia-container-toolkit
-nvidia-ctk runtime configure --runtime=docker
-systemctl restart docker"#,
-    )
-    .ok();
+/// Docker (and, for a CT with GPUs, the NVIDIA runtime; Portainer per `portainer_role`): the
+/// real lxc-docker step.
+fn lxc_docker(host: &Host, ctid: u32) {
+    host.run("lxc-docker", [ctid.to_string()]).ok();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -363,7 +287,7 @@ fn setup_901_checks_the_driver_and_takes_its_snapshot() {
     );
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
 
-    give_gpus_and_driver(&host, 901, "580.76.05");
+    lxc_nvidia(&host, 901);
     let r = plugin(&host, 901, &[]).ok();
     assert!(
         r.stdout.contains("580.76.05") && r.stdout.contains("2 GPU"),
@@ -378,8 +302,9 @@ fn setup_901_checks_the_driver_and_takes_its_snapshot() {
 #[test]
 fn setup_901_refuses_a_driver_other_than_configured() {
     let host = host_with(901);
+    lxc_nvidia(&host, 901);
+    // The config now asks for another version than the one installed (and on the host).
     host.edit_lxc_config(|c| c["nvidia_driver_version"] = "580.65.06".into());
-    give_gpus_and_driver(&host, 901, "580.76.05");
     let r = plugin(&host, 901, &[]).expect_code(3);
     assert!(
         r.stderr.contains("580.76.05") && r.stderr.contains("580.65.06"),
@@ -399,7 +324,7 @@ fn setup_902_enables_docker_and_takes_its_snapshot() {
         r.stderr
     );
 
-    install_docker(&host, 902);
+    lxc_docker(&host, 902);
     exec(&host, 902, &["systemctl", "disable", "--now", "docker"]).ok();
     plugin(&host, 902, &[]).ok();
     exec(&host, 902, &["systemctl", "is-enabled", "docker"]).ok();
@@ -411,17 +336,29 @@ fn setup_902_enables_docker_and_takes_its_snapshot() {
 #[test]
 fn setup_903_needs_the_nvidia_runtime_in_docker() {
     let host = host_with(903);
-    give_gpus_and_driver(&host, 903, "580.76.05");
-    install_docker(&host, 903);
+    lxc_nvidia(&host, 903);
+    lxc_docker(&host, 903);
+    // Docker without the nvidia runtime.
+    sh(
+        &host,
+        903,
+        "echo '{}' > /etc/docker/daemon.json && systemctl restart docker",
+    )
+    .ok();
     let r = plugin(&host, 903, &[]).expect_code(3);
     assert!(
         r.stderr.contains("nvidia") && r.stderr.contains("runtime"),
         "{}",
         r.stderr
     );
+    assert!(
+        r.stderr.contains("phoenix_hypervisor_lxc_docker 903"),
+        "{}",
+        r.stderr
+    );
     assert!(host.snapshots(903).is_empty());
 
-    install_nvidia_runtime(&host, 903);
+    lxc_docker(&host, 903);
     let r = plugin(&host, 903, &[]).ok();
     assert!(r.stdout.contains("nvidia runtime"), "{}", r.stdout);
     assert_eq!(host.snapshots(903), ["docker-gpu-snapshot"]);
@@ -433,9 +370,21 @@ fn setup_903_needs_the_nvidia_runtime_in_docker() {
 
 #[test]
 fn setup_910_runs_portainer_and_its_ui_answers() {
-    let host = host_with(910);
-    install_docker(&host, 910);
+    let host = Host::reference();
+    // Docker in an unprivileged CT needs keyctl=1 (the reference block lacks it).
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["features"] = "nesting=1,keyctl=1".into());
+    host.run("create-lxc", ["910"]).ok();
+    // Docker without Portainer: the plugin creates the container.
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["portainer_role"] = "none".into());
+    lxc_docker(&host, 910);
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["portainer_role"] = "server".into());
+    let log_before = log_text(&host).len();
     let r = plugin(&host, 910, &[]).ok();
+    assert!(
+        log_text(&host)[log_before..].contains("docker run -d --name portainer"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("https://localhost:9443"), "{}", r.stdout);
     let ps = exec(
         &host,
@@ -453,6 +402,10 @@ fn setup_910_runs_portainer_and_its_ui_answers() {
     // Not a template: no snapshot.
     assert!(host.snapshots(910).is_empty());
     assert_second_run_changes_nothing(&host, 910);
+    // lxc-docker (role server) accepts the container the plugin made.
+    let mark = host.journal_mark();
+    lxc_docker(&host, 910);
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
 
     // A stopped portainer container is started again, not recreated.
     exec(&host, 910, &["docker", "stop", "portainer"]).ok();
