@@ -477,7 +477,16 @@ printf 'file %s\n' "$(stat -c %a -- "$1")" && cat -- "$1""#,
             return Ok(false);
         }
         self.say(&format!("setting the locale to {locale}"));
-        self.run(&["locale-gen", locale])?;
+        // Uncomment (or add) its line in /etc/locale.gen and generate what that file lists:
+        // the same on Debian and Ubuntu, whatever `locale-gen ARG` does with arguments.
+        self.run_script(
+            "enable the locale in /etc/locale.gen",
+            r#"f=/etc/locale.gen; touch "$f"
+awk -v l="$1 UTF-8" '{ s = $0; sub(/^#[ \t]*/, "", s); if (s == l) { if (!d) print l; d = 1; next } print }
+END { if (!d) print l }' "$f" > "$f.phoenix-new" && chmod 644 "$f.phoenix-new" && mv -f "$f.phoenix-new" "$f""#,
+            &[locale],
+        )?;
+        self.run(&["locale-gen"])?;
         self.run(&["update-locale", &format!("LANG={locale}")])?;
         Ok(true)
     }

@@ -109,6 +109,16 @@ fn setup_900_installs_tools_sets_locale_and_takes_its_snapshot() {
         "{}",
         locale.stdout
     );
+    let locale_gen = exec(&host, 900, &["cat", "/etc/locale.gen"]).ok().stdout;
+    assert_eq!(
+        locale_gen
+            .lines()
+            .filter(|l| *l == "en_US.UTF-8 UTF-8")
+            .count(),
+        1,
+        "{locale_gen}"
+    );
+    assert!(!locale_gen.contains("# en_US.UTF-8"), "{locale_gen}");
     exec(&host, 900, &["test", "-s", lib_common::sdk::UPGRADE_STAMP]).ok();
     assert_eq!(host.snapshots(900), ["base-snapshot"]);
     assert!(host.is_running(900));
@@ -191,6 +201,30 @@ fn wrong_ctid_bad_usage_and_missing_ct() {
     host.run("setup-900", ["--version"]).ok();
     assert_eq!(host.mutating_since(mark2), Vec::<String>::new());
     assert!(mark <= mark2);
+}
+
+#[test]
+fn installed_plugin_runs_under_its_design_name() {
+    let host = host_with(900);
+    host.install();
+    let path = host.prefix().join("bin/phoenix_hypervisor_setup_900.sh");
+    assert!(path.exists(), "not installed: {}", path.display());
+    let out = host
+        .command(&path)
+        .args(["900", "--dry-run"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("would run: pct snapshot 900 base-snapshot"),
+        "{stdout}"
+    );
+    assert!(log_text(&host).contains("phoenix_hypervisor_setup_900: [900]"));
 }
 
 #[test]
