@@ -620,3 +620,51 @@ fn model_from_json_cannot_run_anything() {
     let v: serde_json::Value = serde_json::from_str(&models.stdout).unwrap();
     assert_eq!(v["data"][0]["id"], EVIL_MODEL);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The template chain, as the orchestrator builds it
+
+/// 900 → 902 → 903 → 920 → 950, each cloned from its source's template snapshot, with the
+/// steps the orchestrator runs before each plugin. What a template's plugin set up reaches its
+/// clones: 950 finds vLLM from 920 and does not install it again.
+#[test]
+fn template_chain_clones_carry_what_the_plugins_set_up() {
+    let host = Host::reference();
+    host.run("create-lxc", ["900"]).ok();
+    plugin(&host, 900, &[]).ok();
+    let chain = [
+        (900, "base-snapshot", 902),
+        (902, "docker-snapshot", 903),
+        (903, "docker-gpu-snapshot", 920),
+        (920, "vllm-base-snapshot", 950),
+    ];
+    for (source, snapshot, target) in chain {
+        host.run(
+            "clone-lxc",
+            [source.to_string(), snapshot.to_string(), target.to_string()],
+        )
+        .ok();
+        if target != 902 {
+            lxc_nvidia(&host, target);
+        }
+        lxc_docker(&host, target);
+        let log_before = log_text(&host).len();
+        plugin(&host, target, &[]).ok();
+        let log = log_text(&host)[log_before..].to_string();
+        if target == 950 {
+            assert!(
+                !log.contains("pip install"),
+                "vLLM installed again in 950:\n{log}"
+            );
+        }
+        // The base tools came with the clone.
+        assert!(installed(&host, target, "jq"), "CT {target} lacks jq");
+    }
+    assert_eq!(host.snapshots(920), ["vllm-base-snapshot"]);
+    exec(
+        &host,
+        950,
+        &["curl", "-fsS", "http://localhost:8000/health"],
+    )
+    .ok();
+}
