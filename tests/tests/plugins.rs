@@ -469,7 +469,9 @@ fn setup_920_installs_vllm_in_a_venv_and_takes_its_snapshot() {
 fn write_token(host: &Host) {
     let p = host.path(HF_TOKEN_FILE);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, format!("HF_TOKEN={TOKEN}\n")).unwrap();
+    std::fs::write(&p, format!("HF_TOKEN={TOKEN}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 #[test]
@@ -533,10 +535,18 @@ fn setup_950_serves_the_model_with_the_token_kept_secret() {
 
     assert_second_run_changes_nothing(&host, 950);
 
-    // A new token: the env file is rewritten and the running service restarted.
+    // A new token: the env file is rewritten and the running service restarted. The file is
+    // world-readable now: a warning, not an error.
     std::fs::write(host.path(HF_TOKEN_FILE), "hf_AnotherToken42\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        host.path(HF_TOKEN_FILE),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let log_before = log_text(&host).len();
-    plugin(&host, 950, &[]).ok();
+    let r = plugin(&host, 950, &[]).ok();
+    assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
     let log = log_text(&host);
     assert!(
         log[log_before..].contains("systemctl restart vllm.service"),

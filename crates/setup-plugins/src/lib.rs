@@ -232,6 +232,15 @@ pub fn read_hf_token(ct: &Ct) -> Result<Option<String>> {
             )));
         }
     };
+    if let Ok(meta) = std::fs::metadata(&real) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            log::warn!(
+                "the Hugging Face token file `{file}` can be read by other users (mode {:o}); `chmod 600 {file}`",
+                meta.permissions().mode() & 0o777
+            );
+        }
+    }
     let token = text
         .lines()
         .map(str::trim)
