@@ -347,6 +347,11 @@ impl<'a> Ct<'a> {
             "install",
             "-y",
             "-q",
+            // No conffile questions either (debconf's are off through DEBIAN_FRONTEND).
+            "-o",
+            "Dpkg::Options::=--force-confdef",
+            "-o",
+            "Dpkg::Options::=--force-confold",
         ];
         argv.extend(missing.iter().map(String::as_str));
         self.run(&argv)?;
@@ -368,6 +373,8 @@ impl<'a> Ct<'a> {
             "apt-get",
             "-y",
             "-q",
+            "-o",
+            "Dpkg::Options::=--force-confdef",
             "-o",
             "Dpkg::Options::=--force-confold",
             "upgrade",
