@@ -235,6 +235,15 @@ fn config_errors_exit_2_and_change_nothing() {
     let r = plugin(&host, 950, &[]).expect_code(2);
     assert!(r.stderr.contains("vllm_model"), "{}", r.stderr);
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    // GPUs assigned but not passed through yet: exit 3 before anything is installed.
+    host.edit_lxc_config(|c| c["lxc_configs"]["950"]["vllm_model"] = "Qwen/Qwen3-8B".into());
+    let r = plugin(&host, 950, &[]).expect_code(3);
+    assert!(
+        r.stderr.contains("phoenix_hypervisor_lxc_nvidia 950"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
     // A config that does not validate at all.
     host.edit_lxc_config(|c| c["lxc_configs"]["950"]["memory_mb"] = "lots".into());
     plugin(&host, 950, &[]).expect_code(2);
@@ -477,6 +486,7 @@ fn write_token(host: &Host) {
 #[test]
 fn setup_950_serves_the_model_with_the_token_kept_secret() {
     let host = host_with(950);
+    lxc_nvidia(&host, 950);
     write_token(&host);
     let r = plugin(&host, 950, &[]).ok();
     let model = "lmstudio-community/Qwen3-Coder-30B-A3B-Instruct-MLX-5bit";
@@ -560,6 +570,12 @@ fn setup_950_serves_the_model_with_the_token_kept_secret() {
 #[test]
 fn setup_950_without_token_file_and_with_a_new_model() {
     let host = host_with(950);
+    // No GPU assigned (so no tensor parallel size): vLLM on the CPU, no NVIDIA check.
+    host.edit_lxc_config(|c| {
+        let b = c["lxc_configs"]["950"].as_object_mut().unwrap();
+        b.insert("gpu_assignment".into(), "none".into());
+        b.remove("vllm_tensor_parallel_size");
+    });
     let r = plugin(&host, 950, &[]).ok();
     assert!(
         r.stdout.contains("no Hugging Face token file"),
@@ -571,10 +587,7 @@ fn setup_950_without_token_file_and_with_a_new_model() {
         0
     );
 
-    host.edit_lxc_config(|c| {
-        c["lxc_configs"]["950"]["vllm_model"] = "Qwen/Qwen3-8B".into();
-        c["lxc_configs"]["950"]["vllm_tensor_parallel_size"] = 1.into();
-    });
+    host.edit_lxc_config(|c| c["lxc_configs"]["950"]["vllm_model"] = "Qwen/Qwen3-8B".into());
     let log_before = log_text(&host).len();
     plugin(&host, 950, &[]).ok();
     let log = log_text(&host);
@@ -609,6 +622,7 @@ fn setup_950_without_token_file_and_with_a_new_model() {
 #[test]
 fn model_from_json_cannot_run_anything() {
     let host = host_with(950);
+    lxc_nvidia(&host, 950);
     host.edit_lxc_config(|c| c["lxc_configs"]["950"]["vllm_model"] = EVIL_MODEL.into());
     plugin(&host, 950, &[]).ok();
     assert_ne!(

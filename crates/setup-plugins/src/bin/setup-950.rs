@@ -2,7 +2,8 @@
 //! `vllm_model` with `vllm_tensor_parallel_size` on port 8000, enabled and started; `/health`
 //! answers and `/v1/models` lists the model. The Hugging Face token (host file
 //! `core_paths.hf_token_file`, if present) reaches the service only through the 0600
-//! environment file `/etc/vllm/vllm.env`: never on a command line or in the log.
+//! environment file `/etc/vllm/vllm.env`: never on a command line or in the log. With GPUs
+//! assigned, `nvidia-smi` must see them with the configured driver first (exit 3 otherwise).
 
 use lib_common::error::{Error, Result};
 use lib_common::sdk::{self, Ct};
@@ -18,6 +19,10 @@ fn main() -> std::process::ExitCode {
         |ct| {
             let model = vllm_model(ct)?;
             let tp = ct.spec().vllm_tensor_parallel_size.unwrap_or(1);
+            // vLLM on GPUs it cannot see would only fail at start, after the health timeout.
+            if ct.spec().has_gpus() {
+                setup_plugins::check_nvidia(ct)?;
+            }
             setup_plugins::ensure_vllm_venv(ct)?;
             let was_active = ct.service_active(VLLM_UNIT)?;
             let mut changed =
