@@ -347,7 +347,26 @@ fn guest_failure_is_exit_5_and_dry_run_changes_nothing() {
 #[test]
 fn unprivileged_ct_without_keyctl_warns_and_fails_with_a_hint() {
     let host = Host::reference();
+    // The reference 910 omits keyctl and gets keyctl=1 added (Docker needs it unprivileged);
+    // an explicit keyctl=0 is respected, and Docker then fails the way runc does.
     host.run("create-lxc", ["910"]).ok();
+    assert!(
+        host.conf_main(910)
+            .contains("features: nesting=1,keyctl=1\n"),
+        "{}",
+        host.conf_main(910)
+    );
+    let mut cfg = host.lxc_config();
+    cfg["lxc_configs"]["910"]["features"] = serde_json::json!("nesting=1,keyctl=0");
+    host.write_lxc_config(&cfg);
+    host.pct(&["destroy", "910", "--force", "1"]).ok();
+    host.run("create-lxc", ["910"]).ok();
+    assert!(
+        host.conf_main(910)
+            .contains("features: nesting=1,keyctl=0\n"),
+        "{}",
+        host.conf_main(910)
+    );
     let r = docker(&host, &[], &["910"]).expect_code(5);
     assert!(
         r.stderr.contains("warning") && r.stderr.contains("keyctl=1"),

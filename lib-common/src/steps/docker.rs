@@ -251,9 +251,9 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
         ))
         .into());
     }
-    if spec.unprivileged && !spec.feature_enabled("keyctl") {
+    if spec.unprivileged && !spec.proxmox_features(true).contains("keyctl=1") {
         log::warn!(
-            "[{ctid}] lxc_configs.\"{ctid}\".features lacks keyctl=1: Docker in an unprivileged container may fail (e.g. keyring errors from runc)"
+            "[{ctid}] lxc_configs.\"{ctid}\".features sets keyctl=0: Docker in an unprivileged container may fail (e.g. keyring errors from runc)"
         );
     }
     let settings = DockerSettings::resolve(ctx, ctid, &env_var)?;
