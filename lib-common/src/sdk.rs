@@ -63,9 +63,6 @@ use crate::step::{CtidArgs, StepContext, next_interval, wait_ready};
 /// Where [`Ct::ensure_upgraded`] records that the template's packages were upgraded.
 pub const UPGRADE_STAMP: &str = "/var/lib/phoenix_hypervisor/apt-upgraded";
 
-/// Debian policy for package names (so a name can never be read as an option).
-static PACKAGE_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9+.-]+$").expect("valid regex"));
 /// `en_US.UTF-8`, `C.UTF-8`.
 static LOCALE_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^([a-z]{2,3}_[A-Z]{2}|C)\.UTF-8$").expect("valid regex"));
@@ -277,47 +274,7 @@ impl<'a> Ct<'a> {
 
     /// The packages of `packages` that are not installed (one `dpkg-query` call).
     pub fn missing_packages(&self, packages: &[&str]) -> Result<Vec<String>> {
-        for p in packages {
-            if !PACKAGE_NAME.is_match(p) {
-                return Err(bad_input(format!(
-                    "CT {}: `{p}` is not a valid Debian package name",
-                    self.ctid
-                )));
-            }
-        }
-        if packages.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut argv = vec![
-            "dpkg-query",
-            "-W",
-            "-f",
-            "${Package}\t${db:Status-Status}\n",
-        ];
-        argv.extend_from_slice(packages);
-        // Exit 1 when some are unknown to dpkg: the installed ones are still listed.
-        let out = self.query(&argv)?;
-        if out.code != 0 && out.code != 1 {
-            return Err(Error::guest(format!(
-                "CT {}: `dpkg-query -W` failed (exit {}): {}",
-                self.ctid,
-                out.code,
-                out.tail(500)
-            ))
-            .into());
-        }
-        let installed: Vec<&str> = out
-            .stdout
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .filter(|(_, status)| status.trim() == "installed")
-            .map(|(name, _)| name.trim())
-            .collect();
-        Ok(packages
-            .iter()
-            .filter(|p| !installed.contains(p))
-            .map(|p| p.to_string())
-            .collect())
+        self.guest.missing_packages(packages)
     }
 
     /// `apt-get update`, at most once per run.
@@ -325,7 +282,8 @@ impl<'a> Ct<'a> {
         if self.apt_updated.get() {
             return Ok(());
         }
-        self.run(&["apt-get", "update", "-q"])?;
+        self.changed();
+        self.guest.apt_update()?;
         self.apt_updated.set(true);
         Ok(())
     }
@@ -340,21 +298,9 @@ impl<'a> Ct<'a> {
         }
         self.say(&format!("installing {}", missing.join(" ")));
         self.apt_update()?;
-        let mut argv = vec![
-            "env",
-            "DEBIAN_FRONTEND=noninteractive",
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            // No conffile questions either (debconf's are off through DEBIAN_FRONTEND).
-            "-o",
-            "Dpkg::Options::=--force-confdef",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-        ];
-        argv.extend(missing.iter().map(String::as_str));
-        self.run(&argv)?;
+        self.changed();
+        self.guest
+            .apt_install(&missing.iter().map(String::as_str).collect::<Vec<_>>())?;
         Ok(true)
     }
 
@@ -730,10 +676,10 @@ mod tests {
 
     #[test]
     fn input_checks() {
-        assert!(PACKAGE_NAME.is_match("nvidia-container-toolkit"));
-        assert!(PACKAGE_NAME.is_match("libstdc++6"));
+        assert!(crate::guest::PACKAGE_NAME.is_match("nvidia-container-toolkit"));
+        assert!(crate::guest::PACKAGE_NAME.is_match("libstdc++6"));
         for bad in ["-y", "Curl", "a b", "x;rm", ""] {
-            assert!(!PACKAGE_NAME.is_match(bad), "{bad}");
+            assert!(!crate::guest::PACKAGE_NAME.is_match(bad), "{bad}");
         }
         assert!(LOCALE_NAME.is_match("en_US.UTF-8"));
         assert!(!LOCALE_NAME.is_match("en_US.UTF-8; rm"));

@@ -21,7 +21,7 @@ use crate::guest::Guest;
 use crate::pct::CtStatus;
 use crate::step::{StepContext, ensure_running};
 use crate::steps::Outcome;
-use crate::steps::nvidia::{FETCH_SCRIPT, apt_install, apt_update, ensure_packages};
+use crate::steps::nvidia::FETCH_SCRIPT;
 
 /// Docker Engine packages (Docker's install guide).
 pub const DOCKER_PACKAGES: [&str; 5] = [
@@ -358,7 +358,7 @@ fn install_engine(ctx: &StepContext, guest: &Guest) -> Result<bool> {
         ))
         .into());
     }
-    ensure_packages(guest, &["ca-certificates", "curl"])?;
+    guest.ensure_packages(&["ca-certificates", "curl"])?;
     if !guest.file_exists(DOCKER_KEYRING)? {
         let url = format!("https://download.docker.com/linux/{id}/gpg");
         guest.run_script(
@@ -371,8 +371,8 @@ fn install_engine(ctx: &StepContext, guest: &Guest) -> Result<bool> {
     if guest.read_file_opt(DOCKER_LIST)?.as_deref() != Some(list.as_str()) {
         guest.write_file(DOCKER_LIST, list.as_bytes(), "0644")?;
     }
-    apt_update(guest)?;
-    apt_install(guest, &missing)?;
+    guest.apt_update()?;
+    guest.apt_install(&missing)?;
     Ok(true)
 }
 
@@ -384,7 +384,7 @@ fn nvidia_toolkit(ctx: &StepContext, guest: &Guest, unprivileged: bool) -> Resul
     let mut restart = false;
     if !guest.package_installed(TOOLKIT_PACKAGE)? {
         ctx.say(Some(ctid), "installing the NVIDIA container toolkit");
-        ensure_packages(guest, &["ca-certificates", "curl"])?;
+        guest.ensure_packages(&["ca-certificates", "curl"])?;
         if !guest.file_exists(TOOLKIT_KEYRING)? {
             guest.run_script(
                 "download the NVIDIA container toolkit key",
@@ -395,8 +395,8 @@ fn nvidia_toolkit(ctx: &StepContext, guest: &Guest, unprivileged: bool) -> Resul
         if guest.read_file_opt(TOOLKIT_LIST)?.as_deref() != Some(TOOLKIT_REPO_LINE) {
             guest.write_file(TOOLKIT_LIST, TOOLKIT_REPO_LINE.as_bytes(), "0644")?;
         }
-        apt_update(guest)?;
-        apt_install(guest, &[TOOLKIT_PACKAGE])?;
+        guest.apt_update()?;
+        guest.apt_install(&[TOOLKIT_PACKAGE])?;
         changed = true;
     }
     let daemon = guest.read_file_opt(DAEMON_JSON)?.unwrap_or_default();

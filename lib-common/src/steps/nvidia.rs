@@ -614,7 +614,7 @@ fn install_cuda(ctx: &StepContext, guest: &Guest, s: &NvidiaSettings) -> Result<
             Some(ctid),
             &format!("adding the CUDA repository {}", s.repo_url),
         );
-        ensure_packages(guest, &["ca-certificates", "curl"])?;
+        guest.ensure_packages(&["ca-certificates", "curl"])?;
         guest.run_script(
             "download the CUDA repository key",
             FETCH_SCRIPT,
@@ -626,46 +626,9 @@ fn install_cuda(ctx: &StepContext, guest: &Guest, s: &NvidiaSettings) -> Result<
         Some(ctid),
         &format!("installing {}", GUEST_PACKAGES.join(", ")),
     );
-    apt_update(guest)?;
+    guest.apt_update()?;
     // All of them: apt keeps those already installed, and a changed repository may update them.
-    apt_install(guest, &GUEST_PACKAGES)?;
-    Ok(true)
-}
-
-/// `apt-get update`.
-pub fn apt_update(guest: &Guest) -> Result<()> {
-    guest.run(&["apt-get", "-q", "update"]).map(drop)
-}
-
-/// `apt-get install -y PKGS` (keeping existing config files, no questions).
-pub fn apt_install(guest: &Guest, packages: &[&str]) -> Result<()> {
-    let mut argv = vec![
-        "apt-get",
-        "-q",
-        "-y",
-        "-o",
-        "Dpkg::Options::=--force-confdef",
-        "-o",
-        "Dpkg::Options::=--force-confold",
-        "install",
-    ];
-    argv.extend_from_slice(packages);
-    guest.run(&argv).map(drop)
-}
-
-/// Install those of `packages` that are missing (with an `apt-get update` first).
-pub fn ensure_packages(guest: &Guest, packages: &[&str]) -> Result<bool> {
-    let mut missing = Vec::new();
-    for p in packages {
-        if !guest.package_installed(p)? {
-            missing.push(*p);
-        }
-    }
-    if missing.is_empty() {
-        return Ok(false);
-    }
-    apt_update(guest)?;
-    apt_install(guest, &missing)?;
+    guest.apt_install(&GUEST_PACKAGES)?;
     Ok(true)
 }
 
