@@ -32,16 +32,8 @@ fn plugin(host: &Host, ctid: u32, extra: &[&str]) -> Run {
     host.run(&bin, args)
 }
 
-/// `pct exec CTID -- argv` on the test host (not through the product).
-fn exec(host: &Host, ctid: u32, argv: &[&str]) -> Run {
-    let id = ctid.to_string();
-    let mut args = vec!["exec", id.as_str(), "--"];
-    args.extend_from_slice(argv);
-    host.pct(&args)
-}
-
 fn sh(host: &Host, ctid: u32, script: &str) -> Run {
-    exec(host, ctid, &["bash", "-c", script])
+    host.exec(ctid, &["bash", "-c", script])
 }
 
 fn log_text(host: &Host) -> String {
@@ -73,7 +65,7 @@ fn mutated(host: &Host, mark: usize, words: &str) -> bool {
 }
 
 fn installed(host: &Host, ctid: u32, pkg: &str) -> bool {
-    exec(host, ctid, &["dpkg", "-s", pkg])
+    host.exec(ctid, &["dpkg", "-s", pkg])
         .stdout
         .contains("Status: install ok installed")
 }
@@ -103,13 +95,13 @@ fn setup_900_installs_tools_sets_locale_and_takes_its_snapshot() {
     ] {
         assert!(installed(&host, 900, pkg), "{pkg} not installed");
     }
-    let locale = exec(&host, 900, &["cat", "/etc/default/locale"]).ok();
+    let locale = host.exec(900, &["cat", "/etc/default/locale"]).ok();
     assert!(
         locale.stdout.lines().any(|l| l == "LANG=en_US.UTF-8"),
         "{}",
         locale.stdout
     );
-    let locale_gen = exec(&host, 900, &["cat", "/etc/locale.gen"]).ok().stdout;
+    let locale_gen = host.exec(900, &["cat", "/etc/locale.gen"]).ok().stdout;
     assert_eq!(
         locale_gen
             .lines()
@@ -119,7 +111,8 @@ fn setup_900_installs_tools_sets_locale_and_takes_its_snapshot() {
         "{locale_gen}"
     );
     assert!(!locale_gen.contains("# en_US.UTF-8"), "{locale_gen}");
-    exec(&host, 900, &["test", "-s", lib_common::sdk::UPGRADE_STAMP]).ok();
+    host.exec(900, &["test", "-s", lib_common::sdk::UPGRADE_STAMP])
+        .ok();
     assert_eq!(host.snapshots(900), ["base-snapshot"]);
     assert!(host.is_running(900));
     // Finalize order: shutdown, snapshot, start.
@@ -368,10 +361,11 @@ fn setup_902_enables_docker_and_takes_its_snapshot() {
     );
 
     lxc_docker(&host, 902);
-    exec(&host, 902, &["systemctl", "disable", "--now", "docker"]).ok();
+    host.exec(902, &["systemctl", "disable", "--now", "docker"])
+        .ok();
     plugin(&host, 902, &[]).ok();
-    exec(&host, 902, &["systemctl", "is-enabled", "docker"]).ok();
-    exec(&host, 902, &["docker", "info"]).ok();
+    host.exec(902, &["systemctl", "is-enabled", "docker"]).ok();
+    host.exec(902, &["docker", "info"]).ok();
     assert_eq!(host.snapshots(902), ["docker-snapshot"]);
     assert_second_run_changes_nothing(&host, 902);
 }
@@ -429,19 +423,17 @@ fn setup_910_runs_portainer_and_its_ui_answers() {
         r.stdout
     );
     assert!(r.stdout.contains("https://localhost:9443"), "{}", r.stdout);
-    let ps = exec(
-        &host,
-        910,
-        &["docker", "ps", "--format", "{{.Names}} {{.Image}}"],
-    )
-    .ok();
+    let ps = host
+        .exec(910, &["docker", "ps", "--format", "{{.Names}} {{.Image}}"])
+        .ok();
     assert!(
         ps.stdout
             .contains("portainer portainer/portainer-ce:2.33.1-lts"),
         "{}",
         ps.stdout
     );
-    exec(&host, 910, &["curl", "-fsSk", "https://localhost:9443"]).ok();
+    host.exec(910, &["curl", "-fsSk", "https://localhost:9443"])
+        .ok();
     // Not a template: no snapshot.
     assert!(host.snapshots(910).is_empty());
     assert_second_run_changes_nothing(&host, 910);
@@ -451,7 +443,7 @@ fn setup_910_runs_portainer_and_its_ui_answers() {
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
 
     // A stopped portainer container is started again, not recreated.
-    exec(&host, 910, &["docker", "stop", "portainer"]).ok();
+    host.exec(910, &["docker", "stop", "portainer"]).ok();
     let log_before = log_text(&host).len();
     plugin(&host, 910, &[]).ok();
     let log = log_text(&host);
@@ -466,10 +458,11 @@ fn setup_910_runs_portainer_and_its_ui_answers() {
 fn setup_920_installs_vllm_in_a_venv_and_takes_its_snapshot() {
     let host = host_with(920);
     plugin(&host, 920, &[]).ok();
-    exec(&host, 920, &["/opt/vllm/bin/python", "-c", "import vllm"]).ok();
+    host.exec(920, &["/opt/vllm/bin/python", "-c", "import vllm"])
+        .ok();
     assert!(installed(&host, 920, "python3-venv"));
     // In the venv, not the system Python.
-    let sys = exec(&host, 920, &["python3", "-c", "import vllm"]);
+    let sys = host.exec(920, &["python3", "-c", "import vllm"]);
     assert_ne!(sys.code, 0, "vllm leaked into the system python");
     assert_eq!(host.snapshots(920), ["vllm-base-snapshot"]);
     assert_second_run_changes_nothing(&host, 920);
@@ -492,7 +485,8 @@ fn setup_950_serves_the_model_with_the_token_kept_secret() {
     let model = "lmstudio-community/Qwen3-Coder-30B-A3B-Instruct-MLX-5bit";
     assert!(r.stdout.contains(model), "{}", r.stdout);
 
-    let unit = exec(&host, 950, &["cat", "/etc/systemd/system/vllm.service"])
+    let unit = host
+        .exec(950, &["cat", "/etc/systemd/system/vllm.service"])
         .ok()
         .stdout;
     assert!(
@@ -505,25 +499,19 @@ fn setup_950_serves_the_model_with_the_token_kept_secret() {
         unit.contains("EnvironmentFile=-/etc/vllm/vllm.env"),
         "{unit}"
     );
-    exec(&host, 950, &["systemctl", "is-enabled", "vllm"]).ok();
-    exec(&host, 950, &["systemctl", "is-active", "vllm"]).ok();
-    exec(
-        &host,
-        950,
-        &["curl", "-fsS", "http://localhost:8000/health"],
-    )
-    .ok();
-    let models = exec(
-        &host,
-        950,
-        &["curl", "-fsS", "http://localhost:8000/v1/models"],
-    )
-    .ok();
+    host.exec(950, &["systemctl", "is-enabled", "vllm"]).ok();
+    host.exec(950, &["systemctl", "is-active", "vllm"]).ok();
+    host.exec(950, &["curl", "-fsS", "http://localhost:8000/health"])
+        .ok();
+    let models = host
+        .exec(950, &["curl", "-fsS", "http://localhost:8000/v1/models"])
+        .ok();
     assert!(models.stdout.contains(model), "{}", models.stdout);
 
-    let env = exec(&host, 950, &["cat", "/etc/vllm/vllm.env"]).ok().stdout;
+    let env = host.exec(950, &["cat", "/etc/vllm/vllm.env"]).ok().stdout;
     assert_eq!(env, format!("HF_TOKEN={TOKEN}\n"));
-    let mode = exec(&host, 950, &["stat", "-c", "%a %U", "/etc/vllm/vllm.env"])
+    let mode = host
+        .exec(950, &["stat", "-c", "%a %U", "/etc/vllm/vllm.env"])
         .ok()
         .stdout;
     assert_eq!(mode.trim(), "600 root");
@@ -562,7 +550,7 @@ fn setup_950_serves_the_model_with_the_token_kept_secret() {
         log[log_before..].contains("systemctl restart vllm.service"),
         "{log}"
     );
-    let env = exec(&host, 950, &["cat", "/etc/vllm/vllm.env"]).ok().stdout;
+    let env = host.exec(950, &["cat", "/etc/vllm/vllm.env"]).ok().stdout;
     assert_eq!(env, "HF_TOKEN=hf_AnotherToken42\n");
     assert!(!log.contains("hf_AnotherToken42"));
 }
@@ -583,7 +571,7 @@ fn setup_950_without_token_file_and_with_a_new_model() {
         r.stdout
     );
     assert_ne!(
-        exec(&host, 950, &["test", "-e", "/etc/vllm/vllm.env"]).code,
+        host.exec(950, &["test", "-e", "/etc/vllm/vllm.env"]).code,
         0
     );
 
@@ -599,18 +587,16 @@ fn setup_950_without_token_file_and_with_a_new_model() {
         log[log_before..].contains("systemctl restart vllm.service"),
         "{log}"
     );
-    let models = exec(
-        &host,
-        950,
-        &["curl", "-fsS", "http://localhost:8000/v1/models"],
-    )
-    .ok();
+    let models = host
+        .exec(950, &["curl", "-fsS", "http://localhost:8000/v1/models"])
+        .ok();
     assert!(
         models.stdout.contains("\"Qwen/Qwen3-8B\""),
         "{}",
         models.stdout
     );
-    let unit = exec(&host, 950, &["cat", "/etc/systemd/system/vllm.service"])
+    let unit = host
+        .exec(950, &["cat", "/etc/systemd/system/vllm.service"])
         .ok()
         .stdout;
     assert!(
@@ -626,7 +612,7 @@ fn model_from_json_cannot_run_anything() {
     host.edit_lxc_config(|c| c["lxc_configs"]["950"]["vllm_model"] = EVIL_MODEL.into());
     plugin(&host, 950, &[]).ok();
     assert_ne!(
-        exec(&host, 950, &["test", "-e", "/tmp/pwned"]).code,
+        host.exec(950, &["test", "-e", "/tmp/pwned"]).code,
         0,
         "shell code ran inside"
     );
@@ -635,12 +621,9 @@ fn model_from_json_cannot_run_anything() {
         "shell code ran on the host"
     );
     // The model reached the service as one argument, intact.
-    let models = exec(
-        &host,
-        950,
-        &["curl", "-fsS", "http://localhost:8000/v1/models"],
-    )
-    .ok();
+    let models = host
+        .exec(950, &["curl", "-fsS", "http://localhost:8000/v1/models"])
+        .ok();
     let v: serde_json::Value = serde_json::from_str(&models.stdout).unwrap();
     assert_eq!(v["data"][0]["id"], EVIL_MODEL);
 }
@@ -685,10 +668,6 @@ fn template_chain_clones_carry_what_the_plugins_set_up() {
         assert!(installed(&host, target, "jq"), "CT {target} lacks jq");
     }
     assert_eq!(host.snapshots(920), ["vllm-base-snapshot"]);
-    exec(
-        &host,
-        950,
-        &["curl", "-fsS", "http://localhost:8000/health"],
-    )
-    .ok();
+    host.exec(950, &["curl", "-fsS", "http://localhost:8000/health"])
+        .ok();
 }

@@ -29,25 +29,8 @@ fn host_with_910() -> Host {
     host
 }
 
-fn exec(host: &Host, ctid: &str, argv: &[&str]) -> Run {
-    let mut a = vec!["exec", ctid, "--"];
-    a.extend_from_slice(argv);
-    host.pct(&a)
-}
-
-fn execs_since(host: &Host, mark: usize) -> Vec<String> {
-    host.journal_since(mark)
-        .into_iter()
-        .filter(|e| e.subcommand() == "exec")
-        .map(|e| {
-            let i = e.argv.iter().position(|a| a == "--").map_or(0, |i| i + 1);
-            e.argv[i..].join(" ")
-        })
-        .collect()
-}
-
 fn daemon_json(host: &Host, ctid: &str) -> serde_json::Value {
-    let r = exec(host, ctid, &["cat", "/etc/docker/daemon.json"]).ok();
+    let r = host.exec(ctid, &["cat", "/etc/docker/daemon.json"]).ok();
     serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("daemon.json: {e}: {}", r.stdout))
 }
 
@@ -69,9 +52,7 @@ fn no_cgroups_in_cli_table(toml: &str) -> bool {
 fn portainer_server_ct_first_run_installs_second_run_changes_nothing() {
     let host = host_with_910();
     // An admin's daemon.json before Docker is installed: its keys must survive.
-    exec(
-        &host,
-        "910",
+    host.exec("910",
         &[
             "bash",
             "-c",
@@ -89,19 +70,17 @@ fn portainer_server_ct_first_run_installs_second_run_changes_nothing() {
         "docker-buildx-plugin",
         "docker-compose-plugin",
     ] {
-        exec(&host, "910", &["dpkg", "-s", p]).ok();
+        host.exec("910", &["dpkg", "-s", p]).ok();
     }
     assert_ne!(
-        exec(&host, "910", &["dpkg", "-s", "nvidia-container-toolkit"]).code,
+        host.exec("910", &["dpkg", "-s", "nvidia-container-toolkit"])
+            .code,
         0,
         "toolkit in a GPU-less CT"
     );
-    let list = exec(
-        &host,
-        "910",
-        &["cat", "/etc/apt/sources.list.d/docker.list"],
-    )
-    .ok();
+    let list = host
+        .exec("910", &["cat", "/etc/apt/sources.list.d/docker.list"])
+        .ok();
     assert_eq!(
         list.stdout,
         "deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/ubuntu noble stable\n"
@@ -115,49 +94,50 @@ fn portainer_server_ct_first_run_installs_second_run_changes_nothing() {
         d.get("runtimes").is_none(),
         "nvidia runtime in a GPU-less CT: {d}"
     );
-    let ps = exec(
-        &host,
-        "910",
-        &[
-            "docker",
-            "ps",
-            "--format",
-            "{{.Names}} {{.Image}} {{.Ports}}",
-        ],
-    )
-    .ok();
+    let ps = host
+        .exec(
+            "910",
+            &[
+                "docker",
+                "ps",
+                "--format",
+                "{{.Names}} {{.Image}} {{.Ports}}",
+            ],
+        )
+        .ok();
     assert_eq!(
         ps.stdout.trim(),
         "portainer portainer/portainer-ce:2.33.1-lts 8000:8000,9443:9443",
         "{}",
         ps.stdout
     );
-    let restart = exec(
-        &host,
-        "910",
-        &[
-            "docker",
-            "inspect",
-            "--format",
-            "{{.HostConfig.RestartPolicy.Name}} {{json .Mounts}}",
-            "portainer",
-        ],
-    )
-    .ok();
+    let restart = host
+        .exec(
+            "910",
+            &[
+                "docker",
+                "inspect",
+                "--format",
+                "{{.HostConfig.RestartPolicy.Name}} {{json .Mounts}}",
+                "portainer",
+            ],
+        )
+        .ok();
     assert!(restart.stdout.starts_with("always "), "{}", restart.stdout);
     assert!(
         restart.stdout.contains("portainer_data"),
         "{}",
         restart.stdout
     );
-    exec(&host, "910", &["systemctl", "is-enabled", "docker"]).ok();
+    host.exec("910", &["systemctl", "is-enabled", "docker"])
+        .ok();
 
     // Second run: nothing changes.
     let mark = host.journal_mark();
     let r = docker(&host, &[], &["910"]).ok();
     assert!(r.stdout.contains("nothing changed"), "{}", r.stdout);
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
-    let execs = execs_since(&host, mark);
+    let execs = host.execs_since(mark);
     for bad in [
         "apt-get",
         "docker run",
@@ -192,7 +172,8 @@ fn gpu_cts_get_the_nvidia_runtime_and_no_cgroups_only_when_unprivileged() {
     for ct in ["903", "920"] {
         host.run("create-lxc", [ct]).ok();
         docker(&host, &[], &[ct]).ok();
-        exec(&host, ct, &["dpkg", "-s", "nvidia-container-toolkit"]).ok();
+        host.exec(ct, &["dpkg", "-s", "nvidia-container-toolkit"])
+            .ok();
         let d = daemon_json(&host, ct);
         assert_eq!(
             d["runtimes"]["nvidia"]["path"], "nvidia-container-runtime",
@@ -201,13 +182,9 @@ fn gpu_cts_get_the_nvidia_runtime_and_no_cgroups_only_when_unprivileged() {
         assert_eq!(d["log-driver"], "json-file");
     }
     let toml = |ct: &str| {
-        exec(
-            &host,
-            ct,
-            &["cat", "/etc/nvidia-container-runtime/config.toml"],
-        )
-        .ok()
-        .stdout
+        host.exec(ct, &["cat", "/etc/nvidia-container-runtime/config.toml"])
+            .ok()
+            .stdout
     };
     assert!(no_cgroups_in_cli_table(&toml("920")), "{}", toml("920"));
     assert!(!no_cgroups_in_cli_table(&toml("903")), "{}", toml("903"));
@@ -218,15 +195,15 @@ fn gpu_cts_get_the_nvidia_runtime_and_no_cgroups_only_when_unprivileged() {
         docker(&host, &[], &[ct]).ok();
         assert_eq!(host.mutating_since(mark), Vec::<String>::new());
         assert!(
-            !execs_since(&host, mark)
+            !host
+                .execs_since(mark)
                 .iter()
                 .any(|e| e.starts_with("nvidia-ctk") || e.starts_with("apt-get"))
         );
     }
     // GPU containers can use the runtime in the unprivileged CT once the GPUs are passed in.
     host.run("lxc-nvidia", ["920"]).ok();
-    exec(
-        &host,
+    host.exec(
         "920",
         &[
             "docker",
@@ -257,17 +234,17 @@ fn agent_role_from_env_with_its_port() {
     )
     .ok();
     assert!(r.stdout.contains("10.0.0.99"), "{}", r.stdout);
-    let ps = exec(
-        &host,
-        "910",
-        &[
-            "docker",
-            "ps",
-            "--format",
-            "{{.Names}} {{.Image}} {{.Ports}}",
-        ],
-    )
-    .ok();
+    let ps = host
+        .exec(
+            "910",
+            &[
+                "docker",
+                "ps",
+                "--format",
+                "{{.Names}} {{.Image}} {{.Ports}}",
+            ],
+        )
+        .ok();
     assert_eq!(
         ps.stdout.trim(),
         "portainer_agent portainer/agent:2.33.1-lts 9101:9001"
@@ -286,9 +263,9 @@ fn agent_role_from_env_with_its_port() {
         let r = docker(&host, &[(var, evil)], &["910"]).expect_code(2);
         assert!(r.stderr.contains(var), "{}", r.stderr);
     }
-    assert!(execs_since(&host, mark).is_empty());
+    assert!(host.execs_since(mark).is_empty());
     assert!(!host.exists("/tmp/pwned"));
-    assert_ne!(exec(&host, "910", &["test", "-e", "/tmp/pwned"]).code, 0);
+    assert_ne!(host.exec("910", &["test", "-e", "/tmp/pwned"]).code, 0);
 }
 
 #[test]
@@ -305,7 +282,7 @@ fn ct_without_nesting_is_exit_2_naming_ctid_and_field() {
         r.stderr
     );
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
-    assert!(execs_since(&host, mark).is_empty());
+    assert!(host.execs_since(mark).is_empty());
 }
 
 #[test]
@@ -319,7 +296,7 @@ fn guest_failure_is_exit_5_and_dry_run_changes_nothing() {
         r.stdout
     );
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
-    assert_ne!(exec(&host, "910", &["dpkg", "-s", "docker-ce"]).code, 0);
+    assert_ne!(host.exec("910", &["dpkg", "-s", "docker-ce"]).code, 0);
 
     host.set_faults("pct exec 910 apt-get\n");
     let r = docker(&host, &[], &["910"]).expect_code(5);
@@ -329,10 +306,11 @@ fn guest_failure_is_exit_5_and_dry_run_changes_nothing() {
         r.stderr
     );
     assert_ne!(
-        exec(&host, "910", &["test", "-e", "/etc/docker/daemon.json"]).code,
+        host.exec("910", &["test", "-e", "/etc/docker/daemon.json"])
+            .code,
         0
     );
-    assert_ne!(exec(&host, "910", &["dpkg", "-s", "docker-ce"]).code, 0);
+    assert_ne!(host.exec("910", &["dpkg", "-s", "docker-ce"]).code, 0);
 
     host.set_faults("pct push 910\n");
     let r = docker(&host, &[], &["910"]).expect_code(4);
@@ -340,7 +318,9 @@ fn guest_failure_is_exit_5_and_dry_run_changes_nothing() {
 
     host.set_faults("");
     docker(&host, &[], &["910"]).ok();
-    let ps = exec(&host, "910", &["docker", "ps", "--format", "{{.Names}}"]).ok();
+    let ps = host
+        .exec("910", &["docker", "ps", "--format", "{{.Names}}"])
+        .ok();
     assert_eq!(ps.stdout.trim(), "portainer");
 }
 

@@ -43,24 +43,6 @@ fn nvidia(host: &Host, env: &[(&str, &str)], args: &[&str]) -> Run {
     }
 }
 
-fn exec(host: &Host, ctid: &str, argv: &[&str]) -> Run {
-    let mut a = vec!["exec", ctid, "--"];
-    a.extend_from_slice(argv);
-    host.pct(&a)
-}
-
-/// Commands run inside CTs since `mark` (the argv after `--`), joined.
-fn execs_since(host: &Host, mark: usize) -> Vec<String> {
-    host.journal_since(mark)
-        .into_iter()
-        .filter(|e| e.subcommand() == "exec")
-        .map(|e| {
-            let i = e.argv.iter().position(|a| a == "--").map_or(0, |i| i + 1);
-            e.argv[i..].join(" ")
-        })
-        .collect()
-}
-
 fn section(conf: &str, name: &str) -> String {
     let header = format!("[{name}]");
     conf.split_once(&header)
@@ -120,7 +102,7 @@ fn first_run_passes_gpus_through_and_installs_matching_user_space_second_run_cha
         "runfile not pushed by its host path: {:?}",
         push.iter().map(|e| e.argv.join(" ")).collect::<Vec<_>>()
     );
-    let execs = execs_since(&host, mark);
+    let execs = host.execs_since(mark);
     let installer = execs
         .iter()
         .find(|e| e.contains("NVIDIA-Linux-x86_64-580.76.05.run --"))
@@ -133,35 +115,31 @@ fn first_run_passes_gpus_through_and_installs_matching_user_space_second_run_cha
         "{execs:?}"
     );
     // Guest state.
-    let smi = exec(
-        &host,
-        "901",
-        &[
-            "nvidia-smi",
-            "--query-gpu=driver_version",
-            "--format=csv,noheader",
-        ],
-    )
-    .ok();
+    let smi = host
+        .exec(
+            "901",
+            &[
+                "nvidia-smi",
+                "--query-gpu=driver_version",
+                "--format=csv,noheader",
+            ],
+        )
+        .ok();
     assert_eq!(smi.stdout, "580.76.05\n580.76.05\n");
     for p in ["cuda-toolkit", "nvtop"] {
-        exec(&host, "901", &["dpkg", "-s", p]).ok();
+        host.exec("901", &["dpkg", "-s", p]).ok();
     }
-    assert_ne!(exec(&host, "901", &["dpkg", "-s", "cuda-drivers"]).code, 0);
-    let list = exec(
-        &host,
-        "901",
-        &["cat", "/etc/apt/sources.list.d/phoenix-cuda.list"],
-    )
-    .ok();
+    assert_ne!(host.exec("901", &["dpkg", "-s", "cuda-drivers"]).code, 0);
+    let list = host
+        .exec("901", &["cat", "/etc/apt/sources.list.d/phoenix-cuda.list"])
+        .ok();
     assert_eq!(
         list.stdout,
         "deb [signed-by=/etc/apt/keyrings/cuda-archive-keyring.asc] https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/x86_64/ /\n"
     );
     // The installer was removed from the guest.
     assert_ne!(
-        exec(
-            &host,
+        host.exec(
             "901",
             &["test", "-e", "/tmp/NVIDIA-Linux-x86_64-580.76.05.run"]
         )
@@ -179,7 +157,7 @@ fn first_run_passes_gpus_through_and_installs_matching_user_space_second_run_cha
         second.stdout
     );
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
-    let execs = execs_since(&host, mark);
+    let execs = host.execs_since(mark);
     assert!(
         !execs
             .iter()
@@ -229,7 +207,7 @@ fn superfluous_gpu_lines_go_other_lines_stay_and_cached_runfile_is_reused() {
     );
     // The user space already matched: no download, no installer.
     assert!(!host.journal_since(mark).iter().any(|e| e.argv[0] == "curl"));
-    assert!(!execs_since(&host, mark).iter().any(|e| e.contains(".run")));
+    assert!(!host.execs_since(mark).iter().any(|e| e.contains(".run")));
 
     // Env override back to both GPUs on another CT reuses the cached runfile (no download).
     host.run("create-lxc", ["903"]).ok();
@@ -315,8 +293,7 @@ fn proxmox_and_guest_failures_map_to_4_and_5_and_a_rerun_recovers() {
         Vec::<String>::new()
     );
     assert_ne!(
-        exec(
-            &host,
+        host.exec(
             "901",
             &[
                 "nvidia-smi",
@@ -338,14 +315,14 @@ fn proxmox_and_guest_failures_map_to_4_and_5_and_a_rerun_recovers() {
 
     host.set_faults("");
     nvidia(&host, &[], &["901"]).ok();
-    exec(&host, "901", &["dpkg", "-s", "nvtop"]).ok();
+    host.exec("901", &["dpkg", "-s", "nvtop"]).ok();
 }
 
 #[test]
 fn injected_urls_run_nothing() {
     let host = host_with_901();
     let pwned = |host: &Host| {
-        host.exists("/tmp/pwned") || exec(host, "901", &["test", "-e", "/tmp/pwned"]).code == 0
+        host.exists("/tmp/pwned") || host.exec("901", &["test", "-e", "/tmp/pwned"]).code == 0
     };
     let evil = "'; touch /tmp/pwned; '";
     for var in ["NVIDIA_REPO_URL", "NVIDIA_RUNFILE_URL"] {
@@ -367,8 +344,7 @@ fn injected_urls_run_nothing() {
     // does not exist, so the CUDA part fails inside the guest.
     assert_eq!(r.code, 5, "{}\n{}", r.stdout, r.stderr);
     assert!(!pwned(&host));
-    exec(
-        &host,
+    host.exec(
         "901",
         &[
             "nvidia-smi",
@@ -391,7 +367,8 @@ fn dry_run_changes_nothing_and_gpu_less_ct_is_left_alone() {
     assert_eq!(host.conf(901).unwrap(), conf);
     assert!(!host.path(RUNFILE).exists());
     assert!(
-        !execs_since(&host, mark)
+        !host
+            .execs_since(mark)
             .iter()
             .any(|e| e.contains("apt-get") || e.contains(".run"))
     );
@@ -434,17 +411,17 @@ fn clone_of_a_gpu_template_keeps_only_its_own_gpu_and_reuses_the_user_space() {
     );
     assert_eq!(main.matches("lxc.").count(), expected.len(), "{main}");
     // The template's user space came with the clone: no download, no installer.
-    assert!(!execs_since(&host, mark).iter().any(|e| e.contains(".run")));
-    let smi = exec(
-        &host,
-        "920",
-        &[
-            "nvidia-smi",
-            "--query-gpu=driver_version",
-            "--format=csv,noheader",
-        ],
-    )
-    .ok();
+    assert!(!host.execs_since(mark).iter().any(|e| e.contains(".run")));
+    let smi = host
+        .exec(
+            "920",
+            &[
+                "nvidia-smi",
+                "--query-gpu=driver_version",
+                "--format=csv,noheader",
+            ],
+        )
+        .ok();
     assert_eq!(smi.stdout, "580.76.05\n");
     // The template keeps both GPUs.
     assert!(host.conf_main(903).contains("/dev/nvidia1"));
