@@ -12,6 +12,7 @@
 //! - [`guest`]: commands and files inside a container, over [`pct`].
 //! - [`host`]: host facts from its files (driver version, device majors, storages).
 //! - [`steps`]: the logic of initial-setup, create-lxc and clone-lxc.
+//! - [`orchestrator`]: `phoenix_establish_hypervisor` (lock, step runner, pipeline per CT, `--jobs`).
 //! - [`step`]: the frame of every step program (arguments, logging, configs, exit codes) and `wait_ready`.
 //! - [`sdk`]: the setup-plugin SDK (`phoenix_hypervisor_setup_<CTID>` programs), with an example.
 
@@ -20,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod install;
 pub mod logging;
+pub mod orchestrator;
 pub mod paths;
 pub mod plan;
 pub mod validate;

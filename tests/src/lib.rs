@@ -390,3 +390,56 @@ impl Host {
             .collect()
     }
 }
+
+/// The orchestrator and drop-in step scripts.
+impl Host {
+    /// The installed orchestrator, by the path the design document names.
+    pub fn establish_path(&self) -> PathBuf {
+        self.prefix().join("bin/phoenix_establish_hypervisor.sh")
+    }
+
+    /// Run the installed orchestrator (`PREFIX/bin/phoenix_establish_hypervisor.sh args...`).
+    /// Call [`Host::install`] first.
+    pub fn establish(&self, args: &[&str]) -> Run {
+        let path = self.establish_path();
+        assert!(
+            path.exists(),
+            "{} is not installed: call host.install() first",
+            path.display()
+        );
+        self.run(path.to_str().expect("utf-8 path"), args)
+    }
+
+    /// Put an executable shell script at `PREFIX/bin/<design_name>.sh` (e.g.
+    /// `phoenix_hypervisor_lxc_nvidia`) in place of what is there: an administrator's drop-in
+    /// replacement. `body` follows a `#!/bin/sh` line. Returns the path.
+    pub fn drop_in(&self, design_name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.prefix().join(format!("bin/{design_name}.sh"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let tmp = path.with_extension("sh.tmp");
+        std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+
+    /// Edit the installed hypervisor config in place.
+    pub fn edit_hypervisor_config(&self, edit: impl FnOnce(&mut serde_json::Value)) {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&self.hv_config).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(&self.hv_config, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    }
+
+    /// CTIDs `pct list` shows.
+    pub fn ct_ids(&self) -> Vec<u32> {
+        self.pct(&["list"])
+            .ok()
+            .stdout
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+}

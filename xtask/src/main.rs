@@ -4,8 +4,10 @@
 //! - `uninstall [--root PREFIX]`: remove the installed programs (configs stay).
 //! - `demo`: the main job against a temporary pve-sim host.
 //! - `bench`: the benchmarks whose figures the README records.
+//! - `bench-orch [--debug]`: only the orchestrator benchmark.
 //! - `deb`: a Debian package for Proxmox VE hosts.
 
+mod bench_orch;
 mod build;
 mod deb;
 mod demo;
@@ -46,6 +48,12 @@ enum Command {
     },
     /// Run the benchmarks (validation, pct call cost, orchestrator).
     Bench,
+    /// Only the orchestrator benchmark (pve-sim with latency rules).
+    BenchOrch {
+        /// Use the debug build (faster to build, slower to run).
+        #[arg(long)]
+        debug: bool,
+    },
     /// Build a Debian package (amd64) into target/deb/.
     Deb {
         /// Package the debug build instead (faster to build).
@@ -61,6 +69,7 @@ fn main() -> ExitCode {
         Command::Uninstall { root } => build::uninstall(root),
         Command::Demo { host_root } => demo::run(host_root),
         Command::Bench => build::bench(),
+        Command::BenchOrch { debug } => bench_orch::run(!debug),
         Command::Deb { debug } => deb::build(!debug),
     };
     match result {

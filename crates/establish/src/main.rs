@@ -1,20 +1,19 @@
-//! `phoenix_establish_hypervisor`: the orchestrator. For now only `--validate` (load and check
-//! both configuration files, touching no host); the other flags are reserved.
+//! `phoenix_establish_hypervisor`: the orchestrator. `--validate` checks both configuration
+//! files and touches no host; otherwise `lib_common::orchestrator` builds the containers.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use lib_common::cli::EstablishArgs;
-use lib_common::validate;
+use lib_common::{orchestrator, validate};
 
 fn main() -> ExitCode {
     let cli = EstablishArgs::parse();
-    if cli.validate {
+    let code = if cli.validate {
         let result = validate::load_and_validate();
-        let code =
-            validate::print_validation(&result, &mut std::io::stdout(), &mut std::io::stderr());
-        return ExitCode::from(code as u8);
-    }
-    eprintln!("error: building containers is not implemented yet (only --validate is)");
-    ExitCode::from(1)
+        validate::print_validation(&result, &mut std::io::stdout(), &mut std::io::stderr())
+    } else {
+        orchestrator::run(&cli)
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -1,0 +1,340 @@
+//! The orchestrator, `phoenix_establish_hypervisor` (`architecture.md`, "Orchestrator"; the
+//! design document's execution flow): load and validate both files, check the step programs,
+//! take the run lock, run initial setup, then build every container in dependency order by
+//! running the step programs, and end with a summary table.
+//!
+//! Order of the checks, so that a refusal touches nothing: configuration (exit 2) → step
+//! programs present (exit 4) → `--dry-run` stops here and only reads → run lock (exit 5) →
+//! log file → initial setup (exit 3) → containers (exit 1 if any failed or was skipped).
+//!
+//! Decisions per container (`pipeline`): *up to date* (it has `configured-state`: left alone,
+//! started when stopped), *resume* (it exists without `configured-state`: every idempotent step
+//! runs again), or *create* / *clone* (it does not exist). Template snapshots the setup
+//! program did not take are taken by the orchestrator while the container is shut down, right
+//! before `configured-state`, so both are consistent (no running processes, no half-written
+//! files) and one shutdown/start cycle serves both.
+//!
+//! `--dry-run` runs no step program and no mutating command (its `PctClient` is in dry-run mode
+//! as a safety net), takes no lock and writes no file, not even the log.
+//!
+//! Modules: [`lock`] (the run lock), [`runner`] (spawning a step), `pipeline` (one container,
+//! and running many with `--jobs`), `report` (plan and summary output).
+
+pub mod lock;
+mod pipeline;
+mod report;
+pub mod runner;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::cli::EstablishArgs;
+use crate::config::{Configs, Ctid};
+use crate::paths;
+use crate::pct::{CtStatus, PctClient};
+use crate::plan::{self, Action, Plan};
+use crate::validate;
+
+pub use pipeline::{CtReport, CtResult};
+use runner::{Presence, Step, StepEnv};
+
+/// The snapshot every finished container has.
+pub const CONFIGURED_STATE: &str = "configured-state";
+
+/// The orchestrator's log program name.
+pub const PROGRAM: &str = "phoenix_establish_hypervisor";
+
+/// Exit codes of the orchestrator (`architecture.md`).
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const SOME_FAILED: i32 = 1;
+    pub const CONFIG: i32 = 2;
+    pub const INITIAL_SETUP: i32 = 3;
+    pub const MISSING_STEP: i32 = 4;
+    pub const LOCKED: i32 = 5;
+}
+
+/// Everything one run works with.
+pub struct Orchestrator {
+    pub configs: Configs,
+    pub plan: Plan,
+    pub pct: PctClient,
+    pub env: StepEnv,
+    clone_locks: pipeline::CloneLocks,
+}
+
+/// `error: ...` on stderr and in the log.
+fn error_line(msg: &str) {
+    if log::log_enabled!(log::Level::Error) {
+        // The logger echoes errors on stderr.
+        log::error!("{msg}");
+    } else {
+        eprintln!("error: {msg}");
+    }
+}
+
+/// Progress for people on stdout, and the same line in the log.
+fn say(msg: &str) {
+    println!("{msg}");
+    log::info!("{msg}");
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Run the orchestrator with parsed arguments (not `--validate`); returns the exit code.
+pub fn run(args: &EstablishArgs) -> i32 {
+    let started = Instant::now();
+    // 1. Configuration: nothing on the host is touched when it is invalid.
+    let configs = match validate::load_and_validate() {
+        Ok((configs, warnings)) => {
+            for w in &warnings {
+                eprintln!("{}", w.line());
+            }
+            configs
+        }
+        Err(report) => {
+            for d in &report.diagnostics {
+                eprintln!("{}", d.line());
+            }
+            eprintln!(
+                "error: invalid configuration ({}); nothing was changed\nhint: run `phoenix_establish_hypervisor --validate` after fixing it",
+                report.summary()
+            );
+            return exit::CONFIG;
+        }
+    };
+    let plan = plan::plan(&configs.lxc);
+    let only: BTreeSet<Ctid> = args.only.iter().copied().collect();
+    if let Some(bad) = only.iter().find(|c| !plan.entries.contains_key(c)) {
+        eprintln!(
+            "error: --only names CT {bad}, which is not defined in `{}` (lxc_configs)",
+            configs.lxc_path.display()
+        );
+        return exit::CONFIG;
+    }
+    let candidates = if only.is_empty() {
+        plan.entries.keys().copied().collect()
+    } else {
+        plan.with_ancestors(&only)
+    };
+    // 2. Step programs, before touching the host.
+    let missing = missing_steps(&configs, &plan, &candidates);
+    if !missing.is_empty() {
+        for m in &missing {
+            eprintln!("error: {m}");
+        }
+        eprintln!(
+            "hint: install the programs (`cargo xtask install` or the Debian package) or put an executable drop-in script at that path; nothing was changed"
+        );
+        return exit::MISSING_STEP;
+    }
+    let log_file = absolute(&paths::log_file());
+    let orch = Orchestrator {
+        env: StepEnv {
+            lxc_config: absolute(&configs.lxc_path),
+            hypervisor_config: absolute(&configs.hypervisor_path),
+            log_file: log_file.clone(),
+        },
+        pct: PctClient::new(args.dry_run),
+        plan,
+        configs,
+        clone_locks: Default::default(),
+    };
+    if args.dry_run {
+        return report::dry_run(&orch, &only, &candidates);
+    }
+    // 3. One run at a time.
+    let _lock = match lock::acquire(&paths::host_path(paths::LOCK_FILE)) {
+        Ok(l) => l,
+        Err(e @ lock::LockError::Held { .. }) => {
+            eprintln!("error: {e}");
+            return exit::LOCKED;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::SOME_FAILED;
+        }
+    };
+    crate::logging::init_with(PROGRAM, &log_file, true);
+    log::info!(
+        "run started (pid {}, --jobs {}, {} configured containers{})",
+        std::process::id(),
+        args.jobs,
+        orch.plan.entries.len(),
+        if only.is_empty() {
+            String::new()
+        } else {
+            format!(", --only {}", join(&only))
+        }
+    );
+    // 4. Initial setup.
+    let t = Instant::now();
+    match runner::run_step(Step::InitialSetup, None, &[], &[], &orch.env) {
+        Ok(()) => say(&format!(
+            "initial setup ... ok ({})",
+            report::secs(t.elapsed())
+        )),
+        Err(f) => {
+            say(&format!(
+                "initial setup ... FAILED ({})",
+                report::secs(t.elapsed())
+            ));
+            error_line(&format!(
+                "initial setup failed: {f}\nhint: see {} for the whole output; no container was touched",
+                log_file.display()
+            ));
+            return exit::INITIAL_SETUP;
+        }
+    }
+    // 5. Containers.
+    let selected = match orch.select(&only, &candidates) {
+        Ok(s) => s,
+        Err(e) => {
+            error_line(&format!("cannot read the host's containers: {e:#}"));
+            return exit::SOME_FAILED;
+        }
+    };
+    let reports = orch.run_all(&selected, args.jobs as usize);
+    report::summary(&reports, started.elapsed());
+    if reports.values().all(|r| r.result.is_success()) {
+        exit::OK
+    } else {
+        exit::SOME_FAILED
+    }
+}
+
+fn join(set: &BTreeSet<Ctid>) -> String {
+    set.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The step programs `candidates` may need that are missing or not executable, as messages.
+fn missing_steps(configs: &Configs, plan: &Plan, candidates: &BTreeSet<Ctid>) -> Vec<String> {
+    let mut needed = BTreeSet::from([Step::InitialSetup]);
+    for c in candidates {
+        let spec = &configs.lxc.lxc_configs[c];
+        needed.insert(match plan.entries[c].action {
+            Action::Create { .. } => Step::CreateLxc,
+            Action::Clone { .. } => Step::CloneLxc,
+        });
+        if spec.has_gpus() {
+            needed.insert(Step::LxcNvidia);
+        }
+        if spec.wants_docker() {
+            needed.insert(Step::LxcDocker);
+        }
+    }
+    needed
+        .into_iter()
+        .filter_map(|s| {
+            let p = s.path();
+            match runner::presence(&p) {
+                Presence::Executable => None,
+                Presence::Missing => Some(format!(
+                    "required step program `{}` is missing",
+                    p.display()
+                )),
+                Presence::NotExecutable => Some(format!(
+                    "required step program `{}` is not an executable file (chmod +x?)",
+                    p.display()
+                )),
+            }
+        })
+        .collect()
+}
+
+/// What the host says about one container.
+#[derive(Debug, Clone)]
+pub struct CtState {
+    pub status: CtStatus,
+    pub snapshots: Vec<String>,
+}
+
+impl CtState {
+    pub fn exists(&self) -> bool {
+        self.status != CtStatus::Missing
+    }
+    pub fn has_snapshot(&self, name: &str) -> bool {
+        self.snapshots.iter().any(|s| s == name)
+    }
+    /// Finished by an earlier run.
+    pub fn configured(&self) -> bool {
+        self.has_snapshot(CONFIGURED_STATE)
+    }
+}
+
+impl Orchestrator {
+    /// `pct status` and, when it exists, `pct listsnapshot` (read-only).
+    pub fn inspect(&self, ctid: Ctid) -> crate::Result<CtState> {
+        let status = self.pct.status(ctid)?;
+        let snapshots = if status == CtStatus::Missing {
+            Vec::new()
+        } else {
+            self.pct.list_snapshots(ctid)?
+        };
+        Ok(CtState { status, snapshots })
+    }
+
+    /// The template snapshot this CT must have, if it is a template.
+    pub fn template_snapshot(&self, ctid: Ctid) -> Option<&str> {
+        let spec = &self.configs.lxc.lxc_configs[&ctid];
+        spec.is_template()
+            .then_some(spec.template_snapshot_name.as_deref())
+            .flatten()
+    }
+
+    /// Finished and usable as a clone source: `configured-state` and its template snapshot.
+    fn is_ready(&self, ctid: Ctid) -> crate::Result<bool> {
+        let st = self.inspect(ctid)?;
+        Ok(st.configured()
+            && self
+                .template_snapshot(ctid)
+                .is_none_or(|s| st.has_snapshot(s)))
+    }
+
+    /// The clone source of `ctid` when it is a configured CT.
+    pub fn parent(&self, ctid: Ctid) -> Option<Ctid> {
+        self.plan.entries[&ctid]
+            .action
+            .source()
+            .filter(|s| self.plan.entries.contains_key(s))
+    }
+
+    /// The CTs to process: all, or the `--only` ones plus the ancestors they need that are not
+    /// ready yet (walking up stops at the first ready one: a clone needs only its source's
+    /// snapshot).
+    pub fn select(
+        &self,
+        only: &BTreeSet<Ctid>,
+        candidates: &BTreeSet<Ctid>,
+    ) -> crate::Result<BTreeSet<Ctid>> {
+        if only.is_empty() {
+            return Ok(candidates.clone());
+        }
+        let mut set = only.clone();
+        for &c in only {
+            let mut cur = self.parent(c);
+            while let Some(p) = cur {
+                if set.contains(&p) || self.is_ready(p)? {
+                    break;
+                }
+                set.insert(p);
+                cur = self.parent(p);
+            }
+        }
+        let added: BTreeSet<Ctid> = set.difference(only).copied().collect();
+        if !added.is_empty() {
+            say(&format!(
+                "--only {}: also building the templates they need that are not ready yet: {}",
+                join(only),
+                join(&added)
+            ));
+        }
+        Ok(set)
+    }
+}
