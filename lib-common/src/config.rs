@@ -155,6 +155,30 @@ impl ContainerSpec {
             .any(|(k, v)| k == key && v == "1")
     }
 
+    /// The `features` value Proxmox gets for this CT when it is (or, for a clone, turned out)
+    /// `unprivileged`: the configured pairs, plus `keyctl=1` for an unprivileged CT that runs
+    /// Docker (`nesting=1`) and does not set `keyctl` itself. Proxmox documents keyctl as
+    /// required for Docker in unprivileged containers, and the upstream configs omit it (902,
+    /// 910); validation warns where it is added. An explicit `keyctl=0` is respected.
+    pub fn proxmox_features(&self, unprivileged: bool) -> String {
+        let mut pairs = self.feature_pairs();
+        if self.adds_keyctl(unprivileged) {
+            pairs.push(("keyctl".into(), "1".into()));
+        }
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// [`Self::proxmox_features`] adds `keyctl=1`.
+    pub fn adds_keyctl(&self, unprivileged: bool) -> bool {
+        unprivileged
+            && self.wants_docker()
+            && !self.feature_pairs().iter().any(|(k, _)| k == "keyctl")
+    }
+
     /// Docker is set up where `features` has `nesting=1` (the design's rule).
     pub fn wants_docker(&self) -> bool {
         self.feature_enabled("nesting")
@@ -386,6 +410,28 @@ mod tests {
         for bad in ["99", "0100", "1000000000", "abc", "", "-100", "1e3"] {
             assert!(bad.parse::<Ctid>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn keyctl_is_added_for_docker_in_unprivileged_cts_only() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/upstream-214aa23/phoenix_lxc_configs.json");
+        let lxc: LxcConfigFile = from_value(
+            &root,
+            parse_json(&root, &read_file(&root).unwrap()).unwrap(),
+        )
+        .unwrap();
+        let mut ct = lxc.lxc_configs[&Ctid(902)].clone();
+        assert_eq!(ct.proxmox_features(true), "nesting=1,keyctl=1");
+        assert_eq!(ct.proxmox_features(false), "nesting=1");
+        ct.features = Some("nesting=1,keyctl=0".into());
+        assert_eq!(
+            ct.proxmox_features(true),
+            "nesting=1,keyctl=0",
+            "an explicit keyctl=0 is respected"
+        );
+        ct.features = Some(String::new());
+        assert_eq!(ct.proxmox_features(true), "", "no Docker, nothing added");
     }
 
     #[test]

@@ -13,7 +13,10 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use regex::Regex;
 
 use crate::config::Ctid;
 use crate::error::{Error, Result};
@@ -21,6 +24,10 @@ use crate::pct::{ExecOutput, PctClient, display_argv};
 
 /// How much of a failed command's stderr an error message carries.
 const TAIL: usize = 1500;
+
+/// Debian policy for package names (so a name can never be read as an option).
+pub static PACKAGE_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9+.-]+$").expect("valid regex"));
 
 /// One container, as seen from inside.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +47,86 @@ impl<'a> Guest<'a> {
 
     pub fn pct(&self) -> &'a PctClient {
         self.pct
+    }
+
+    /// Those of `packages` that are not installed, in their order (one `dpkg-query` call).
+    pub fn missing_packages(&self, packages: &[&str]) -> Result<Vec<String>> {
+        if let Some(bad) = packages.iter().find(|p| !PACKAGE_NAME.is_match(p)) {
+            return Err(Error::config(format!(
+                "CT {}: `{bad}` is not a valid Debian package name",
+                self.ctid
+            ))
+            .into());
+        }
+        if packages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut argv = vec![
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${Package}\t${db:Status-Status}\n",
+        ];
+        argv.extend_from_slice(packages);
+        // Exit 1 when some are unknown to dpkg: the installed ones are still listed.
+        let out = self.query(&argv)?;
+        if out.code != 0 && out.code != 1 {
+            return Err(Error::guest(format!(
+                "CT {}: `dpkg-query -W` failed (exit {}): {}",
+                self.ctid,
+                out.code,
+                out.tail(TAIL)
+            ))
+            .into());
+        }
+        let installed: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(_, status)| status.trim() == "installed")
+            .map(|(name, _)| name.trim())
+            .collect();
+        Ok(packages
+            .iter()
+            .filter(|p| !installed.contains(p))
+            .map(|p| p.to_string())
+            .collect())
+    }
+
+    /// `apt-get update`.
+    pub fn apt_update(&self) -> Result<()> {
+        self.run(&["apt-get", "update", "-q"]).map(drop)
+    }
+
+    /// `apt-get install -y PACKAGES` with no questions (debconf non-interactive) and changed
+    /// config files kept.
+    pub fn apt_install(&self, packages: &[&str]) -> Result<()> {
+        let mut argv = vec![
+            "env",
+            "DEBIAN_FRONTEND=noninteractive",
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "-o",
+            "Dpkg::Options::=--force-confdef",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+        ];
+        argv.extend_from_slice(packages);
+        self.run(&argv).map(drop)
+    }
+
+    /// Install those of `packages` that are missing (after an `apt-get update`); nothing when
+    /// all are installed. Returns whether it installed anything.
+    pub fn ensure_packages(&self, packages: &[&str]) -> Result<bool> {
+        let missing = self.missing_packages(packages)?;
+        if missing.is_empty() {
+            return Ok(false);
+        }
+        self.apt_update()?;
+        self.apt_install(&missing.iter().map(String::as_str).collect::<Vec<_>>())?;
+        Ok(true)
     }
 
     fn check(&self, what: &str, out: ExecOutput) -> Result<ExecOutput> {

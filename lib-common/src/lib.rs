@@ -14,6 +14,7 @@
 //! - [`steps`]: the logic of initial-setup, create-lxc and clone-lxc.
 //! - [`orchestrator`]: `phoenix_establish_hypervisor` (lock, step runner, pipeline per CT, `--jobs`).
 //! - [`step`]: the frame of every step program (arguments, logging, configs, exit codes) and `wait_ready`.
+//! - [`sdk`]: the setup-plugin SDK (`phoenix_hypervisor_setup_<CTID>` programs), with an example.
 
 pub mod cli;
 pub mod config;
@@ -30,5 +31,6 @@ pub mod conffile;
 pub mod guest;
 pub mod host;
 pub mod pct;
+pub mod sdk;
 pub mod step;
 pub mod steps;

@@ -179,7 +179,7 @@ impl CreateSpec {
             storage: spec.storage_pool.clone(),
             rootfs_gb: spec.storage_size_gb,
             net0: net0_value(spec),
-            features: spec.features.clone().unwrap_or_default(),
+            features: spec.proxmox_features(spec.unprivileged),
             unprivileged: spec.unprivileged,
         }
     }
@@ -928,12 +928,23 @@ mod tests {
             std::fs::write(
                 &p,
                 format!(
-                    "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >> '{}'\n{body}\n",
+                    "#!/bin/sh\n[ -n \"$FAKE_PROBE\" ] && exit 0\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >> '{}'\n{body}\n",
                     dir.join("argv.log").display()
                 ),
             )
             .unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            // A child forked by another test thread while the script was open for writing holds
+            // that descriptor until its exec, and running the script then fails with ETXTBSY.
+            // Once one run succeeds no writer is left, so probe until then.
+            for _ in 0..100 {
+                match Command::new(&p).env("FAKE_PROBE", "1").status() {
+                    Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
+                    _ => break,
+                }
+            }
             p
         }
 

@@ -716,6 +716,20 @@ pub fn features_problems(features: &str) -> Vec<String> {
     out
 }
 
+/// Whether CT `id` ends up unprivileged: a clone inherits its source's setting (Proxmox cannot
+/// change it), so follow the explicit clone sources to the CT that is created. Cycles and
+/// undefined sources are reported elsewhere; here they end the walk.
+fn effective_unprivileged(id: Ctid, cts: &BTreeMap<Ctid, ContainerSpec>) -> bool {
+    let mut ct = &cts[&id];
+    for _ in 0..cts.len() {
+        match ct.clone_source().and_then(|src| cts.get(&src)) {
+            Some(src) => ct = src,
+            None => break,
+        }
+    }
+    ct.unprivileged
+}
+
 /// The address part of `a.b.c.d/nn`.
 fn ip_address(ip: &str) -> &str {
     ip.split('/').next().unwrap_or(ip)
@@ -766,20 +780,32 @@ fn check_lxc(
                             ),
                         );
                     }
-                    if sct.unprivileged != ct.unprivileged && src != id {
+                    let src_unprivileged = effective_unprivileged(src, cts);
+                    if src_unprivileged != ct.unprivileged && src != id {
                         s.warning(
                             file,
                             ptr(id, "unprivileged"),
                             format!(
-                                "CT {id}: unprivileged is {} but its clone source {src} has {}; Proxmox cannot change unprivileged after creation, so the clone will be {} like {src}",
+                                "CT {id}: unprivileged is {} but its clone source {src} is {}; Proxmox cannot change unprivileged after creation, so the clone will be {} like {src}",
                                 ct.unprivileged,
-                                sct.unprivileged,
-                                if sct.unprivileged { "unprivileged" } else { "privileged" },
+                                if src_unprivileged { "unprivileged" } else { "privileged" },
+                                if src_unprivileged { "unprivileged" } else { "privileged" },
                             ),
                         );
                     }
                 }
             }
+        }
+
+        let unprivileged = effective_unprivileged(id, cts);
+        if ct.adds_keyctl(unprivileged) {
+            s.warning(
+                file,
+                ptr(id, "features"),
+                format!(
+                    "CT {id}: Docker (nesting=1) in an unprivileged container needs keyctl=1, which features lacks; keyctl=1 will be set on the container (add it to features to make this explicit, or set keyctl=0 to refuse it)"
+                ),
+            );
         }
 
         if ct.is_template() && ct.template_snapshot_name.is_none() {

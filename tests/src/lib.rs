@@ -281,6 +281,26 @@ impl Host {
         self.run("pct", args)
     }
 
+    /// `pct exec CTID -- argv...` against this host.
+    pub fn exec(&self, ctid: impl std::fmt::Display, argv: &[&str]) -> Run {
+        let id = ctid.to_string();
+        let mut args = vec!["exec", id.as_str(), "--"];
+        args.extend_from_slice(argv);
+        self.pct(&args)
+    }
+
+    /// The commands run inside containers since `mark` (each the argv after `--`, joined).
+    pub fn execs_since(&self, mark: usize) -> Vec<String> {
+        self.journal_since(mark)
+            .into_iter()
+            .filter(|e| e.subcommand() == "exec")
+            .map(|e| {
+                let i = e.argv.iter().position(|a| a == "--").map_or(0, |i| i + 1);
+                e.argv[i..].join(" ")
+            })
+            .collect()
+    }
+
     /// The CT's conf file, or `None` when it does not exist.
     pub fn conf(&self, ctid: u32) -> Option<String> {
         std::fs::read_to_string(self.path(&format!("/etc/pve/lxc/{ctid}.conf"))).ok()

@@ -199,7 +199,7 @@ fn re_lxc() -> &'static Regex {
 }
 fn re_kv() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
-    R.get_or_init(|| Regex::new(r"^([a-z][a-z_]*\d*):\s*(.+?)\s*$").unwrap())
+    R.get_or_init(|| Regex::new(r"^([a-z][a-z_]*[0-9]*):\s*(.+?)\s*$").unwrap())
 }
 
 /// Check and normalise one stored value (booleans to 1/0).

@@ -139,7 +139,6 @@ impl Host {
             .write(true)
             .open(dir.join("host.lock"))?;
         // File::lock is stable since 1.89; the toolchain is 1.95 (workspace rust-version lags).
-        #[allow(clippy::incompatible_msrv)]
         f.lock()?;
         Ok(HostLock { _f: f })
     }

@@ -17,7 +17,11 @@
 //! - `run/pve-sim/<vmid>.json`: present while the CT runs (start time, boot-ready time).
 //! - `run/pve-sim/host.lock`: host-wide state lock (held only while reading/writing state).
 //! - `var/log/pve-sim/journal.jsonl`: one line per `pct`/`pvesm` call.
-//! - `etc/pve-sim/faults`, `etc/pve-sim/latency`: injected failures and durations.
+//! - `etc/pve-sim/faults`: injected failures, `<tool> <subcommand> <vmid|*> [cmd] [count]`.
+//! - `etc/pve-sim/latency`: `<subcommand> <ms>` (clone/create/snapshot/rollback sleep inside
+//!   their lock window, so concurrent callers collide as on Proxmox), `boot <ms>` (exec fails
+//!   until then), `shutdown <ms>` (longer than `--timeout` → `container did not stop`),
+//!   `copy <ms>` per MiB written by a create or full clone.
 //! - `dev/nvidia*`, `proc/devices`, `proc/driver/nvidia/version`: GPU host files.
 //!
 //! # Modules

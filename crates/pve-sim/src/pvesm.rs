@@ -44,6 +44,8 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
     match sub {
         "status" => {
             let mut filter: Option<&str> = None;
+            let mut content: Option<&str> = None;
+            let mut enabled = false;
             let mut i = 0;
             while i < args.len() {
                 match args[i].trim_start_matches('-') {
@@ -51,12 +53,20 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
                         filter = Some(&args[i + 1]);
                         i += 1;
                     }
-                    "enabled" | "content" | "target" | "format" => {
-                        if !matches!(args.get(i + 1).map(String::as_str), Some(v) if v.starts_with('-'))
+                    "content" if i + 1 < args.len() => {
+                        content = Some(&args[i + 1]);
+                        i += 1;
+                    }
+                    "enabled" => {
+                        enabled = true;
+                        if let Some(v) = args.get(i + 1)
+                            && !v.starts_with('-')
                         {
+                            enabled = crate::options::parse_boolean(v).unwrap_or(true);
                             i += 1;
                         }
                     }
+                    "target" | "format" if i + 1 < args.len() => i += 1,
                     other => {
                         eprintln!(
                             "Unknown option: {other}\n400 unable to parse option\npvesm status [OPTIONS]"
@@ -69,6 +79,8 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
             let mut list: Vec<&storage::Storage> = storages
                 .iter()
                 .filter(|s| filter.is_none_or(|f| f == s.id))
+                .filter(|s| content.is_none_or(|c| s.has_content(c)))
+                .filter(|s| !enabled || !s.disabled)
                 .collect();
             if let Some(f) = filter
                 && list.is_empty()

@@ -105,15 +105,57 @@ fn re(pat: &str) -> Regex {
 
 /// Perl `(?^:...)` → Rust `(?:...)`, anchored as JSONSchema.pm does (`m/^$pattern$/`).
 fn perl_pattern(p: &str) -> Regex {
-    let p = p.replace("(?^:", "(?:").replace("\\0", "\\x00");
-    re(&format!("^(?:{p})$"))
+    re(&format!("^(?:{})$", perl_to_rust(p)))
+}
+
+/// Translate a Perl pattern from the schema: `(?^:` groups, `\0`, and `\w`/`\d` as Perl
+/// applies them to Proxmox's byte strings (ASCII only; also far cheaper to compile than
+/// Rust's Unicode classes).
+fn perl_to_rust(p: &str) -> String {
+    let p = p.replace("(?^:", "(?:");
+    let mut out = String::with_capacity(p.len() + 16);
+    let mut in_class = false;
+    let mut chars = p.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('w') if in_class => out.push_str("0-9A-Za-z_"),
+                Some('w') => out.push_str("[0-9A-Za-z_]"),
+                Some('d') if in_class => out.push_str("0-9"),
+                Some('d') => out.push_str("[0-9]"),
+                Some('0') => out.push_str("\\x00"),
+                Some(n) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                None => out.push('\\'),
+            },
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+                // a leading `]` or `^]` is literal
+                if chars.peek() == Some(&'^') {
+                    out.push(chars.next().unwrap_or('^'));
+                }
+                if chars.peek() == Some(&']') {
+                    out.push(chars.next().unwrap_or(']'));
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 fn is_integer(v: &str) -> bool {
-    re(r"^[+-]?\d+$").is_match(v)
+    re(r"^[+-]?[0-9]+$").is_match(v)
 }
 fn is_number(v: &str) -> bool {
-    re(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$").is_match(v)
+    re(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$").is_match(v)
 }
 
 /// Check one parameter value against its schema, adding `path: msg` entries to `errs`.
@@ -316,7 +358,7 @@ pub fn parse_property_string(
 fn ipv4_re() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
     R.get_or_init(|| {
-        re(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
+        re(r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$")
     })
 }
 
@@ -490,7 +532,7 @@ pub fn check_named_format(name: &str, v: &str) -> Result<(), String> {
             };
         }
         "disk-size" => {
-            return if re(r"^(\d+(\.\d+)?)([KMGT])?$").is_match(v) {
+            return if re(r"^([0-9]+(\.[0-9]+)?)([KMGT])?$").is_match(v) {
                 Ok(())
             } else {
                 Err(format!("unable to parse size '{v}'"))
@@ -525,8 +567,8 @@ pub fn check_named_format(name: &str, v: &str) -> Result<(), String> {
         }
         "pve-startup-order" => {
             for part in v.split(',') {
-                let ok =
-                    re(r"^(order=)?\d+$").is_match(part) || re(r"^(up|down)=\d+$").is_match(part);
+                let ok = re(r"^(order=)?[0-9]+$").is_match(part)
+                    || re(r"^(up|down)=[0-9]+$").is_match(part);
                 if !ok {
                     return Err("invalid startup order".into());
                 }
@@ -628,7 +670,7 @@ mod tests {
             match v {
                 Value::Object(m) => {
                     if let Some(Value::String(p)) = m.get("pattern") {
-                        let p = p.replace("(?^:", "(?:").replace("\\0", "\\x00");
+                        let p = perl_to_rust(p);
                         Regex::new(&format!("^(?:{p})$")).unwrap_or_else(|e| panic!("{p}: {e}"));
                         *n += 1;
                     }
@@ -641,5 +683,8 @@ mod tests {
         let mut n = 0;
         walk(schema(), &mut n);
         assert!(n > 5);
+        assert_eq!(perl_to_rust(r"[-_.\w\d]+"), "[-_.0-9A-Za-z_0-9]+");
+        assert_eq!(perl_to_rust(r"(?^:\d+(?:;\d+)*)"), "(?:[0-9]+(?:;[0-9]+)*)");
+        assert!(!perl_pattern(r"[-_.\w\d]+").is_match("eth\u{e9}"));
     }
 }

@@ -83,7 +83,9 @@ pub fn settings_diff(
     if current.get("cores") != Some(spec.cores.to_string().as_str()) {
         set.push(("cores", spec.cores.to_string()));
     }
-    let want_features = spec.features.as_deref().unwrap_or("").trim();
+    // A clone is as (un)privileged as its source, whatever the block says.
+    let want_features = spec.proxmox_features(current.get("unprivileged") == Some("1"));
+    let want_features = want_features.as_str();
     let have_features = current.get("features").unwrap_or("");
     if sorted_pairs(want_features) != sorted_pairs(have_features) {
         if want_features.is_empty() {
@@ -302,5 +304,17 @@ mod tests {
         let cfg = PctConfig::parse("cores: 2\nhostname: gpu\nmemory: 2048\nfeatures: nesting=1\n");
         let (_, del) = settings_diff(&s2, &cfg);
         assert_eq!(del, ["features"]);
+    }
+
+    #[test]
+    fn an_unprivileged_clone_that_runs_docker_gets_keyctl() {
+        let mut s = spec("dock");
+        s.features = Some("nesting=1".into());
+        let base = "cores: 2\nfeatures: nesting=1\nhostname: dock\nmemory: 2048\nnet0: name=eth0,bridge=vmbr0,gw=10.0.0.1,hwaddr=52:54:00:aa:bb:cc,ip=10.0.0.200/24,type=veth\n";
+        // The source decides: unprivileged inherited -> keyctl=1 added; privileged -> as written.
+        let (set, _) = settings_diff(&s, &PctConfig::parse(&format!("{base}unprivileged: 1\n")));
+        assert_eq!(set, vec![("features", "nesting=1,keyctl=1".to_string())]);
+        let (set, _) = settings_diff(&s, &PctConfig::parse(base));
+        assert!(set.is_empty(), "{set:?}");
     }
 }

@@ -4,7 +4,9 @@
 
 pub mod clone;
 pub mod create;
+pub mod docker;
 pub mod initial_setup;
+pub mod nvidia;
 
 use std::sync::LazyLock;
 

@@ -61,6 +61,32 @@ unit_listen_port() {
         -e 's/^ExecStart=.*--port[= ]\([0-9][0-9]*\).*/\1/p' "$f" | head -n1
 }
 
+# The model a vLLM unit serves: `--served-model-name` or `--model` of its ExecStart, unquoted
+# as systemd does (double quotes, backslash escapes, `%%` and `$$`).
+unit_model() {
+    local f py
+    f=$(unit_file "$1") || return 1
+    py=$(host_python) || return 1
+    "$py" - "$f" <<'PY'
+import shlex, sys
+line = next((l[len("ExecStart="):] for l in open(sys.argv[1]) if l.startswith("ExecStart=")), "")
+args = [a.replace("%%", "%").replace("$$", "$") for a in shlex.split(line)]
+found = None
+for flag in ("--model", "--served-model-name"):
+    if flag in args and args.index(flag) + 1 < len(args):
+        found = args[args.index(flag) + 1]
+if found is None:
+    sys.exit(1)
+print(found)
+PY
+}
+
+model_list_json() {
+    local py
+    py=$(host_python) || return 1
+    "$py" -c 'import json,sys; print(json.dumps({"object":"list","data":[{"id":sys.argv[1],"object":"model","owned_by":"vllm"}]}))' "$1"
+}
+
 # Who answers on localhost:PORT (prints a description), or fail.
 port_owner() {
     local port=$1 c u p
@@ -117,7 +143,11 @@ sim_fetch() {
             FETCH_PORT=$port
             owner=$(port_owner "$port") || return 7
             case "$path" in
-                */v1/models*) printf '{"object":"list","data":[{"id":"model","object":"model","owned_by":"vllm"}]}\n' ;;
+                */v1/models*)
+                    local model=model
+                    case "$owner" in "systemd unit "*) model=$(unit_model "${owner#systemd unit }") || model=model ;; esac
+                    model_list_json "$model"
+                    ;;
                 */health*) ;;
                 *) printf 'pve-sim: %s answered %s\n' "$owner" "$path" ;;
             esac

@@ -97,7 +97,8 @@ def main(argv):
     elif cmd == "info":
         fmt, total, running, version = argv[1], int(argv[2]), int(argv[3]), argv[4]
         info = {
-            "Driver": "overlay2", "DefaultRuntime": default_runtime(), "Runtimes": runtimes(),
+            # dockerd honours "storage-driver" from daemon.json (vfs is also its fallback on ZFS < 2.2)
+            "Driver": daemon().get("storage-driver", "overlay2"), "DefaultRuntime": default_runtime(), "Runtimes": runtimes(),
             "Containers": total, "ContainersRunning": running, "ServerVersion": version,
             "OperatingSystem": "Ubuntu 24.04.2 LTS", "CgroupDriver": "systemd", "CgroupVersion": "2",
             "DockerRootDir": "/var/lib/docker",

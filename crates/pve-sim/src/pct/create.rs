@@ -28,8 +28,8 @@ const NOT_CONFIG: &[&str] = &[
 ];
 
 /// A volume to allocate: `STORAGE:SIZE_GiB`.
-fn alloc_request(v: &str) -> Option<(String, f64)> {
-    let re = regex::Regex::new(r"^([^:\s]+):(\d+(\.\d+)?)$").unwrap();
+pub(super) fn alloc_request(v: &str) -> Option<(String, f64)> {
+    let re = regex::Regex::new(r"^([^:\s]+):([0-9]+(\.[0-9]+)?)$").unwrap();
     let c = re.captures(v)?;
     Some((c[1].to_string(), c[2].parse().ok()?))
 }
@@ -85,7 +85,7 @@ pub fn free_volume(host: &Host, volid: &str) {
     storage::remove_meta(host, st, name);
 }
 
-fn gib(size: f64) -> u64 {
+pub(super) fn gib(size: f64) -> u64 {
     (size * (1u64 << 30) as f64) as u64
 }
 
@@ -388,7 +388,12 @@ fn create_task(
     }
     let nesting = m
         .get("features")
-        .map(|f| f.split(',').any(|p| p == "nesting=1"))
+        .and_then(|f| {
+            let fmt = crate::schema::endpoint("POST /nodes/{node}/lxc")["features"]["format"]
+                .as_object()?;
+            crate::schema::parse_property_string(fmt, f).ok()
+        })
+        .map(|kv| kv.get("nesting").map(String::as_str) == Some("1"))
         .unwrap_or(false);
     if unpriv
         && !nesting

@@ -80,18 +80,31 @@ pub fn exec(call: &Call) -> PveResult<i32> {
     Ok(guest::exec(&ctx, &call.extra))
 }
 
-fn ids(call: &Call) -> PveResult<(Option<u32>, Option<u32>, Option<u32>)> {
-    let id = |k: &str| -> PveResult<Option<u32>> {
-        match call.opt(k) {
-            None => Ok(None),
-            Some("root") => Ok(Some(0)),
-            Some(v) => v.parse().map(Some).map_err(|_| {
-                PveError::die(format!(
-                    "pve-sim: --{k} '{v}': only numeric ids and 'root' are supported"
-                ))
-            }),
+/// `--user`/`--group`: a number, or a name looked up in the guest's `/etc/passwd` /
+/// `/etc/group` (as pct resolves them inside the container).
+fn ids(
+    call: &Call,
+    rootfs: &std::path::Path,
+) -> PveResult<(Option<u32>, Option<u32>, Option<u32>)> {
+    let id = |k: &str, db: &str| -> PveResult<Option<u32>> {
+        let Some(v) = call.opt(k) else {
+            return Ok(None);
+        };
+        if let Ok(n) = v.parse() {
+            return Ok(Some(n));
         }
+        let text = std::fs::read_to_string(rootfs.join(db)).unwrap_or_default();
+        text.lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[0] == v)
+                    .then(|| f[2].parse().ok())
+                    .flatten()
+            })
+            .map(Some)
+            .ok_or_else(|| PveError::task_exit0(format!("no such {k} '{v}' in CT {}", call.vmid())))
     };
+    let (uid, gid) = (id("user", "etc/passwd")?, id("group", "etc/group")?);
     let perms = match call.opt("perms") {
         None => None,
         Some(p) => {
@@ -102,7 +115,7 @@ fn ids(call: &Call) -> PveResult<(Option<u32>, Option<u32>, Option<u32>)> {
             Some(parsed.ok_or_else(|| PveError::die(format!("invalid value for --perms: '{p}'")))?)
         }
     };
-    Ok((id("user")?, id("group")?, perms))
+    Ok((uid, gid, perms))
 }
 
 pub fn push(call: &Call) -> PveResult<i32> {
@@ -111,7 +124,8 @@ pub fn push(call: &Call) -> PveResult<i32> {
     if !runtime::is_running(call.host, vmid) {
         return Err(PveError::die("can only push files to a running CT"));
     }
-    let (uid, gid, perms) = ids(call)?;
+    let rootfs = rootfs_dir(call.host, &conf.main)?;
+    let (uid, gid, perms) = ids(call, &rootfs)?;
     let file = &call.pos["file"];
     let src = call.host.path(file);
     if !src.is_file() {
@@ -133,7 +147,8 @@ pub fn pull(call: &Call) -> PveResult<i32> {
             "can only pull files from a running VM at /usr/share/perl5/PVE/CLI/pct.pm line 457.",
         ));
     }
-    let (uid, gid, perms) = ids(call)?;
+    let rootfs = rootfs_dir(call.host, &conf.main)?;
+    let (uid, gid, perms) = ids(call, &rootfs)?;
     let dest = call.host.path(&call.pos["destination"]);
     let ctx = guest_ctx(call, &conf)?;
     guest::pull(&ctx, &call.pos["path"], &dest, uid, gid, perms)

@@ -268,6 +268,25 @@ fn disk_keys() -> Vec<String> {
         .collect()
 }
 
+/// The embedded schema is PVE 9.1's: drop what older versions do not have
+/// (`--ha-managed` is new in 9, `net[n]`'s `host-managed` in 9.1).
+fn version_filter(host: &Host, props: &mut Map<String, Value>) {
+    let mut parts = host
+        .info
+        .pve_version
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(8), parts.next().unwrap_or(0));
+    if major < 9 {
+        props.remove("ha-managed");
+    }
+    if (major, minor) < (9, 1)
+        && let Some(Value::Object(f)) = props.get_mut("net[n]").and_then(|n| n.get_mut("format"))
+    {
+        f.remove("host-managed");
+    }
+}
+
 fn die_unknown_command(sub: &str) -> i32 {
     eprintln!("ERROR: unknown command 'pct {sub}'");
     eprintln!("USAGE: pct <COMMAND> [ARGS] [OPTIONS]");
@@ -299,6 +318,20 @@ pub fn main(argv: Vec<String>) -> i32 {
     code
 }
 
+/// The program an `exec` runs, for fault rules: the first word, or for `env [NAME=VALUE]... cmd`
+/// the `cmd` (so `pct exec 950 apt-get` also matches `env DEBIAN_FRONTEND=noninteractive apt-get`).
+fn exec_program(extra: &[String]) -> Option<&str> {
+    let first = extra.first()?;
+    if first.rsplit('/').next() != Some("env") {
+        return Some(first);
+    }
+    extra[1..]
+        .iter()
+        .find(|a| a.starts_with('-') || !a.contains('='))
+        .filter(|a| !a.starts_with('-'))
+        .map_or(Some(first.as_str()), |a| Some(a.as_str()))
+}
+
 fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
     if sub.is_empty() {
         eprintln!("USAGE: pct <COMMAND> [ARGS] [OPTIONS]");
@@ -307,7 +340,8 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
     let Some(cmd) = command(sub) else {
         return die_unknown_command(sub);
     };
-    let props = cmd.props();
+    let mut props = cmd.props();
+    version_filter(host, &mut props);
     let call = match parse_call(host, sub, &cmd, &props, args) {
         Ok(c) => c,
         Err(e) => return report(e, cmd.usage),
@@ -324,7 +358,7 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
             "pct",
             sub,
             fault_vmid.map(String::as_str),
-            call.extra.first().map(String::as_str),
+            exec_program(&call.extra),
         ),
         Err(e) => {
             eprintln!("pve-sim: cannot lock host state: {e}");
@@ -614,4 +648,33 @@ pub fn rootfs_dir(host: &Host, conf: &crate::conf::Section) -> PveResult<std::pa
 pub fn lock_host(host: &Host) -> PveResult<crate::host::HostLock> {
     host.lock()
         .map_err(|e| PveError::die(format!("can't lock file '/run/pve-sim/host.lock' - {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exec_program;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn fault_rules_see_through_env() {
+        assert_eq!(exec_program(&v(&["apt-get", "update"])), Some("apt-get"));
+        assert_eq!(
+            exec_program(&v(&[
+                "env",
+                "DEBIAN_FRONTEND=noninteractive",
+                "apt-get",
+                "install"
+            ])),
+            Some("apt-get")
+        );
+        assert_eq!(
+            exec_program(&v(&["/usr/bin/env", "-i", "x"])),
+            Some("/usr/bin/env")
+        );
+        assert_eq!(exec_program(&v(&["env"])), Some("env"));
+        assert_eq!(exec_program(&[]), None);
+    }
 }

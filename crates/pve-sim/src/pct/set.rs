@@ -151,10 +151,29 @@ pub fn set(call: &Call) -> PveResult<i32> {
         let value = if numbered(&k, "net") {
             normalize_net(&v)?
         } else if k == "rootfs" || numbered(&k, "mp") {
-            // Stored as Proxmox prints mount points: volume first, other keys sorted.
-            super::parse_mp(&k, &v)
-                .map(|kv| super::print_mp(&kv))
-                .unwrap_or(v)
+            // `STORAGE:SIZE` allocates a new volume; stored as Proxmox prints mount points:
+            // volume first, other keys sorted.
+            let mut kv = super::parse_mp(&k, &v).unwrap_or_default();
+            let vol = kv.get("volume").cloned().unwrap_or_default();
+            if let Some((sid, size_gib)) = super::create::alloc_request(&vol) {
+                if k == "rootfs" {
+                    return Err(PveError::die(
+                        "unable to modify rootfs volume; use 'pct resize' or 'pct move-volume'",
+                    ));
+                }
+                let st = crate::storage::find(host, &sid).map_err(PveError::die)?;
+                if !st.has_content("rootdir") {
+                    return Err(PveError::param(
+                        k.clone(),
+                        format!("storage '{sid}' does not support container directories"),
+                    ));
+                }
+                let size = super::create::gib(size_gib);
+                let a = super::create::alloc_volume(host, &st, vmid, size, None)?;
+                kv.insert("volume".into(), format!("{}:{}", a.storeid, a.volname));
+                kv.insert("size".into(), crate::storage::size_string(size));
+            }
+            super::print_mp(&kv)
         } else if k == "tags" {
             super::create::normalize_tags(&v)
         } else if k == "nameserver" || k == "searchdomain" {

@@ -171,7 +171,8 @@ pub fn listsnapshot(call: &Call) -> PveResult<i32> {
         .to_string();
     children.entry(cur_parent).or_default().push(Node {
         name: "current".into(),
-        snaptime: 0,
+        // "current" has no snaptime and sorts after its sibling snapshots.
+        snaptime: i64::MAX,
         desc: "You are here!".into(),
     });
     fn walk(children: &mut BTreeMap<String, Vec<Node>>, parent: &str, depth: usize) {

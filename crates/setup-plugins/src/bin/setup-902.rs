@@ -1,0 +1,16 @@
+//! `phoenix_hypervisor_setup_902`: the Docker template. Docker (installed by lxc-docker) is
+//! enabled, running and answers `docker info`, then its snapshot.
+
+use lib_common::sdk;
+
+fn main() -> std::process::ExitCode {
+    sdk::run(
+        902,
+        "Docker template: docker enabled and answering, template snapshot",
+        |ct| {
+            setup_plugins::ensure_docker(ct)?;
+            ct.finalize_template()?;
+            Ok(())
+        },
+    )
+}

@@ -1,0 +1,771 @@
+//! Step `lxc-nvidia CTID`: pass the CT's GPUs through and give it the NVIDIA user space that
+//! matches the host's kernel module (gpu-docker.md).
+//!
+//! 1. Host: every assigned `/dev/nvidiaN` exists, the loaded driver
+//!    (`/proc/driver/nvidia/version`) is the configured version, the device majors come from
+//!    `/proc/devices` (uvm and caps are dynamic).
+//! 2. Config: the main section of `/etc/pve/lxc/<id>.conf` ends with exactly this CT's
+//!    passthrough lines (others, e.g. a GPU inherited from a template, are removed) through
+//!    [`ConfFile`] (atomic, never into a snapshot section); the CT restarts only when the file
+//!    changed.
+//! 3. Guest: unless `nvidia-smi` already reports the configured version, the `.run` installer is
+//!    downloaded once into the host cache, pushed in and run without its kernel module; then the
+//!    CUDA repository (from `nvidia_repo_url`), the CUDA toolkit and `nvtop` (never
+//!    `cuda-drivers`), and a final `nvidia-smi` check.
+//!
+//! Values from the JSON (URLs, versions) reach the guest only as argv elements or positional
+//! parameters of scripts, and are checked (no whitespace or control characters) before use.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::conffile::{ConfFile, lxc_line};
+use crate::config::{ContainerSpec, Ctid, LxcConfigFile, parse_gpu_assignment};
+use crate::error::{Error, ErrorKind, Result};
+use crate::guest::Guest;
+use crate::paths::{CACHE_DIR, host_path};
+use crate::pct::CtStatus;
+use crate::step::{StepContext, wait_ready};
+use crate::steps::Outcome;
+use crate::steps::clone::is_gpu_line;
+
+/// Flags of the `.run` installer inside a container: user space only, no questions.
+pub const RUNFILE_FLAGS: [&str; 6] = [
+    "--silent",
+    "--no-kernel-module",
+    "--no-x-check",
+    "--no-nouveau-check",
+    "--no-nvidia-modprobe",
+    "--no-dkms",
+];
+/// Keyring of the CUDA repository inside the guest (armored key; apt reads `.asc` as such).
+pub const CUDA_KEYRING: &str = "/etc/apt/keyrings/cuda-archive-keyring.asc";
+/// The CUDA repository's sources list inside the guest.
+pub const CUDA_LIST: &str = "/etc/apt/sources.list.d/phoenix-cuda.list";
+/// The signing key file in NVIDIA's CUDA repositories for current Ubuntu/Debian releases.
+pub const CUDA_KEY_FILE: &str = "3bf863cc.pub";
+/// Packages installed from the repositories (`cuda-toolkit`, never `cuda-drivers`: that would
+/// replace the user space matched to the host's kernel module).
+pub const GUEST_PACKAGES: [&str; 2] = ["cuda-toolkit", "nvtop"];
+/// Where the runfile is put inside the guest (removed after the install).
+pub const GUEST_RUNFILE_DIR: &str = "/tmp";
+
+/// The NVIDIA settings of one run: the block and globals, with the environment overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NvidiaSettings {
+    pub gpus: Vec<u32>,
+    pub driver_version: String,
+    pub repo_url: String,
+    pub runfile_url: String,
+}
+
+impl NvidiaSettings {
+    /// The block and globals, overridden by `GPU_ASSIGNMENT`, `NVIDIA_DRIVER_VERSION`,
+    /// `NVIDIA_REPO_URL`, `NVIDIA_RUNFILE_URL` (`env` returns a variable's value; empty = unset).
+    /// Every value is checked; a bad one is a config error naming its variable or JSON field.
+    pub fn resolve(
+        ctid: Ctid,
+        spec: &ContainerSpec,
+        lxc: &LxcConfigFile,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<NvidiaSettings> {
+        let pick = |var: &'static str, field: String, value: &str| -> (String, String) {
+            match env(var).filter(|v| !v.is_empty()) {
+                Some(v) => (format!("environment variable {var}"), v),
+                None => (field, value.to_string()),
+            }
+        };
+        let (gpu_src, gpu_raw) = pick(
+            "GPU_ASSIGNMENT",
+            format!("lxc_configs.\"{ctid}\".gpu_assignment"),
+            spec.gpu_assignment.as_deref().unwrap_or("none"),
+        );
+        let gpus = check_gpu_assignment(ctid, &gpu_src, &gpu_raw)?;
+        let (ver_src, driver_version) = pick(
+            "NVIDIA_DRIVER_VERSION",
+            "nvidia_driver_version".into(),
+            &lxc.nvidia_driver_version,
+        );
+        if !valid_version(&driver_version) {
+            return Err(Error::config(format!(
+                "CT {ctid}: {ver_src} = {driver_version:?} is not an NVIDIA driver version like 580.76.05"
+            ))
+            .into());
+        }
+        let (repo_src, repo_url) = pick(
+            "NVIDIA_REPO_URL",
+            "nvidia_repo_url".into(),
+            &lxc.nvidia_repo_url,
+        );
+        check_url(ctid, &repo_src, &repo_url)?;
+        let (run_src, runfile_url) = pick(
+            "NVIDIA_RUNFILE_URL",
+            "nvidia_runfile_url".into(),
+            &lxc.nvidia_runfile_url,
+        );
+        check_url(ctid, &run_src, &runfile_url)?;
+        // A runfile named for another version would install a user space the module refuses.
+        if let Some(v) = runfile_version(&runfile_url)
+            && !same_version(v, &driver_version)
+        {
+            return Err(Error::config(format!(
+                "CT {ctid}: {run_src} names driver {v} but {ver_src} is {driver_version}; they must match"
+            ))
+            .into());
+        }
+        Ok(NvidiaSettings {
+            gpus,
+            driver_version,
+            repo_url,
+            runfile_url,
+        })
+    }
+
+    /// Host-absolute path of the cached runfile (unprefixed, as handed to `pct push`).
+    pub fn cache_path(&self) -> String {
+        format!("{CACHE_DIR}/{}", runfile_name(&self.driver_version))
+    }
+}
+
+/// `NVIDIA-Linux-x86_64-<version>.run`.
+pub fn runfile_name(version: &str) -> String {
+    format!("NVIDIA-Linux-x86_64-{version}.run")
+}
+
+fn check_gpu_assignment(ctid: Ctid, source: &str, raw: &str) -> Result<Vec<u32>> {
+    let raw = raw.trim();
+    if raw == "none" {
+        return Ok(Vec::new());
+    }
+    let ok = !raw.is_empty()
+        && raw
+            .split(',')
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
+    if !ok {
+        return Err(Error::config(format!(
+            "CT {ctid}: {source} = {raw:?} is neither \"none\" nor GPU indices like \"0,1\""
+        ))
+        .into());
+    }
+    Ok(parse_gpu_assignment(raw))
+}
+
+/// `580.76.05`, `550.54`.
+pub fn valid_version(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('.').collect();
+    (2..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Versions compared by their numeric parts (`580.76.05` = `580.76.5`), not as mere strings.
+pub fn same_version(a: &str, b: &str) -> bool {
+    let nums = |s: &str| -> Option<Vec<u64>> {
+        s.trim()
+            .split('.')
+            .map(|p| p.parse::<u64>().ok())
+            .collect::<Option<Vec<u64>>>()
+    };
+    match (nums(a), nums(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// The version a runfile URL names (`.../NVIDIA-Linux-x86_64-<v>.run`), if it follows NVIDIA's
+/// naming.
+pub fn runfile_version(url: &str) -> Option<&str> {
+    let file = url.split(['?', '#']).next()?.rsplit('/').next()?;
+    let v = file
+        .strip_prefix("NVIDIA-Linux-x86_64-")?
+        .strip_suffix(".run")?;
+    valid_version(v).then_some(v)
+}
+
+/// An http(s) URL without whitespace or control characters (it goes into an apt sources line
+/// and onto argv; a newline would add a line to the sources file).
+pub fn check_url(ctid: Ctid, source: &str, url: &str) -> Result<()> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let host_ok = rest.is_some_and(|r| {
+        let host = r.split('/').next().unwrap_or("");
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+    });
+    let chars_ok = url.len() <= 2048 && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !(host_ok && chars_ok) {
+        return Err(Error::config(format!(
+            "CT {ctid}: {source} = {url:?} is not a usable http(s) URL (a host name, no spaces, quotes are kept literally)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Majors of the NVIDIA character devices on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceMajors {
+    /// `nvidia-frontend` (195): `/dev/nvidia0..N`, `nvidiactl`.
+    pub frontend: u32,
+    /// `nvidia-uvm`: only once the uvm module is loaded.
+    pub uvm: Option<u32>,
+    /// `nvidia-caps` (MIG capabilities).
+    pub caps: Option<u32>,
+}
+
+/// The majors from `/proc/devices` text; the frontend must be there (the driver is loaded).
+pub fn device_majors(proc_devices: &str) -> Result<DeviceMajors> {
+    let m = crate::host::parse_char_majors(proc_devices);
+    let Some(&frontend) = m.get("nvidia-frontend") else {
+        return Err(Error::precondition(format!(
+            "`{}` has no `nvidia-frontend` character device: the NVIDIA kernel driver is not loaded on the host\nhint: install the host driver and load it (`modprobe nvidia`)",
+            host_path(crate::host::PROC_DEVICES).display()
+        ))
+        .into());
+    };
+    Ok(DeviceMajors {
+        frontend,
+        uvm: m.get("nvidia-uvm").copied(),
+        caps: m.get("nvidia-caps").copied(),
+    })
+}
+
+/// The passthrough lines for `gpus` (empty for none), in the order they end the main section.
+pub fn passthrough_lines(gpus: &[u32], majors: &DeviceMajors) -> Vec<String> {
+    if gpus.is_empty() {
+        return Vec::new();
+    }
+    let allow = "lxc.cgroup2.devices.allow";
+    let mut v = vec![lxc_line(allow, &format!("c {}:* rwm", majors.frontend))];
+    for m in [majors.uvm, majors.caps].into_iter().flatten() {
+        v.push(lxc_line(allow, &format!("c {m}:* rwm")));
+    }
+    let mount = |node: &str, create: &str| {
+        // The target is relative to the container's rootfs: no leading slash.
+        lxc_line(
+            "lxc.mount.entry",
+            &format!("/dev/{node} dev/{node} none bind,optional,create={create}"),
+        )
+    };
+    for g in gpus {
+        v.push(mount(&format!("nvidia{g}"), "file"));
+    }
+    for node in ["nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"] {
+        v.push(mount(node, "file"));
+    }
+    v.push(mount("nvidia-caps", "dir"));
+    v
+}
+
+/// Every major that marks a cgroup line as a GPU line (all `nvidia*` devices of the host).
+fn gpu_majors(majors: Option<&DeviceMajors>) -> Vec<u32> {
+    let mut all = crate::host::nvidia_majors();
+    if let Some(m) = majors {
+        all.extend([Some(m.frontend), m.uvm, m.caps].into_iter().flatten());
+    }
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Run the step for `ctid`.
+pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
+    let spec = ctx.container(ctid)?;
+    let settings = NvidiaSettings::resolve(ctid, spec, &ctx.configs.lxc, &env_var)?;
+    let pct = &ctx.pct;
+    let status = pct.require_exists(ctid)?;
+
+    let majors = if settings.gpus.is_empty() {
+        None
+    } else {
+        Some(check_host(ctid, &settings)?)
+    };
+    let wanted = match &majors {
+        Some(m) => passthrough_lines(&settings.gpus, m),
+        None => Vec::new(),
+    };
+    let conf_changed = apply_conf(ctx, ctid, &wanted, &gpu_majors(majors.as_ref()))?;
+    let mut outcome = if conf_changed {
+        Outcome::Changed
+    } else {
+        Outcome::Unchanged
+    };
+
+    if settings.gpus.is_empty() {
+        ctx.say(
+            Some(ctid),
+            "gpu_assignment is none: no GPU passthrough, no NVIDIA user space",
+        );
+        if conf_changed && status == CtStatus::Running {
+            restart(ctx, ctid, true)?;
+        }
+        return Ok(outcome);
+    }
+
+    // Raw lxc keys apply at the next start.
+    if conf_changed || status != CtStatus::Running {
+        restart(ctx, ctid, status == CtStatus::Running)?;
+        outcome = Outcome::Changed;
+    }
+
+    let guest = Guest::new(pct, ctid);
+    if install_user_space(ctx, &guest, &settings)? {
+        outcome = Outcome::Changed;
+    }
+    if install_cuda(ctx, &guest, &settings)? {
+        outcome = Outcome::Changed;
+    }
+    if !ctx.dry_run {
+        verify(&guest, &settings.driver_version)?;
+    }
+    ctx.say(
+        Some(ctid),
+        &if outcome.changed() {
+            format!(
+                "GPU(s) {} passed through, NVIDIA user space {} in place",
+                join(&settings.gpus),
+                settings.driver_version
+            )
+        } else {
+            "NVIDIA passthrough and user space already as configured; nothing changed".to_string()
+        },
+    );
+    Ok(outcome)
+}
+
+fn join(gpus: &[u32]) -> String {
+    gpus.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The host's devices and driver; returns the device majors.
+fn check_host(ctid: Ctid, s: &NvidiaSettings) -> Result<DeviceMajors> {
+    for g in &s.gpus {
+        let node = format!("/dev/nvidia{g}");
+        if !crate::host::exists(&node) {
+            return Err(Error::precondition(format!(
+                "CT {ctid}: GPU {g} is assigned (gpu_assignment) but `{node}` does not exist on the host (looked at `{}`)\nhint: check `nvidia-smi -L` on the host and fix gpu_assignment",
+                host_path(&node).display()
+            ))
+            .into());
+        }
+    }
+    let Some(host_version) = crate::host::nvidia_driver_version()? else {
+        return Err(Error::precondition(format!(
+            "CT {ctid}: no NVIDIA kernel driver is loaded on the host (`{}` is missing); nvidia_driver_version is {}\nhint: install driver {} on the host first",
+            host_path(crate::host::NVIDIA_VERSION_FILE).display(),
+            s.driver_version,
+            s.driver_version
+        ))
+        .into());
+    };
+    if !same_version(&host_version, &s.driver_version) {
+        return Err(Error::precondition(format!(
+            "CT {ctid}: the host's NVIDIA driver is {host_version} but nvidia_driver_version is {}; the container's user space must equal the host's kernel module\nhint: set nvidia_driver_version (and nvidia_runfile_url) to {host_version}, or install driver {} on the host",
+            s.driver_version, s.driver_version
+        ))
+        .into());
+    }
+    let devices_path = host_path(crate::host::PROC_DEVICES);
+    let text = std::fs::read_to_string(&devices_path).map_err(|e| {
+        Error::precondition(format!("cannot read `{}`: {e}", devices_path.display()))
+    })?;
+    let majors = device_majors(&text)?;
+    if majors.uvm.is_none() {
+        log::warn!(
+            "[{ctid}] `nvidia-uvm` is not in /proc/devices: CUDA needs it; load it on the host with `nvidia-modprobe -u -c0` (its cgroup line is added on the next run)"
+        );
+    }
+    Ok(majors)
+}
+
+/// Make the main section end with `wanted` GPU lines; returns whether the file changed (or, in
+/// dry-run mode, would change).
+fn apply_conf(ctx: &StepContext, ctid: Ctid, wanted: &[String], majors: &[u32]) -> Result<bool> {
+    let mut conf = ConfFile::load(ctid)?;
+    let before: Vec<String> = conf
+        .main_lines()
+        .iter()
+        .filter(|l| is_gpu_line(l, majors))
+        .cloned()
+        .collect();
+    if !conf.replace_main_lines(|l| is_gpu_line(l, majors), wanted) {
+        return Ok(false);
+    }
+    // `pct set` refuses a locked CT (backup, snapshot, migrate, ...); so does this edit.
+    if let Some(lock) = conf.get("lock") {
+        return Err(Error::precondition(format!(
+            "CT {ctid} is locked ({lock}); its GPU passthrough lines cannot change now\nhint: wait for the running task, or `pct unlock {ctid}` if none runs"
+        ))
+        .into());
+    }
+    let removed: Vec<&String> = before.iter().filter(|l| !wanted.contains(l)).collect();
+    let added: Vec<&String> = wanted.iter().filter(|l| !before.contains(l)).collect();
+    let path = conf.path().display().to_string();
+    if ctx.dry_run {
+        for l in &removed {
+            println!("would remove from `{path}`: {l}");
+        }
+        for l in &added {
+            println!("would add to `{path}`: {l}");
+        }
+        return Ok(true);
+    }
+    conf.save()?;
+    ctx.say(
+        Some(ctid),
+        &format!(
+            "GPU passthrough lines in `{path}`: {} added, {} removed",
+            added.len(),
+            removed.len()
+        ),
+    );
+    Ok(true)
+}
+
+/// Stop (cleanly, hard as a fallback) when running, start, wait until ready.
+fn restart(ctx: &StepContext, ctid: Ctid, running: bool) -> Result<()> {
+    let pct = &ctx.pct;
+    if running {
+        ctx.say(Some(ctid), "restarting so the passthrough lines apply");
+        pct.shutdown_or_stop(ctid, ctx.configs.hypervisor.shutdown_timeout_s())?;
+    }
+    pct.start(ctid)?;
+    wait_ready(pct, ctid, ctx.ready_timeout())
+}
+
+/// The driver version(s) `nvidia-smi` reports inside, `None` when it fails (not installed,
+/// mismatch, no device).
+fn guest_driver_version(guest: &Guest) -> Result<Option<Vec<String>>> {
+    let out = guest.query(&[
+        "nvidia-smi",
+        "--query-gpu=driver_version",
+        "--format=csv,noheader",
+    ])?;
+    if !out.success() {
+        return Ok(None);
+    }
+    let v: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    Ok((!v.is_empty()).then_some(v))
+}
+
+/// Install the runfile's user space unless `nvidia-smi` already reports the version.
+fn install_user_space(ctx: &StepContext, guest: &Guest, s: &NvidiaSettings) -> Result<bool> {
+    let ctid = guest.ctid();
+    let current = guest_driver_version(guest)?;
+    if let Some(v) = &current
+        && v.iter().all(|x| same_version(x, &s.driver_version))
+    {
+        log::info!(
+            "[{ctid}] NVIDIA user space {} already installed",
+            s.driver_version
+        );
+        return Ok(false);
+    }
+    ctx.say(
+        Some(ctid),
+        &format!(
+            "installing NVIDIA user space {} (found: {})",
+            s.driver_version,
+            current.map_or("none".into(), |v| v.join(","))
+        ),
+    );
+    let host_file = ensure_runfile(ctx, s)?;
+    let dest = format!("{GUEST_RUNFILE_DIR}/{}", runfile_name(&s.driver_version));
+    guest.pct().push(ctid, &host_file, &dest, Some("0755"))?;
+    let mut argv = vec![dest.as_str()];
+    argv.extend(RUNFILE_FLAGS);
+    let result = guest.run(&argv);
+    // Remove the installer whatever happened; a failed cleanup only warns.
+    if let Err(e) = guest.run(&["rm", "-f", "--", &dest]) {
+        log::warn!("[{ctid}] could not remove `{dest}`: {e:#}");
+    }
+    result?;
+    Ok(true)
+}
+
+/// The cached runfile's host-absolute path, downloading it once (temp name, then rename).
+fn ensure_runfile(ctx: &StepContext, s: &NvidiaSettings) -> Result<String> {
+    let abs = s.cache_path();
+    let real = host_path(&abs);
+    if std::fs::metadata(&real).is_ok_and(|m| m.is_file() && m.len() > 0) {
+        log::info!("reusing cached `{abs}`");
+        return Ok(abs);
+    }
+    if ctx.dry_run {
+        println!("would download {} to `{abs}`", s.runfile_url);
+        return Ok(abs);
+    }
+    let curl = which::which("curl").map_err(|e| {
+        Error::precondition(format!(
+            "`curl` not found on PATH ({e}); it downloads {}\nhint: `apt install curl` on the host, or put the file at `{abs}`",
+            s.runfile_url
+        ))
+    })?;
+    let dir = real.parent().map(PathBuf::from).unwrap_or_default();
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Error::new(
+            ErrorKind::Other,
+            format!("cannot create `{}`: {e}", dir.display()),
+        )
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.part-{}",
+        runfile_name(&s.driver_version),
+        std::process::id()
+    ));
+    println!("downloading {} to `{abs}`", s.runfile_url);
+    log::info!("curl -fsSL -o {} {}", tmp.display(), s.runfile_url);
+    let out = Command::new(&curl)
+        .arg("-fsSL")
+        .arg("-o")
+        .arg(&tmp)
+        .arg(&s.runfile_url)
+        .stdin(Stdio::null())
+        .output();
+    let fail = |why: String| -> anyhow::Error {
+        let _ = std::fs::remove_file(&tmp);
+        Error::precondition(format!(
+            "cannot download the NVIDIA driver installer {}: {why}\nhint: check nvidia_runfile_url and the host's network, or put the file at `{abs}` yourself",
+            s.runfile_url
+        ))
+        .into()
+    };
+    let out = out.map_err(|e| fail(format!("cannot run `{}`: {e}", curl.display())))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "curl exit {}: {}",
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    // A makeself archive is a shell script; an HTML error page is not.
+    let head = std::fs::read(&tmp)
+        .map(|b| b.into_iter().take(2).collect::<Vec<u8>>())
+        .unwrap_or_default();
+    if head != b"#!" {
+        return Err(fail(
+            "the download is not an installer (does not start with `#!`)".into(),
+        ));
+    }
+    std::fs::rename(&tmp, &real).map_err(|e| fail(format!("cannot rename into place: {e}")))?;
+    Ok(abs)
+}
+
+/// The CUDA repository line for `url` (one line; `url` was checked for whitespace).
+pub fn cuda_list_content(url: &str) -> String {
+    format!("deb [signed-by={CUDA_KEYRING}] {url} /\n")
+}
+
+/// The URL of the repository's signing key.
+pub fn cuda_key_url(repo_url: &str) -> String {
+    format!("{}/{CUDA_KEY_FILE}", repo_url.trim_end_matches('/'))
+}
+
+/// Download `url` to `dest` inside the guest (temp name, then rename); values as `$1`, `$2`.
+pub const FETCH_SCRIPT: &str = r#"set -eu
+mkdir -p -- "$(dirname -- "$2")"
+tmp="$2.part.$$"
+if curl -fsSL -o "$tmp" -- "$1"; then
+    chmod 0644 -- "$tmp"
+    mv -f -- "$tmp" "$2"
+else
+    rc=$?
+    rm -f -- "$tmp"
+    exit "$rc"
+fi"#;
+
+/// The CUDA repository, toolkit and nvtop; returns whether anything changed.
+fn install_cuda(ctx: &StepContext, guest: &Guest, s: &NvidiaSettings) -> Result<bool> {
+    let ctid = guest.ctid();
+    let mut missing = Vec::new();
+    for p in GUEST_PACKAGES {
+        if !guest.package_installed(p)? {
+            missing.push(p);
+        }
+    }
+    let list = cuda_list_content(&s.repo_url);
+    let repo_ok = guest.read_file_opt(CUDA_LIST)?.as_deref() == Some(list.as_str())
+        && guest.file_exists(CUDA_KEYRING)?;
+    if repo_ok && missing.is_empty() {
+        log::info!(
+            "[{ctid}] CUDA repository, {} in place",
+            GUEST_PACKAGES.join(", ")
+        );
+        return Ok(false);
+    }
+    if !repo_ok {
+        ctx.say(
+            Some(ctid),
+            &format!("adding the CUDA repository {}", s.repo_url),
+        );
+        guest.ensure_packages(&["ca-certificates", "curl"])?;
+        guest.run_script(
+            "download the CUDA repository key",
+            FETCH_SCRIPT,
+            &[&cuda_key_url(&s.repo_url), CUDA_KEYRING],
+        )?;
+        guest.write_file(CUDA_LIST, list.as_bytes(), "0644")?;
+    }
+    ctx.say(
+        Some(ctid),
+        &format!("installing {}", GUEST_PACKAGES.join(", ")),
+    );
+    guest.apt_update()?;
+    // All of them: apt keeps those already installed, and a changed repository may update them.
+    guest.apt_install(&GUEST_PACKAGES)?;
+    Ok(true)
+}
+
+/// `nvidia-smi` inside must report the configured version.
+fn verify(guest: &Guest, version: &str) -> Result<()> {
+    let ctid = guest.ctid();
+    match guest_driver_version(guest)? {
+        Some(v) if v.iter().all(|x| same_version(x, version)) => Ok(()),
+        Some(v) => Err(Error::guest(format!(
+            "CT {ctid}: `nvidia-smi` reports driver {} after the install, expected {version}",
+            v.join(",")
+        ))
+        .into()),
+        None => {
+            let out = guest.query(&["nvidia-smi"])?;
+            Err(Error::guest(format!(
+                "CT {ctid}: `nvidia-smi` fails after the install (exit {}): {}\nhint: check the passthrough lines in /etc/pve/lxc/{ctid}.conf and that the host's /dev/nvidia* exist",
+                out.code,
+                out.tail(500)
+            ))
+            .into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn majors() -> DeviceMajors {
+        DeviceMajors {
+            frontend: 195,
+            uvm: Some(510),
+            caps: Some(511),
+        }
+    }
+
+    #[test]
+    fn passthrough_lines_for_two_gpus() {
+        assert_eq!(
+            passthrough_lines(&[0, 1], &majors()),
+            [
+                "lxc.cgroup2.devices.allow: c 195:* rwm",
+                "lxc.cgroup2.devices.allow: c 510:* rwm",
+                "lxc.cgroup2.devices.allow: c 511:* rwm",
+                "lxc.mount.entry: /dev/nvidia0 dev/nvidia0 none bind,optional,create=file",
+                "lxc.mount.entry: /dev/nvidia1 dev/nvidia1 none bind,optional,create=file",
+                "lxc.mount.entry: /dev/nvidiactl dev/nvidiactl none bind,optional,create=file",
+                "lxc.mount.entry: /dev/nvidia-uvm dev/nvidia-uvm none bind,optional,create=file",
+                "lxc.mount.entry: /dev/nvidia-uvm-tools dev/nvidia-uvm-tools none bind,optional,create=file",
+                "lxc.mount.entry: /dev/nvidia-caps dev/nvidia-caps none bind,optional,create=dir",
+            ]
+        );
+        assert!(passthrough_lines(&[], &majors()).is_empty());
+        let no_uvm = DeviceMajors {
+            uvm: None,
+            caps: None,
+            ..majors()
+        };
+        let l = passthrough_lines(&[1], &no_uvm);
+        assert_eq!(l.iter().filter(|l| l.contains("cgroup2")).count(), 1);
+        assert!(l.iter().all(|l| !l.contains("/dev/nvidia0 ")));
+    }
+
+    #[test]
+    fn majors_are_read_not_assumed() {
+        let t = "Character devices:\n195 nvidia-frontend\n507 nvidia-nvlink\n508 nvidia-caps-imex-channels\n510 nvidia-uvm\n511 nvidia-caps\n";
+        assert_eq!(device_majors(t).unwrap(), majors());
+        let err = device_majors("Character devices:\n  1 mem\n").unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), 3);
+    }
+
+    #[test]
+    fn versions_and_urls() {
+        assert!(same_version("580.76.05", "580.76.5"));
+        assert!(!same_version("570.148.08", "570.148.06"));
+        assert!(!same_version("", "580.76.05"));
+        assert_eq!(
+            runfile_version("https://x/580.76.05/NVIDIA-Linux-x86_64-580.76.05.run"),
+            Some("580.76.05")
+        );
+        assert_eq!(runfile_version("https://mirror/driver.run"), None);
+        let c = Ctid(901);
+        assert!(check_url(c, "f", "https://developer.download.nvidia.com/x/").is_ok());
+        for bad in [
+            "x'; touch /tmp/pwned; '",
+            "https://h/a b",
+            "https://h/a\nb",
+            "ftp://h/x",
+            "https:///x",
+            "https://h;x/",
+        ] {
+            let e = check_url(c, "nvidia_repo_url", bad).unwrap_err();
+            assert_eq!(crate::error::exit_code(&e), 2, "{bad}");
+            assert!(e.to_string().contains("nvidia_repo_url"));
+        }
+        assert_eq!(
+            cuda_list_content("https://r/ubuntu2404/x86_64/"),
+            format!("deb [signed-by={CUDA_KEYRING}] https://r/ubuntu2404/x86_64/ /\n")
+        );
+        assert_eq!(
+            cuda_key_url("https://r/x86_64/"),
+            "https://r/x86_64/3bf863cc.pub"
+        );
+    }
+
+    #[test]
+    fn settings_from_block_and_env() {
+        let mut spec = crate::steps::tests::spec("gpu");
+        spec.gpu_assignment = Some("0,1".into());
+        let lxc = LxcConfigFile {
+            schema: String::new(),
+            nvidia_driver_version: "580.76.05".into(),
+            nvidia_repo_url: "https://r/x86_64/".into(),
+            nvidia_runfile_url: "https://d/580.76.05/NVIDIA-Linux-x86_64-580.76.05.run".into(),
+            lxc_configs: Default::default(),
+        };
+        let none = |_: &str| None;
+        let s = NvidiaSettings::resolve(Ctid(901), &spec, &lxc, &none).unwrap();
+        assert_eq!(s.gpus, [0, 1]);
+        assert_eq!(
+            s.cache_path(),
+            "/var/cache/phoenix_hypervisor/NVIDIA-Linux-x86_64-580.76.05.run"
+        );
+        let env = |k: &str| (k == "GPU_ASSIGNMENT").then(|| "1".to_string());
+        assert_eq!(
+            NvidiaSettings::resolve(Ctid(901), &spec, &lxc, &env)
+                .unwrap()
+                .gpus,
+            [1]
+        );
+        let env = |k: &str| (k == "GPU_ASSIGNMENT").then(|| "0;1".to_string());
+        let e = NvidiaSettings::resolve(Ctid(901), &spec, &lxc, &env).unwrap_err();
+        assert!(e.to_string().contains("GPU_ASSIGNMENT"), "{e}");
+        let env = |k: &str| (k == "NVIDIA_DRIVER_VERSION").then(|| "570.1.2".to_string());
+        let e = NvidiaSettings::resolve(Ctid(901), &spec, &lxc, &env).unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), 2);
+        assert!(e.to_string().contains("580.76.05") && e.to_string().contains("570.1.2"));
+    }
+}

@@ -1,0 +1,362 @@
+//! `lxc-docker CTID` against pve-sim: Docker Engine from Docker's repository, daemon.json
+//! merged (keys already there kept), the `vfs` warning, Portainer server/agent running, the
+//! NVIDIA runtime only where the CT has GPUs and `no-cgroups` only when it is unprivileged,
+//! idempotency (no mutating call, no install command on a second run), a CT without nesting
+//! (exit 2) and guest failures (exit 5) that leave nothing half-written.
+
+use phoenix_e2e::{Host, Run};
+
+fn docker(host: &Host, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut cmd = host.command("lxc-docker");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.args(args).output().expect("run lxc-docker");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The reference host with CT 910 (Portainer server) created; its features get keyctl=1, which
+/// Docker needs in an unprivileged CT (the reference block lacks it; see
+/// `unprivileged_ct_without_keyctl_fails_with_a_hint`).
+fn host_with_910() -> Host {
+    let host = Host::reference();
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["features"] = "nesting=1,keyctl=1".into());
+    host.run("create-lxc", ["910"]).ok();
+    host
+}
+
+fn daemon_json(host: &Host, ctid: &str) -> serde_json::Value {
+    let r = host.exec(ctid, &["cat", "/etc/docker/daemon.json"]).ok();
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("daemon.json: {e}: {}", r.stdout))
+}
+
+/// Whether `no-cgroups = true` sits under `[nvidia-container-cli]`.
+fn no_cgroups_in_cli_table(toml: &str) -> bool {
+    let mut table = "";
+    for l in toml.lines() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            table = t;
+        } else if t == "no-cgroups = true" {
+            return table == "[nvidia-container-cli]";
+        }
+    }
+    false
+}
+
+#[test]
+fn portainer_server_ct_first_run_installs_second_run_changes_nothing() {
+    let host = host_with_910();
+    // An admin's daemon.json before Docker is installed: its keys must survive.
+    host.exec("910",
+        &[
+            "bash",
+            "-c",
+            r#"mkdir -p /etc/docker && printf '{"storage-driver": "vfs", "log-opts": {"max-size": "50m"}}\n' > /etc/docker/daemon.json"#,
+        ],
+    )
+    .ok();
+    let r = docker(&host, &[], &["910"]).ok();
+    assert!(r.stderr.contains("vfs"), "no vfs warning: {}", r.stderr);
+
+    for p in [
+        "docker-ce",
+        "docker-ce-cli",
+        "containerd.io",
+        "docker-buildx-plugin",
+        "docker-compose-plugin",
+    ] {
+        host.exec("910", &["dpkg", "-s", p]).ok();
+    }
+    assert_ne!(
+        host.exec("910", &["dpkg", "-s", "nvidia-container-toolkit"])
+            .code,
+        0,
+        "toolkit in a GPU-less CT"
+    );
+    let list = host
+        .exec("910", &["cat", "/etc/apt/sources.list.d/docker.list"])
+        .ok();
+    assert_eq!(
+        list.stdout,
+        "deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/ubuntu noble stable\n"
+    );
+    let d = daemon_json(&host, "910");
+    assert_eq!(d["storage-driver"], "vfs");
+    assert_eq!(d["log-opts"]["max-size"], "50m", "{d}");
+    assert_eq!(d["log-opts"]["max-file"], "3", "{d}");
+    assert_eq!(d["log-driver"], "json-file", "{d}");
+    assert!(
+        d.get("runtimes").is_none(),
+        "nvidia runtime in a GPU-less CT: {d}"
+    );
+    let ps = host
+        .exec(
+            "910",
+            &[
+                "docker",
+                "ps",
+                "--format",
+                "{{.Names}} {{.Image}} {{.Ports}}",
+            ],
+        )
+        .ok();
+    assert_eq!(
+        ps.stdout.trim(),
+        "portainer portainer/portainer-ce:2.33.1-lts 8000:8000,9443:9443",
+        "{}",
+        ps.stdout
+    );
+    let restart = host
+        .exec(
+            "910",
+            &[
+                "docker",
+                "inspect",
+                "--format",
+                "{{.HostConfig.RestartPolicy.Name}} {{json .Mounts}}",
+                "portainer",
+            ],
+        )
+        .ok();
+    assert!(restart.stdout.starts_with("always "), "{}", restart.stdout);
+    assert!(
+        restart.stdout.contains("portainer_data"),
+        "{}",
+        restart.stdout
+    );
+    host.exec("910", &["systemctl", "is-enabled", "docker"])
+        .ok();
+
+    // Second run: nothing changes.
+    let mark = host.journal_mark();
+    let r = docker(&host, &[], &["910"]).ok();
+    assert!(r.stdout.contains("nothing changed"), "{}", r.stdout);
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    let execs = host.execs_since(mark);
+    for bad in [
+        "apt-get",
+        "docker run",
+        "docker start",
+        "systemctl start",
+        "systemctl restart",
+        "systemctl enable",
+        "nvidia-ctk",
+        "bash",
+    ] {
+        assert!(
+            !execs.iter().any(|e| e.starts_with(bad)),
+            "`{bad}` on the second run: {execs:?}"
+        );
+    }
+    // The container survives a CT restart (restart=always, docker enabled).
+    host.pct(&["stop", "910"]).ok();
+    host.pct(&["start", "910"]).ok();
+    let mark = host.journal_mark();
+    docker(&host, &[], &["910"]).ok();
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+}
+
+#[test]
+fn gpu_cts_get_the_nvidia_runtime_and_no_cgroups_only_when_unprivileged() {
+    let host = Host::reference();
+    // 903: GPUs, privileged (as configured). 920: GPUs, made unprivileged here.
+    host.edit_lxc_config(|c| {
+        c["lxc_configs"]["920"]["unprivileged"] = true.into();
+        c["lxc_configs"]["920"]["features"] = "nesting=1,keyctl=1".into();
+    });
+    for ct in ["903", "920"] {
+        host.run("create-lxc", [ct]).ok();
+        docker(&host, &[], &[ct]).ok();
+        host.exec(ct, &["dpkg", "-s", "nvidia-container-toolkit"])
+            .ok();
+        let d = daemon_json(&host, ct);
+        assert_eq!(
+            d["runtimes"]["nvidia"]["path"], "nvidia-container-runtime",
+            "{ct}: {d}"
+        );
+        assert_eq!(d["log-driver"], "json-file");
+    }
+    let toml = |ct: &str| {
+        host.exec(ct, &["cat", "/etc/nvidia-container-runtime/config.toml"])
+            .ok()
+            .stdout
+    };
+    assert!(no_cgroups_in_cli_table(&toml("920")), "{}", toml("920"));
+    assert!(!no_cgroups_in_cli_table(&toml("903")), "{}", toml("903"));
+    assert!(!toml("903").contains("no-cgroups = true"));
+    // Nothing to do the second time.
+    for ct in ["903", "920"] {
+        let mark = host.journal_mark();
+        docker(&host, &[], &[ct]).ok();
+        assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+        assert!(
+            !host
+                .execs_since(mark)
+                .iter()
+                .any(|e| e.starts_with("nvidia-ctk") || e.starts_with("apt-get"))
+        );
+    }
+    // GPU containers can use the runtime in the unprivileged CT once the GPUs are passed in.
+    host.run("lxc-nvidia", ["920"]).ok();
+    host.exec(
+        "920",
+        &[
+            "docker",
+            "run",
+            "--rm",
+            "--runtime=nvidia",
+            "--gpus",
+            "all",
+            "ubuntu",
+            "nvidia-smi",
+            "-L",
+        ],
+    )
+    .ok();
+}
+
+#[test]
+fn agent_role_from_env_with_its_port() {
+    let host = host_with_910();
+    let r = docker(
+        &host,
+        &[
+            ("PORTAINER_ROLE", "agent"),
+            ("PORTAINER_AGENT_PORT", "9101"),
+            ("PORTAINER_SERVER_IP", "10.0.0.99"),
+        ],
+        &["910"],
+    )
+    .ok();
+    assert!(r.stdout.contains("10.0.0.99"), "{}", r.stdout);
+    let ps = host
+        .exec(
+            "910",
+            &[
+                "docker",
+                "ps",
+                "--format",
+                "{{.Names}} {{.Image}} {{.Ports}}",
+            ],
+        )
+        .ok();
+    assert_eq!(
+        ps.stdout.trim(),
+        "portainer_agent portainer/agent:2.33.1-lts 9101:9001"
+    );
+    let r = docker(&host, &[("PORTAINER_ROLE", "boss")], &["910"]).expect_code(2);
+    assert!(r.stderr.contains("PORTAINER_ROLE"), "{}", r.stderr);
+    let r = docker(&host, &[("PORTAINER_SERVER_IP", "10.0.0.999")], &["910"]).expect_code(2);
+    assert!(r.stderr.contains("PORTAINER_SERVER_IP"), "{}", r.stderr);
+    // Values from the environment never reach a shell.
+    let mark = host.journal_mark();
+    for (var, evil) in [
+        ("PORTAINER_AGENT_PORT", "9001; touch /tmp/pwned"),
+        ("PORTAINER_SERVER_IP", "'; touch /tmp/pwned; '"),
+        ("PORTAINER_ROLE", "agent'; touch /tmp/pwned; '"),
+    ] {
+        let r = docker(&host, &[(var, evil)], &["910"]).expect_code(2);
+        assert!(r.stderr.contains(var), "{}", r.stderr);
+    }
+    assert!(host.execs_since(mark).is_empty());
+    assert!(!host.exists("/tmp/pwned"));
+    assert_ne!(host.exec("910", &["test", "-e", "/tmp/pwned"]).code, 0);
+}
+
+#[test]
+fn ct_without_nesting_is_exit_2_naming_ctid_and_field() {
+    let host = Host::reference();
+    host.run("create-lxc", ["901"]).ok();
+    let mark = host.journal_mark();
+    let r = docker(&host, &[], &["901"]).expect_code(2);
+    assert!(
+        r.stderr.contains("CT 901")
+            && r.stderr.contains("features")
+            && r.stderr.contains("nesting=1"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    assert!(host.execs_since(mark).is_empty());
+}
+
+#[test]
+fn guest_failure_is_exit_5_and_dry_run_changes_nothing() {
+    let host = host_with_910();
+    let mark = host.journal_mark();
+    let r = docker(&host, &[], &["--dry-run", "910"]).ok();
+    assert!(
+        r.stdout.contains("would run: pct exec 910 -- apt-get"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    assert_ne!(host.exec("910", &["dpkg", "-s", "docker-ce"]).code, 0);
+
+    host.set_faults("pct exec 910 apt-get\n");
+    let r = docker(&host, &[], &["910"]).expect_code(5);
+    assert!(
+        r.stderr.contains("CT 910") && r.stderr.contains("apt-get"),
+        "{}",
+        r.stderr
+    );
+    assert_ne!(
+        host.exec("910", &["test", "-e", "/etc/docker/daemon.json"])
+            .code,
+        0
+    );
+    assert_ne!(host.exec("910", &["dpkg", "-s", "docker-ce"]).code, 0);
+
+    host.set_faults("pct push 910\n");
+    let r = docker(&host, &[], &["910"]).expect_code(4);
+    assert!(r.stderr.contains("push"), "{}", r.stderr);
+
+    host.set_faults("");
+    docker(&host, &[], &["910"]).ok();
+    let ps = host
+        .exec("910", &["docker", "ps", "--format", "{{.Names}}"])
+        .ok();
+    assert_eq!(ps.stdout.trim(), "portainer");
+}
+
+#[test]
+fn unprivileged_ct_without_keyctl_warns_and_fails_with_a_hint() {
+    let host = Host::reference();
+    // The reference 910 omits keyctl and gets keyctl=1 added (Docker needs it unprivileged);
+    // an explicit keyctl=0 is respected, and Docker then fails the way runc does.
+    host.run("create-lxc", ["910"]).ok();
+    assert!(
+        host.conf_main(910)
+            .contains("features: nesting=1,keyctl=1\n"),
+        "{}",
+        host.conf_main(910)
+    );
+    let mut cfg = host.lxc_config();
+    cfg["lxc_configs"]["910"]["features"] = serde_json::json!("nesting=1,keyctl=0");
+    host.write_lxc_config(&cfg);
+    host.pct(&["destroy", "910", "--force", "1"]).ok();
+    host.run("create-lxc", ["910"]).ok();
+    assert!(
+        host.conf_main(910)
+            .contains("features: nesting=1,keyctl=0\n"),
+        "{}",
+        host.conf_main(910)
+    );
+    let r = docker(&host, &[], &["910"]).expect_code(5);
+    assert!(
+        r.stderr.contains("warning") && r.stderr.contains("keyctl=1"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("hint: CT 910 is unprivileged without keyctl=1"),
+        "{}",
+        r.stderr
+    );
+}
