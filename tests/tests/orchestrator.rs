@@ -3,9 +3,11 @@
 //! lock, refusals that touch nothing (invalid config, missing step), `--dry-run`, `--only`,
 //! `--jobs`, rollback, and drop-in step scripts.
 //!
-//! lxc-nvidia and lxc-docker are replaced here by drop-in shell scripts that record their
-//! arguments and environment (that is the drop-in promise: whatever executable sits at the
-//! design document's `.sh` path is run) and fail on demand.
+//! `real_steps_build_the_reference_tree...` runs every installed program. The other tests
+//! replace lxc-nvidia and lxc-docker by drop-in shell scripts that record their arguments and
+//! environment (that is the drop-in promise: whatever executable sits at the design document's
+//! `.sh` path is run) and fail on demand, and leave the setup programs out: they are about
+//! orchestration, and stay fast.
 
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
@@ -34,10 +36,19 @@ fi"#
     )
 }
 
-/// Reference host, installed, with recording drop-ins for lxc-nvidia and lxc-docker.
+/// Reference host, installed, with recording drop-ins for lxc-nvidia and lxc-docker and
+/// without the setup programs (they need what the real lxc-nvidia/lxc-docker install).
 fn host() -> Host {
     let host = Host::reference();
     host.install();
+    for c in ALL {
+        let p = host
+            .prefix()
+            .join(format!("bin/phoenix_hypervisor_setup_{c}.sh"));
+        if p.exists() {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
     host.drop_in(
         "phoenix_hypervisor_lxc_nvidia",
         &recording_stub(
@@ -110,6 +121,56 @@ fn assert_up_to_date_run(host: &Host, r: &Run, mark: usize, cts: &[u32]) {
             r.stdout
         );
     }
+}
+
+/// The main section of a CT's conf has GPU passthrough for its GPUs.
+#[track_caller]
+fn assert_gpu_passthrough(host: &Host, ctid: u32) {
+    let main = host.conf_main(ctid);
+    for want in [
+        "lxc.cgroup2.devices.allow: c 195:* rwm",
+        "/dev/nvidia0 dev/nvidia0",
+        "/dev/nvidia1 dev/nvidia1",
+        "/dev/nvidiactl",
+        "/dev/nvidia-uvm",
+    ] {
+        assert!(
+            main.contains(want),
+            "CT {ctid}: `{want}` missing in\n{main}"
+        );
+    }
+}
+
+#[test]
+fn real_steps_build_the_reference_tree_and_a_second_run_changes_nothing() {
+    let host = Host::reference();
+    host.install();
+    let r = host.establish(&[]);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    for c in ALL {
+        assert_built(&host, c);
+    }
+    assert_eq!(host.ct_ids(), ALL);
+    for c in GPU {
+        assert_gpu_passthrough(&host, c);
+    }
+    for c in [900, 902, 910] {
+        assert!(
+            !host.conf_main(c).contains("nvidia"),
+            "CT {c} got GPU lines"
+        );
+    }
+    // Every setup program ran (the reference has one per CT).
+    let log = std::fs::read_to_string(host.log_file()).unwrap();
+    for c in ALL {
+        assert!(
+            log.contains(&format!("[{c}] setup_{c} ... ok")),
+            "setup_{c} did not run"
+        );
+    }
+    let mark = host.journal_mark();
+    let r = host.establish(&[]).ok();
+    assert_up_to_date_run(&host, &r, mark, &ALL);
 }
 
 #[test]
