@@ -257,6 +257,14 @@ fn first_run_builds_the_tree_and_second_run_changes_nothing() {
         r.stdout
     );
     assert!(r.stdout.contains("CTID") && r.stdout.contains("SECONDS"));
+    // --jobs 1 is the design's order: every CT after its source, ties by ascending CTID.
+    let order: Vec<u32> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("] create from") || l.contains("] clone from"))
+        .map(|l| l[1..4].parse().unwrap())
+        .collect();
+    assert_eq!(order, ALL);
     assert!(r.stdout.contains("7 containers: 7 built"), "{}", r.stdout);
     let log = std::fs::read_to_string(host.log_file()).unwrap();
     assert!(
@@ -740,4 +748,22 @@ fn finalize_falls_back_to_stop_when_a_clean_shutdown_fails() {
         .expect("a clean shutdown was tried");
     assert_eq!(calls[i + 1], "pct stop 900", "{calls:#?}");
     assert_eq!(calls[i + 2], "pct snapshot 900 base-snapshot");
+}
+
+#[test]
+fn a_failed_initial_setup_exits_3_before_any_container() {
+    let host = host();
+    host.drop_in(
+        "phoenix_hypervisor_initial_setup",
+        "echo 'error: storage lxc-disks is not active' >&2; exit 3",
+    );
+    let r = host.establish(&[]).expect_code(3);
+    assert!(
+        r.stderr.contains("initial setup failed")
+            && r.stderr.contains("storage lxc-disks is not active"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(host.mutating_since(0), Vec::<String>::new());
+    assert!(host.ct_ids().is_empty());
 }
