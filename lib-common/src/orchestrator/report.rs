@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::runner::{Presence, Step, presence};
-use super::{CONFIGURED_STATE, CtReport, Orchestrator, exit};
+use super::{CONFIGURED_STATE, CtReport, CtResult, Orchestrator, exit};
 use crate::config::Ctid;
 use crate::pct::CtStatus;
 use crate::plan::Action;
@@ -15,8 +15,25 @@ pub fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
-/// The table, then one line of totals. Also logged.
+/// The table, then one line of totals, on stdout; the rows and totals also in the log.
 pub fn summary(reports: &BTreeMap<Ctid, CtReport>, elapsed: Duration) {
+    let (table, total) = summary_lines(reports, elapsed);
+    println!();
+    for (i, line) in table.iter().enumerate() {
+        println!("{line}");
+        if i > 0 {
+            log::info!("summary: {}", line.trim_end());
+        }
+    }
+    println!("{total}");
+    log::info!("run finished: {total}");
+}
+
+/// The table's lines (header first, columns aligned) and the totals line.
+pub fn summary_lines(
+    reports: &BTreeMap<Ctid, CtReport>,
+    elapsed: Duration,
+) -> (Vec<String>, String) {
     let rows: Vec<[String; 5]> = reports
         .values()
         .map(|r| {
@@ -51,24 +68,18 @@ pub fn summary(reports: &BTreeMap<Ctid, CtReport>, elapsed: Duration) {
             w4 = w[4]
         )
     };
-    println!();
-    println!("{}", line(&header));
-    for row in &rows {
-        println!("{}", line(row));
-        log::info!("summary: {}", line(row).trim_end());
-    }
-    let count = |f: fn(&super::CtResult) -> bool| reports.values().filter(|r| f(&r.result)).count();
-    let done = count(|r| matches!(r, super::CtResult::Done));
-    let up = count(|r| matches!(r, super::CtResult::UpToDate { .. }));
-    let failed = count(|r| matches!(r, super::CtResult::Failed { .. }));
-    let skipped = count(|r| matches!(r, super::CtResult::Skipped { .. }));
+    let table = std::iter::once(&header).chain(&rows).map(line).collect();
+    let count = |f: fn(&CtResult) -> bool| reports.values().filter(|r| f(&r.result)).count();
+    let done = count(|r| matches!(r, CtResult::Done));
+    let up = count(|r| matches!(r, CtResult::UpToDate { .. }));
+    let failed = count(|r| matches!(r, CtResult::Failed { .. }));
+    let skipped = count(|r| matches!(r, CtResult::Skipped { .. }));
     let total = format!(
         "{} containers: {done} built, {up} up to date, {failed} failed, {skipped} skipped ({})",
         reports.len(),
         secs(elapsed)
     );
-    println!("{total}");
-    log::info!("run finished: {total}");
+    (table, total)
 }
 
 /// `--dry-run`: read-only queries, the plan per CT; no step program, lock or file.
@@ -183,4 +194,71 @@ fn plan_lines(orch: &Orchestrator, ctid: Ctid) -> crate::Result<Vec<String>> {
     ));
     out.push(format!("      steps: {}", steps.join("; ")));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(ctid: u32, name: &str, action: &str, result: CtResult, seconds: f64) -> CtReport {
+        CtReport {
+            ctid: Ctid(ctid),
+            name: name.into(),
+            action: action.into(),
+            result,
+            seconds,
+        }
+    }
+
+    #[test]
+    fn summary_table_is_aligned_and_counts_results() {
+        let mut reports = BTreeMap::new();
+        for r in [
+            report(900, "BaseTemplate", "create", CtResult::Done, 3.21),
+            report(
+                902,
+                "Docker",
+                "clone from 900",
+                CtResult::Failed {
+                    stage: "clone from 900@base-snapshot".into(),
+                    message: "x".into(),
+                    rollback: None,
+                },
+                0.4,
+            ),
+            report(
+                910,
+                "Portainer",
+                "none",
+                CtResult::Skipped {
+                    failed_template: Ctid(902),
+                },
+                0.0,
+            ),
+            report(
+                901,
+                "Gpu",
+                "none",
+                CtResult::UpToDate { started: true },
+                12.0,
+            ),
+        ] {
+            reports.insert(r.ctid, r);
+        }
+        let (table, total) = summary_lines(&reports, Duration::from_millis(15_600));
+        assert_eq!(
+            table,
+            [
+                "CTID  NAME          ACTION          RESULT                                  SECONDS",
+                "900   BaseTemplate  create          ok                                          3.2",
+                "901   Gpu           none            up to date (started)                       12.0",
+                "902   Docker        clone from 900  FAILED at clone from 900@base-snapshot      0.4",
+                "910   Portainer     none            skipped: template 902 failed                0.0",
+            ]
+        );
+        assert_eq!(
+            total,
+            "4 containers: 1 built, 1 up to date, 1 failed, 1 skipped (15.6 s)"
+        );
+    }
 }
