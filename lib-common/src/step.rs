@@ -199,25 +199,37 @@ pub fn wait_ready(pct: &PctClient, ctid: Ctid, timeout: Duration) -> Result<()> 
         return Ok(());
     }
     let start = Instant::now();
+    // Once `pct status` has said running, only `pct exec` is polled (one call per poll, not
+    // two: on a real host each pct call costs a few hundred ms); an exec error (stopped, gone)
+    // sends it back to `pct status`.
+    let mut running = false;
     loop {
-        let last = match pct.status(ctid)? {
-            CtStatus::Missing => {
-                return Err(Error::precondition(format!(
-                    "CT {ctid} does not exist; cannot wait for it to become ready"
-                ))
-                .into());
+        let mut last = String::new();
+        if !running {
+            match pct.status(ctid)? {
+                CtStatus::Missing => {
+                    return Err(Error::precondition(format!(
+                        "CT {ctid} does not exist; cannot wait for it to become ready"
+                    ))
+                    .into());
+                }
+                CtStatus::Stopped => last = "status is stopped".to_string(),
+                CtStatus::Running => running = true,
             }
-            CtStatus::Stopped => "status is stopped".to_string(),
-            CtStatus::Running => match pct.exec_query(ctid, &["uptime"]) {
+        }
+        if running {
+            match pct.exec_query(ctid, &["uptime"]) {
                 Ok(out) if out.success() => {
                     log::debug!("[{ctid}] ready after {:?}", start.elapsed());
                     return Ok(());
                 }
-                Ok(out) => format!("`uptime` exit {}: {}", out.code, out.tail(200)),
-                // Not running yet between status and exec: keep waiting.
-                Err(e) => format!("{e:#}"),
-            },
-        };
+                Ok(out) => last = format!("`uptime` exit {}: {}", out.code, out.tail(200)),
+                Err(e) => {
+                    last = format!("{e:#}");
+                    running = false;
+                }
+            }
+        }
         if start.elapsed() >= timeout {
             return Err(Error::timeout(format!(
                 "CT {ctid} did not become ready within {} s (last: {last})\nhint: check `pct status {ctid}` and the container's console; raise behavior.ready_timeout_s if it boots slowly",

@@ -3,9 +3,11 @@
 //! lock, refusals that touch nothing (invalid config, missing step), `--dry-run`, `--only`,
 //! `--jobs`, rollback, and drop-in step scripts.
 //!
-//! lxc-nvidia and lxc-docker are replaced here by drop-in shell scripts that record their
-//! arguments and environment (that is the drop-in promise: whatever executable sits at the
-//! design document's `.sh` path is run) and fail on demand.
+//! `real_steps_build_the_reference_tree...` runs every installed program. The other tests
+//! replace lxc-nvidia and lxc-docker by drop-in shell scripts that record their arguments and
+//! environment (that is the drop-in promise: whatever executable sits at the design document's
+//! `.sh` path is run) and fail on demand, and leave the setup programs out: they are about
+//! orchestration, and stay fast.
 
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
@@ -34,10 +36,19 @@ fi"#
     )
 }
 
-/// Reference host, installed, with recording drop-ins for lxc-nvidia and lxc-docker.
+/// Reference host, installed, with recording drop-ins for lxc-nvidia and lxc-docker and
+/// without the setup programs (they need what the real lxc-nvidia/lxc-docker install).
 fn host() -> Host {
     let host = Host::reference();
     host.install();
+    for c in ALL {
+        let p = host
+            .prefix()
+            .join(format!("bin/phoenix_hypervisor_setup_{c}.sh"));
+        if p.exists() {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
     host.drop_in(
         "phoenix_hypervisor_lxc_nvidia",
         &recording_stub(
@@ -110,6 +121,56 @@ fn assert_up_to_date_run(host: &Host, r: &Run, mark: usize, cts: &[u32]) {
             r.stdout
         );
     }
+}
+
+/// The main section of a CT's conf has GPU passthrough for its GPUs.
+#[track_caller]
+fn assert_gpu_passthrough(host: &Host, ctid: u32) {
+    let main = host.conf_main(ctid);
+    for want in [
+        "lxc.cgroup2.devices.allow: c 195:* rwm",
+        "/dev/nvidia0 dev/nvidia0",
+        "/dev/nvidia1 dev/nvidia1",
+        "/dev/nvidiactl",
+        "/dev/nvidia-uvm",
+    ] {
+        assert!(
+            main.contains(want),
+            "CT {ctid}: `{want}` missing in\n{main}"
+        );
+    }
+}
+
+#[test]
+fn real_steps_build_the_reference_tree_and_a_second_run_changes_nothing() {
+    let host = Host::reference();
+    host.install();
+    let r = host.establish(&[]);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    for c in ALL {
+        assert_built(&host, c);
+    }
+    assert_eq!(host.ct_ids(), ALL);
+    for c in GPU {
+        assert_gpu_passthrough(&host, c);
+    }
+    for c in [900, 902, 910] {
+        assert!(
+            !host.conf_main(c).contains("nvidia"),
+            "CT {c} got GPU lines"
+        );
+    }
+    // Every setup program ran (the reference has one per CT).
+    let log = std::fs::read_to_string(host.log_file()).unwrap();
+    for c in ALL {
+        assert!(
+            log.contains(&format!("[{c}] setup_{c} ... ok")),
+            "setup_{c} did not run"
+        );
+    }
+    let mark = host.journal_mark();
+    let r = host.establish(&[]).ok();
+    assert_up_to_date_run(&host, &r, mark, &ALL);
 }
 
 #[test]
@@ -196,6 +257,14 @@ fn first_run_builds_the_tree_and_second_run_changes_nothing() {
         r.stdout
     );
     assert!(r.stdout.contains("CTID") && r.stdout.contains("SECONDS"));
+    // --jobs 1 is the design's order: every CT after its source, ties by ascending CTID.
+    let order: Vec<u32> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("] create from") || l.contains("] clone from"))
+        .map(|l| l[1..4].parse().unwrap())
+        .collect();
+    assert_eq!(order, ALL);
     assert!(r.stdout.contains("7 containers: 7 built"), "{}", r.stdout);
     let log = std::fs::read_to_string(host.log_file()).unwrap();
     assert!(
@@ -205,6 +274,18 @@ fn first_run_builds_the_tree_and_second_run_changes_nothing() {
         "step output not captured in the log"
     );
     assert!(log.contains("[INFO] phoenix_hypervisor_clone_lxc: [901]"));
+    // Every line in the shared format: `YYYY-mm-dd HH:MM:SS [LEVEL] <program>: message`.
+    for line in log.lines() {
+        let (ts, rest) = line.split_at(19);
+        let ok = ts.as_bytes()[4] == b'-'
+            && ts.as_bytes()[10] == b' '
+            && ts.as_bytes()[13] == b':'
+            && rest.starts_with(" [")
+            && rest.contains("] phoenix_")
+            && rest.contains(": ");
+        assert!(ok, "log line out of format: {line}");
+    }
+    assert!(log.contains("[INFO] phoenix_establish_hypervisor: [950] finalize: shutdown"));
 
     // Second run: zero mutating calls, everything up to date.
     let mark = host.journal_mark();
@@ -667,4 +748,22 @@ fn finalize_falls_back_to_stop_when_a_clean_shutdown_fails() {
         .expect("a clean shutdown was tried");
     assert_eq!(calls[i + 1], "pct stop 900", "{calls:#?}");
     assert_eq!(calls[i + 2], "pct snapshot 900 base-snapshot");
+}
+
+#[test]
+fn a_failed_initial_setup_exits_3_before_any_container() {
+    let host = host();
+    host.drop_in(
+        "phoenix_hypervisor_initial_setup",
+        "echo 'error: storage lxc-disks is not active' >&2; exit 3",
+    );
+    let r = host.establish(&[]).expect_code(3);
+    assert!(
+        r.stderr.contains("initial setup failed")
+            && r.stderr.contains("storage lxc-disks is not active"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(host.mutating_since(0), Vec::<String>::new());
+    assert!(host.ct_ids().is_empty());
 }

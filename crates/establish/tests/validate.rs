@@ -110,11 +110,13 @@ fn missing_file_is_exit_2_naming_the_path() {
 }
 
 #[test]
-fn reserved_flags_are_not_implemented_yet() {
+fn building_needs_the_installed_step_programs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = repo().join("tests/fixtures/upstream-214aa23");
     let hv = dir.join("phoenix_hypervisor_config.json");
     let lxc = dir.join("phoenix_lxc_configs.json");
+    // PREFIX/bin is empty here: every mode but --validate refuses with exit 4, naming the path,
+    // before it touches the host (no lock file, no log).
     for args in [
         &["--dry-run"][..],
         &["--only", "900,950"],
@@ -122,9 +124,19 @@ fn reserved_flags_are_not_implemented_yet() {
         &[],
     ] {
         let out = run(tmp.path(), &hv, &lxc, args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(text(&out.stderr).contains("not implemented yet"));
+        assert_eq!(out.status.code(), Some(4), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("required step program")
+                && err.contains("phoenix_hypervisor_initial_setup.sh"),
+            "{err}"
+        );
     }
+    assert!(
+        !tmp.path().join("host").exists(),
+        "the host root was touched"
+    );
+    assert!(!tmp.path().join("log").exists());
     // Bad usage is exit 2 (clap).
     for args in [
         &["--only", "99"][..],

@@ -224,7 +224,13 @@ fn pump(r: impl Read, prefix: &str, label: &str) -> VecDeque<String> {
                 if line.is_empty() {
                     continue;
                 }
-                log::info!("{prefix}{label}: {line}");
+                // Our steps start their lines with the same `[CTID] `: say it once.
+                let shown = if prefix.is_empty() {
+                    line
+                } else {
+                    line.strip_prefix(prefix).unwrap_or(line)
+                };
+                log::info!("{prefix}{label}: {shown}");
                 if tail.len() == TAIL_LINES {
                     tail.pop_front();
                 }
