@@ -299,20 +299,10 @@ impl Drop for HostTempFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
     fn fake_pct(dir: &Path, body: &str) -> PctClient {
-        let p = dir.join("pct");
-        std::fs::write(
-            &p,
-            format!(
-                "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >> '{}'\n{body}\n",
-                dir.join("argv.log").display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = crate::pct::test_support::fake_tool(dir, body);
         PctClient::with_tools(false, &p, &p, &p)
     }
 

@@ -763,6 +763,41 @@ fn pct_failure(ctid: Option<Ctid>, sub: &str, out: &ExecOutput) -> Error {
     ))
 }
 
+/// Test support shared by the modules that drive a fake `pct`.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// An executable shell script at `dir/pct` that appends its argv (one per line) to
+    /// `dir/argv.log` and then runs `body`.
+    pub(crate) fn fake_tool(dir: &Path, body: &str) -> PathBuf {
+        let p = dir.join("pct");
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\n[ -n \"$FAKE_PROBE\" ] && exit 0\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >> '{}'\n{body}\n",
+                dir.join("argv.log").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A child forked by another test thread while the script was open for writing holds
+        // that descriptor until its exec, and running the script then fails with ETXTBSY.
+        // Once one run succeeds no writer is left, so probe until then.
+        for _ in 0..100 {
+            match Command::new(&p).env("FAKE_PROBE", "1").status() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                _ => break,
+            }
+        }
+        p
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -920,36 +955,11 @@ mod tests {
     #[cfg(unix)]
     mod with_fake_pct {
         use super::*;
-        use std::os::unix::fs::PermissionsExt;
+        use crate::pct::test_support::fake_tool;
 
         /// A fake `pct` that records its argv (one per line) and answers from a script.
-        fn fake(dir: &Path, body: &str) -> PathBuf {
-            let p = dir.join("pct");
-            std::fs::write(
-                &p,
-                format!(
-                    "#!/bin/sh\n[ -n \"$FAKE_PROBE\" ] && exit 0\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >> '{}'\n{body}\n",
-                    dir.join("argv.log").display()
-                ),
-            )
-            .unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-            // A child forked by another test thread while the script was open for writing holds
-            // that descriptor until its exec, and running the script then fails with ETXTBSY.
-            // Once one run succeeds no writer is left, so probe until then.
-            for _ in 0..100 {
-                match Command::new(&p).env("FAKE_PROBE", "1").status() {
-                    Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                        std::thread::sleep(std::time::Duration::from_millis(5))
-                    }
-                    _ => break,
-                }
-            }
-            p
-        }
-
         fn client(dir: &Path, body: &str, dry: bool) -> PctClient {
-            let p = fake(dir, body);
+            let p = fake_tool(dir, body);
             PctClient::with_tools(dry, &p, &p, &p)
         }
 

@@ -312,15 +312,11 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn wait_ready_times_out_with_ctid_and_seconds() {
-        use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("pct");
-        std::fs::write(
-            &p,
-            "#!/bin/sh\n[ \"$1\" = status ] && { echo 'status: running'; exit 0; }\necho 'Failed to get init pid' >&2; exit 255\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = crate::pct::test_support::fake_tool(
+            d.path(),
+            "[ \"$1\" = status ] && { echo 'status: running'; exit 0; }\necho 'Failed to get init pid' >&2; exit 255",
+        );
         let pct = PctClient::with_tools(false, &p, &p, &p);
         let t = Instant::now();
         let err = wait_ready(&pct, Ctid(901), Duration::from_millis(300)).unwrap_err();

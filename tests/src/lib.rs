@@ -110,16 +110,7 @@ impl Host {
     /// driver 580.76.05, the Ubuntu 24.04 ostemplate; the 214aa23 reference configs installed
     /// under PREFIX/etc.
     pub fn reference() -> Host {
-        let host = Host::init(&[
-            "--storage",
-            "lxc-disks:zfspool",
-            "--gpus",
-            "2",
-            "--nvidia-driver",
-            "580.76.05",
-            "--ostemplate",
-            OSTEMPLATE,
-        ]);
+        let host = Host::init(&["--reference"]);
         host.install_configs(
             &fixture("upstream-214aa23", "phoenix_hypervisor_config.json"),
             &fixture("upstream-214aa23", "phoenix_lxc_configs.json"),

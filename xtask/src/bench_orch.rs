@@ -25,8 +25,6 @@ use serde_json::Value;
 
 use crate::build::{build_bins, workspace_root};
 
-const OSTEMPLATE: &str =
-    "/fastData/shared-iso/template/cache/ubuntu-24.04-standard_24.04-2_amd64.tar.zst";
 const PREFIX_IN_HOST: &str = "usr/local/phoenix_hypervisor";
 /// Latency rules: Proxmox-like proportions, scaled down so the benchmark takes minutes.
 const LATENCY: &[(&str, u64)] = &[
@@ -87,16 +85,7 @@ impl BenchHost {
             Command::new(build_dir.join("pve-sim"))
                 .args(["init", "--host-root"])
                 .arg(&root)
-                .args([
-                    "--storage",
-                    "lxc-disks:zfspool",
-                    "--gpus",
-                    "2",
-                    "--nvidia-driver",
-                    "580.76.05",
-                    "--ostemplate",
-                    OSTEMPLATE,
-                ])
+                .arg("--reference")
                 .env("PHOENIX_HOST_ROOT", &root)
                 .stdout(std::process::Stdio::null()),
         )?;

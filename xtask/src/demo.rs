@@ -9,9 +9,6 @@ use lib_common::install::BinMode;
 
 use crate::build::{build_bins, installable_bins, print_report, workspace_root};
 
-/// The OS template path the reference configuration names.
-const OSTEMPLATE: &str =
-    "/fastData/shared-iso/template/cache/ubuntu-24.04-standard_24.04-2_amd64.tar.zst";
 const PREFIX_IN_HOST: &str = "usr/local/phoenix_hypervisor";
 
 pub fn run(host_root: Option<PathBuf>) -> Result<()> {
@@ -36,14 +33,7 @@ pub fn run(host_root: Option<PathBuf>) -> Result<()> {
         "--host-root",
         &root_s,
         "--force",
-        "--storage",
-        "lxc-disks:zfspool",
-        "--gpus",
-        "2",
-        "--nvidia-driver",
-        "580.76.05",
-        "--ostemplate",
-        OSTEMPLATE,
+        "--reference",
     ]))?;
     let prefix = root.join(PREFIX_IN_HOST);
     println!("== Installing into {}", prefix.display());

@@ -22,7 +22,28 @@ pub struct InitOpts {
     pub force: bool,
 }
 
-pub const USAGE: &str = "usage: pve-sim init --host-root DIR [--node NAME] [--pve-version 8.4.1] [--storage ID:TYPE]... [--gpus N] [--nvidia-driver VERSION] [--ostemplate PATH]... [--force]";
+pub const USAGE: &str = "usage: pve-sim init --host-root DIR [--reference] [--node NAME] [--pve-version 8.4.1] [--storage ID:TYPE]... [--gpus N] [--nvidia-driver VERSION] [--ostemplate PATH]... [--force]";
+
+/// The OS template path the upstream reference configuration names.
+pub const REFERENCE_OSTEMPLATE: &str =
+    "/fastData/shared-iso/template/cache/ubuntu-24.04-standard_24.04-2_amd64.tar.zst";
+
+/// `--reference`: the host the upstream reference configuration needs (storage `lxc-disks` as
+/// zfspool, 2 GPUs, driver 580.76.05, its Ubuntu 24.04 ostemplate); later options add to it.
+fn reference_args() -> Vec<String> {
+    [
+        "--storage",
+        "lxc-disks:zfspool",
+        "--gpus",
+        "2",
+        "--nvidia-driver",
+        "580.76.05",
+        "--ostemplate",
+        REFERENCE_OSTEMPLATE,
+    ]
+    .map(String::from)
+    .to_vec()
+}
 
 /// Parse `pve-sim init` arguments (after `init`).
 pub fn parse_args(args: &[String]) -> Result<InitOpts> {
@@ -37,6 +58,16 @@ pub fn parse_args(args: &[String]) -> Result<InitOpts> {
         force: false,
     };
     let mut root = None;
+    let args: Vec<String> = args
+        .iter()
+        .flat_map(|a| {
+            if a == "--reference" {
+                reference_args()
+            } else {
+                vec![a.clone()]
+            }
+        })
+        .collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let (name, inline) = match a.split_once('=') {

@@ -57,19 +57,7 @@ impl Sim {
     fn with(extra: &[&str]) -> Sim {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("host");
-        let mut args = vec![
-            "init",
-            "--host-root",
-            root.to_str().unwrap(),
-            "--storage",
-            "lxc-disks:zfspool",
-            "--gpus",
-            "2",
-            "--nvidia-driver",
-            "580.76.05",
-            "--ostemplate",
-            TPL,
-        ];
+        let mut args = vec!["init", "--host-root", root.to_str().unwrap(), "--reference"];
         args.extend_from_slice(extra);
         let o = Command::new(bin("pve-sim")).args(&args).output().unwrap();
         assert!(

@@ -52,14 +52,6 @@ static STORAGE_ID: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$").expect("valid regex"));
 static CONFIG_ID: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)^[a-z][a-z0-9_-]+$").expect("valid regex"));
-const FEATURE_KEYS: [&str; 6] = [
-    "nesting",
-    "keyctl",
-    "fuse",
-    "mknod",
-    "force_rw_sys",
-    "mount",
-];
 
 fn ipv4(s: &str) -> bool {
     s.parse::<std::net::Ipv4Addr>().is_ok()
@@ -149,7 +141,7 @@ pub fn check_block(ctid: Ctid, spec: &ContainerSpec) -> Result<()> {
         ));
     }
     for (k, v) in spec.feature_pairs() {
-        let ok = FEATURE_KEYS.contains(&k.as_str())
+        let ok = crate::validate::KNOWN_FEATURES.contains(&k.as_str())
             && if k == "mount" {
                 !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == ';')
             } else {
@@ -161,7 +153,7 @@ pub fn check_block(ctid: Ctid, spec: &ContainerSpec) -> Result<()> {
                 spec.features.as_deref().unwrap_or(""),
                 &format!(
                     "has an invalid item '{k}={v}' (known: {}=0|1)",
-                    FEATURE_KEYS.join(", ")
+                    crate::validate::KNOWN_FEATURES.join(", ")
                 ),
             ));
         }
