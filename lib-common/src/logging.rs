@@ -17,13 +17,13 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 struct Logger {
     program: String,
     file: Mutex<Option<File>>,
-    level: LevelFilter,
     stderr: bool,
 }
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level
+        // `log::max_level` so a run can raise the level after start (behavior.debug_mode).
+        metadata.level() <= log::max_level()
     }
 
     fn log(&self, record: &Record) {
@@ -118,7 +118,6 @@ pub fn init_with(program: &str, path: &Path, stderr: bool) -> PathBuf {
     let logger = Logger {
         program: program.to_string(),
         file: Mutex::new(file),
-        level,
         stderr,
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {

@@ -767,3 +767,20 @@ fn a_failed_initial_setup_exits_3_before_any_container() {
     assert_eq!(host.mutating_since(0), Vec::<String>::new());
     assert!(host.ct_ids().is_empty());
 }
+
+#[test]
+fn debug_mode_logs_at_debug_level_in_the_run_and_its_steps() {
+    let host = host();
+    host.drop_in(
+        "phoenix_hypervisor_initial_setup",
+        "echo \"step log level: ${PHOENIX_LOG_LEVEL:-default}\"; exit 3",
+    );
+    host.establish(&[]).expect_code(3);
+    let log = std::fs::read_to_string(host.log_file()).unwrap();
+    assert!(log.contains("step log level: default"), "{log}");
+
+    host.edit_hypervisor_config(|c| c["behavior"]["debug_mode"] = true.into());
+    host.establish(&[]).expect_code(3);
+    let log = std::fs::read_to_string(host.log_file()).unwrap();
+    assert!(log.contains("step log level: debug"), "{log}");
+}

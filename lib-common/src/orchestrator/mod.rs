@@ -84,6 +84,13 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// `behavior.debug_mode` logs at debug level (this run and its steps), unless
+/// `PHOENIX_LOG_LEVEL` already says otherwise.
+fn debug_level(configs: &crate::config::Configs) -> Option<&'static str> {
+    (configs.hypervisor.behavior.debug_mode && std::env::var_os("PHOENIX_LOG_LEVEL").is_none())
+        .then_some("debug")
+}
+
 /// Run the orchestrator with parsed arguments (not `--validate`); returns the exit code.
 pub fn run(args: &EstablishArgs) -> i32 {
     let started = Instant::now();
@@ -137,6 +144,7 @@ pub fn run(args: &EstablishArgs) -> i32 {
             lxc_config: absolute(&configs.lxc_path),
             hypervisor_config: absolute(&configs.hypervisor_path),
             log_file: log_file.clone(),
+            log_level: debug_level(&configs),
         },
         pct: PctClient::new(args.dry_run),
         plan,
@@ -159,6 +167,9 @@ pub fn run(args: &EstablishArgs) -> i32 {
         }
     };
     crate::logging::init_with(PROGRAM, &log_file, true);
+    if orch.env.log_level.is_some() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
     log::info!(
         "run started (pid {}, --jobs {}, {} configured containers{})",
         std::process::id(),

@@ -90,6 +90,8 @@ pub struct StepEnv {
     pub lxc_config: PathBuf,
     pub hypervisor_config: PathBuf,
     pub log_file: PathBuf,
+    /// `PHOENIX_LOG_LEVEL` for the steps when the run sets one (`behavior.debug_mode`).
+    pub log_level: Option<&'static str>,
 }
 
 /// A step that did not succeed.
@@ -152,6 +154,9 @@ pub fn run_step(
         .stderr(Stdio::piped());
     for v in STEP_VARS {
         cmd.env_remove(v);
+    }
+    if let Some(level) = env.log_level {
+        cmd.env("PHOENIX_LOG_LEVEL", level);
     }
     for (k, v) in vars {
         cmd.env(k, v);
