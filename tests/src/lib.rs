@@ -434,3 +434,43 @@ impl Host {
             .collect()
     }
 }
+
+/// The command-line contract every step program keeps (`architecture.md`, "Step contracts"),
+/// checked on the built binary `bin` that installs as `program`: `--help` and `--version` exit 0
+/// under the installed name; missing arguments (for steps that take a CTID, `takes_ctid`) and a
+/// CTID that is not a VMID are usage errors, exit 2, before anything else happens (no host is
+/// set up for these runs).
+///
+/// Each step crate calls this from an integration test of its own, which is also what makes
+/// `cargo test --workspace` build its binaries before the end-to-end tests run.
+pub fn assert_step_cli(bin: &str, program: &str, takes_ctid: bool) {
+    let run = |args: &[&str]| {
+        Run::from(
+            Command::new(bin)
+                .args(args)
+                .env_remove("PHOENIX_HOST_ROOT")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("run {bin}: {e}")),
+        )
+    };
+    let help = run(&["--help"]).ok();
+    assert!(
+        help.stdout.contains(&format!("Usage: {program} ")),
+        "{}",
+        help.stdout
+    );
+    assert!(help.stdout.contains("--dry-run"), "{}", help.stdout);
+    let version = run(&["--version"]).ok();
+    assert!(
+        version.stdout.starts_with(&format!("{program} ")),
+        "{}",
+        version.stdout
+    );
+    if takes_ctid {
+        let none = run(&[]).expect_code(2);
+        assert!(none.stderr.contains("Usage:"), "{}", none.stderr);
+    }
+    let bad = run(&["abc", "x", "y"]).expect_code(2);
+    assert!(bad.stderr.starts_with("error: "), "{}", bad.stderr);
+}
