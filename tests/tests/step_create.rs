@@ -62,6 +62,31 @@ fn existing_stopped_ct_is_started() {
 }
 
 #[test]
+fn existing_ct_is_converged_with_its_block() {
+    let host = Host::reference();
+    host.run("create-lxc", ["900"]).ok();
+    host.edit_lxc_config(|c| {
+        c["lxc_configs"]["900"]["memory_mb"] = 4096.into();
+        c["lxc_configs"]["900"]["cores"] = 4.into();
+    });
+    let mark = host.journal_mark();
+    let r = host.run("create-lxc", ["900"]).ok();
+    assert!(r.stdout.contains("converging"), "{}", r.stdout);
+    assert_eq!(
+        host.mutating_since(mark),
+        ["pct set 900 --memory 4096 --cores 4"]
+    );
+    let conf = host.conf_main(900);
+    assert!(
+        conf.contains("memory: 4096\n") && conf.contains("cores: 4\n"),
+        "{conf}"
+    );
+    let mark = host.journal_mark();
+    host.run("create-lxc", ["900"]).ok();
+    no_mutations(&host, mark);
+}
+
+#[test]
 fn dry_run_prints_and_changes_nothing() {
     let host = Host::reference();
     let mark = host.journal_mark();

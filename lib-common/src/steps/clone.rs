@@ -158,7 +158,15 @@ pub fn is_gpu_line(line: &str, nvidia_majors: &[u32]) -> bool {
 }
 
 /// Make an existing (or, with `fresh`, just cloned) target match its block, then start it.
-fn converge(ctx: &StepContext, target: Ctid, spec: &ContainerSpec, fresh: bool) -> Result<Outcome> {
+/// Bring an existing (or, `fresh`, just cloned) CT in line with its block: `pct set` only what
+/// differs, strip GPU lines it must not have, start it and wait until ready. create-lxc uses it
+/// for a CT that already exists too.
+pub(crate) fn converge(
+    ctx: &StepContext,
+    target: Ctid,
+    spec: &ContainerSpec,
+    fresh: bool,
+) -> Result<Outcome> {
     let pct = &ctx.pct;
     let mut outcome = if fresh {
         Outcome::Changed
@@ -215,7 +223,7 @@ fn converge(ctx: &StepContext, target: Ctid, spec: &ContainerSpec, fresh: bool) 
     ctx.say(
         Some(target),
         if outcome.changed() {
-            "cloned/converged, started and ready"
+            "converged with its block, started and ready"
         } else {
             "already as configured; nothing changed"
         },

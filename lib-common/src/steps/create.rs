@@ -1,6 +1,6 @@
 //! Step `create-lxc CTID`: create a base container from its OS template with `pct create`,
-//! then start it and wait until it is ready. An existing CT is left as it is (started when
-//! stopped): exit 0.
+//! then start it and wait until it is ready. An existing CT is converged with its block (only
+//! what differs is `pct set`) and started when stopped: exit 0.
 
 use crate::config::Ctid;
 use crate::error::{Error, Result};
@@ -15,23 +15,20 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     let pct = &ctx.pct;
     match pct.status(ctid)? {
         CtStatus::Missing => {}
-        CtStatus::Running => {
-            ctx.say(Some(ctid), "already exists and is running; nothing to do");
+        // A converted template can never start or change; leave it alone.
+        CtStatus::Stopped if pct.config(ctid)?.get("template") == Some("1") => {
+            ctx.say(
+                Some(ctid),
+                "already exists (a Proxmox template); nothing to do",
+            );
             return Ok(Outcome::Unchanged);
         }
-        CtStatus::Stopped => {
-            // A converted template can never start; leave it alone.
-            if pct.config(ctid)?.get("template") == Some("1") {
-                ctx.say(
-                    Some(ctid),
-                    "already exists (a Proxmox template); nothing to do",
-                );
-                return Ok(Outcome::Unchanged);
-            }
-            ctx.say(Some(ctid), "already exists; starting it");
-            pct.start(ctid)?;
-            wait_ready(pct, ctid, ctx.ready_timeout())?;
-            return Ok(Outcome::Changed);
+        CtStatus::Running | CtStatus::Stopped => {
+            ctx.say(
+                Some(ctid),
+                "already exists; converging its settings with the config",
+            );
+            return super::clone::converge(ctx, ctid, spec, false);
         }
     }
     if spec.template.starts_with('/') && !crate::host::exists(&spec.template) {
