@@ -801,34 +801,15 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{NetworkConfig, PortainerRole};
 
+    /// The reference base template 900 (empty features), from the steps' test block.
     pub(crate) fn spec_900() -> ContainerSpec {
-        ContainerSpec {
-            name: "BaseTemplate".into(),
-            memory_mb: 2048,
-            cores: 2,
-            template: "/fastData/shared-iso/template/cache/ubuntu.tar.zst".into(),
-            storage_pool: "lxc-disks".into(),
-            storage_size_gb: 32,
-            network_config: NetworkConfig {
-                name: "eth0".into(),
-                bridge: "vmbr0".into(),
-                ip: "10.0.0.200/24".into(),
-                gw: "10.0.0.1".into(),
-            },
-            features: Some("".into()),
-            static_ip: Some("10.0.0.200/24".into()),
-            mac_address: Some("52:54:00:AA:BB:CC".into()),
-            gpu_assignment: Some("none".into()),
-            portainer_role: PortainerRole::None,
-            unprivileged: true,
-            vllm_model: None,
-            vllm_tensor_parallel_size: None,
-            is_template: Some(true),
-            template_snapshot_name: Some("base-snapshot".into()),
-            clone_from_template_ctid: None,
-        }
+        let mut s = crate::steps::tests::spec("BaseTemplate");
+        s.features = Some("".into());
+        s.static_ip = Some("10.0.0.200/24".into());
+        s.is_template = Some(true);
+        s.template_snapshot_name = Some("base-snapshot".into());
+        s
     }
 
     #[test]

@@ -29,6 +29,20 @@ fn host_with_910() -> Host {
     host
 }
 
+/// `docker ps` inside: one `name image ports` line per running container.
+fn containers(host: &Host, ctid: &str) -> Run {
+    host.exec(
+        ctid,
+        &[
+            "docker",
+            "ps",
+            "--format",
+            "{{.Names}} {{.Image}} {{.Ports}}",
+        ],
+    )
+    .ok()
+}
+
 fn daemon_json(host: &Host, ctid: &str) -> serde_json::Value {
     let r = host.exec(ctid, &["cat", "/etc/docker/daemon.json"]).ok();
     serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("daemon.json: {e}: {}", r.stdout))
@@ -94,17 +108,7 @@ fn portainer_server_ct_first_run_installs_second_run_changes_nothing() {
         d.get("runtimes").is_none(),
         "nvidia runtime in a GPU-less CT: {d}"
     );
-    let ps = host
-        .exec(
-            "910",
-            &[
-                "docker",
-                "ps",
-                "--format",
-                "{{.Names}} {{.Image}} {{.Ports}}",
-            ],
-        )
-        .ok();
+    let ps = containers(&host, "910");
     assert_eq!(
         ps.stdout.trim(),
         "portainer portainer/portainer-ce:2.33.1-lts 8000:8000,9443:9443",
@@ -234,17 +238,7 @@ fn agent_role_from_env_with_its_port() {
     )
     .ok();
     assert!(r.stdout.contains("10.0.0.99"), "{}", r.stdout);
-    let ps = host
-        .exec(
-            "910",
-            &[
-                "docker",
-                "ps",
-                "--format",
-                "{{.Names}} {{.Image}} {{.Ports}}",
-            ],
-        )
-        .ok();
+    let ps = containers(&host, "910");
     assert_eq!(
         ps.stdout.trim(),
         "portainer_agent portainer/agent:2.33.1-lts 9101:9001"
