@@ -18,11 +18,12 @@ a `configured-state` snapshot. Re-running converges: what exists is left alone."
     after_help = "Environment: HYPERVISOR_CONFIG_FILE, LXC_CONFIG_FILE (default PREFIX/etc), PHOENIX_ROOT (PREFIX, \
 default /usr/local/phoenix_hypervisor), PHOENIX_LOG_FILE (default /var/log/phoenix_hypervisor.log).\n\
 Exit status: 0 all processed; 1 some container failed; 2 invalid configuration; 3 initial setup failed; \
-4 a required step program is missing; 5 another run holds the lock."
+4 a required step program is missing; 5 another run holds the lock; 130/143/129 interrupted by \
+SIGINT/SIGTERM/SIGHUP (running steps stopped; the next run repairs and goes on)."
 )]
 pub struct EstablishArgs {
     /// Validate both configuration files (schema and semantic rules), print every problem, touch no host.
-    #[arg(long, conflicts_with_all = ["dry_run", "only", "jobs"])]
+    #[arg(long, conflicts_with_all = ["dry_run", "only", "jobs", "adopt"])]
     pub validate: bool,
     /// Look at the host read-only and print the plan per container; change nothing.
     #[arg(long)]
@@ -30,6 +31,10 @@ pub struct EstablishArgs {
     /// Only these CTIDs (comma-separated), plus the template ancestors they need.
     #[arg(long, value_name = "CTID[,CTID...]", value_delimiter = ',')]
     pub only: Vec<Ctid>,
+    /// Converge these existing CTs although they lack the `phoenix-managed` mark (a CT the tool
+    /// did not create), and mark them. Without it such a CT is left untouched and fails.
+    #[arg(long, value_name = "CTID[,CTID...]", value_delimiter = ',')]
+    pub adopt: Vec<Ctid>,
     /// Build independent branches of the template tree concurrently.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: u32,
@@ -52,6 +57,9 @@ mod tests {
         );
         assert!(EstablishArgs::try_parse_from(["x", "--only", "12"]).is_err());
         assert_eq!(a.jobs, 4);
+        let a = EstablishArgs::try_parse_from(["x", "--adopt", "950,951"]).unwrap();
+        assert_eq!(a.adopt, vec![Ctid(950), Ctid(951)]);
+        assert!(EstablishArgs::try_parse_from(["x", "--validate", "--adopt", "950"]).is_err());
         assert!(EstablishArgs::try_parse_from(["x", "--validate", "--dry-run"]).is_err());
         assert!(EstablishArgs::try_parse_from(["x", "--jobs", "0"]).is_err());
     }

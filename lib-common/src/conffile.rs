@@ -130,6 +130,20 @@ impl ConfFile {
             .collect()
     }
 
+    /// A setting of the section `[name]` (e.g. a snapshot's `snapstate`).
+    pub fn section_get(&self, name: &str, key: &str) -> Option<String> {
+        let start = self
+            .lines
+            .iter()
+            .position(|l| section_name(l) == Some(name))?;
+        self.lines[start + 1..]
+            .iter()
+            .take_while(|l| section_name(l).is_none())
+            .filter_map(|l| parse_setting_line(l))
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
     /// A setting of the main section (`memory`, `net0`, `dev0`, ...).
     pub fn get(&self, key: &str) -> Option<String> {
         self.main_lines()

@@ -15,6 +15,9 @@
 //! - [`orchestrator`]: `phoenix_establish_hypervisor` (lock, step runner, pipeline per CT, `--jobs`).
 //! - [`step`]: the frame of every step program (arguments, logging, configs, exit codes) and `wait_ready`.
 //! - [`sdk`]: the setup-plugin SDK (`phoenix_hypervisor_setup_<CTID>` programs), with an example.
+//! - [`ownership`]: the `phoenix-managed` mark and the records of creates in flight and of this run.
+//! - [`tasks`]: Proxmox's record of running tasks (a lock held by a running task vs a stale one).
+//! - [`signals`]: SIGINT/SIGTERM/SIGHUP in the orchestrator (stop new work, pass on, wait, exit 130/143).
 
 pub mod cli;
 pub mod config;
@@ -30,7 +33,10 @@ pub use error::{Error, ErrorKind, Result};
 pub mod conffile;
 pub mod guest;
 pub mod host;
+pub mod ownership;
 pub mod pct;
 pub mod sdk;
+pub mod signals;
 pub mod step;
 pub mod steps;
+pub mod tasks;

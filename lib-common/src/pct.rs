@@ -466,7 +466,22 @@ impl PctClient {
         } else {
             log::debug!("{prefix}pct {}", display_argv(&args));
         }
-        let out = self.run_raw(&args)?;
+        let mut out = self.run_raw(&args)?;
+        // A busy host: retry what failed only because a lock was taken for a moment.
+        let mut pause = RETRY_FIRST_PAUSE;
+        for attempt in 1..=RETRIES {
+            if out.code == 0 || !mutating || !is_transient(&out.stderr) {
+                break;
+            }
+            log::warn!(
+                "{prefix}`pct {sub}` failed the way a busy host fails ({}); retry {attempt} of {RETRIES} in {} ms",
+                out.tail(200),
+                pause.as_millis()
+            );
+            std::thread::sleep(pause);
+            pause *= 2;
+            out = self.run_raw(&args)?;
+        }
         // `pct push` reports task failures on stderr with exit 0 (proxmox.md).
         let failed = out.code != 0 || (sub == "push" && !out.stderr.trim().is_empty());
         if failed {
@@ -559,12 +574,61 @@ impl PctClient {
 
     // -- mutating ----------------------------------------------------------------------------
 
+    /// `pct create`, then the ownership mark (`crate::ownership`).
     pub fn create(&self, spec: &CreateSpec) -> Result<()> {
-        self.pct(Some(spec.ctid), spec.args()).map(drop)
+        self.create_owned(spec.ctid, "create", spec.args())
     }
 
+    /// `pct clone`, then the ownership mark (a clone inherits its source's tags; the mark is
+    /// set explicitly anyway).
     pub fn clone_ct(&self, spec: &CloneSpec) -> Result<()> {
-        self.pct(Some(spec.target), spec.args()).map(drop)
+        self.create_owned(spec.target, "clone", spec.args())
+    }
+
+    /// Run a create or clone of `ctid` as ours: the in-flight record before it, and once it
+    /// returned success the run's created record and the tag (`crate::ownership`).
+    fn create_owned(&self, ctid: Ctid, what: &str, args: Vec<String>) -> Result<()> {
+        if self.dry_run {
+            return self.pct(Some(ctid), args).map(drop);
+        }
+        crate::ownership::write_intent(ctid, what)?;
+        if let Err(e) = self.pct(Some(ctid), args) {
+            // Proxmox removes what a failed create made; a `lock: create` left behind (the
+            // call was killed) may be ours, so its record stays for the next run to repair.
+            let left_locked = crate::conffile::ConfFile::load(ctid)
+                .is_ok_and(|c| c.get("lock").as_deref() == Some("create"));
+            if !left_locked {
+                crate::ownership::clear_intent(ctid);
+            }
+            return Err(e);
+        }
+        crate::ownership::record_created(ctid);
+        let tags = self.config(ctid)?.get("tags").map(str::to_string);
+        self.set(
+            ctid,
+            &[("tags", &crate::ownership::with_mark(tags.as_deref()))],
+        )?;
+        crate::ownership::clear_intent(ctid);
+        Ok(())
+    }
+
+    /// Set the ownership mark on `ctid` unless it has it (adoption, repair).
+    pub fn mark_ours(&self, ctid: Ctid) -> Result<bool> {
+        let tags = self.config(ctid)?.get("tags").map(str::to_string);
+        if crate::ownership::has_mark(tags.as_deref()) {
+            return Ok(false);
+        }
+        self.set(
+            ctid,
+            &[("tags", &crate::ownership::with_mark(tags.as_deref()))],
+        )?;
+        Ok(true)
+    }
+
+    /// `pct unlock CTID`: remove a stale lock.
+    pub fn unlock(&self, ctid: Ctid) -> Result<()> {
+        self.pct(Some(ctid), vec!["unlock".into(), ctid.to_string()])
+            .map(drop)
     }
 
     /// `pct set CTID --k v ...`; nothing is run for an empty list.
@@ -628,6 +692,22 @@ impl PctClient {
         self.pct(
             Some(ctid),
             vec!["delsnapshot".into(), ctid.to_string(), name.to_string()],
+        )
+        .map(drop)
+    }
+
+    /// `pct delsnapshot CTID NAME --force 1`: also when removing a volume snapshot fails (one
+    /// left half-made by an interrupted `pct snapshot`), `PVE::AbstractConfig::snapshot_delete`.
+    pub fn delsnapshot_force(&self, ctid: Ctid, name: &str) -> Result<()> {
+        self.pct(
+            Some(ctid),
+            vec![
+                "delsnapshot".into(),
+                ctid.to_string(),
+                name.to_string(),
+                "--force".into(),
+                "1".into(),
+            ],
         )
         .map(drop)
     }
@@ -735,6 +815,21 @@ fn display_exec(args: &[String]) -> String {
 
 fn tail_cut(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
+}
+
+/// Retries of a mutating call that failed transiently ([`is_transient`]), and the first pause
+/// (doubled after each): 0.25 + 0.5 + 1 + 2 s at most.
+pub const RETRIES: u32 = 4;
+const RETRY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A failure a busy host produces and that goes away by itself: the config lock could not be
+/// taken in time (`PVE::AbstractConfig::lock_config_full` → `PVE::Tools::lock_file_full`: "can't
+/// lock file '...' - got timeout"), or the CT is locked by a task (`check_lock`: "CT is locked
+/// (snapshot)") that then ends. `lock: create` is not transient: a create or clone of that CT
+/// is running or was interrupted, which the orchestrator repairs.
+pub fn is_transient(stderr: &str) -> bool {
+    (stderr.contains("can't lock file") && stderr.contains("got timeout"))
+        || (stderr.contains("CT is locked (") && !stderr.contains("CT is locked (create)"))
 }
 
 /// pve's message for a CT that does not exist on this node.
@@ -1014,6 +1109,39 @@ mod tests {
                 log.ends_with("shutdown\n900\n--timeout\n5\nstop\n900\n"),
                 "{log}"
             );
+        }
+
+        #[test]
+        fn a_lock_held_for_a_moment_is_retried_and_a_create_lock_is_not() {
+            let d = tempfile::tempdir().unwrap();
+            let n = d.path().join("n");
+            // Locked for the first two calls, then free.
+            let c = client(
+                d.path(),
+                &format!(
+                    "n=$(cat '{0}' 2>/dev/null || echo 0); echo $((n+1)) > '{0}'\n[ \"$n\" -ge 2 ] && exit 0\necho 'CT is locked (snapshot)' >&2; exit 255",
+                    n.display()
+                ),
+                false,
+            );
+            c.start(Ctid(900)).unwrap();
+            assert_eq!(std::fs::read_to_string(&n).unwrap().trim(), "3");
+            let d = tempfile::tempdir().unwrap();
+            let n = d.path().join("n");
+            let c = client(
+                d.path(),
+                &format!(
+                    "n=$(cat '{0}' 2>/dev/null || echo 0); echo $((n+1)) > '{0}'\necho 'CT is locked (create)' >&2; exit 255",
+                    n.display()
+                ),
+                false,
+            );
+            assert_eq!(crate::error::exit_code(&c.start(Ctid(900)).unwrap_err()), 4);
+            assert_eq!(std::fs::read_to_string(&n).unwrap().trim(), "1");
+            assert!(is_transient(
+                "can't lock file '/run/lock/lxc/pve-config-900.lock' - got timeout"
+            ));
+            assert!(!is_transient("CT 900 already exists on node 'pve'"));
         }
 
         #[test]

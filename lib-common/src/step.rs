@@ -145,6 +145,31 @@ where
     F: FnOnce(&StepContext) -> Result<()>,
 {
     crate::logging::init(program);
+    // Run by hand, a step takes the run lock (one run at a time); under the orchestrator it
+    // shares the orchestrator's. A dry run only reads.
+    let _lock = if common.dry_run {
+        None
+    } else {
+        match crate::orchestrator::lock::for_step(&crate::paths::host_path(crate::paths::LOCK_FILE))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                let msg = format!("{e}");
+                if log::log_enabled!(log::Level::Error) {
+                    log::error!("{msg}");
+                } else {
+                    eprintln!("error: {msg}");
+                }
+                let code = match e {
+                    crate::orchestrator::lock::LockError::Held { .. } => {
+                        crate::orchestrator::exit::LOCKED
+                    }
+                    crate::orchestrator::lock::LockError::Io { .. } => 1,
+                };
+                return ExitCode::from(code as u8);
+            }
+        }
+    };
     let result = (|| -> Result<()> {
         let configs = load_configs()?;
         let ctx = StepContext::new(program, configs, common.dry_run);
@@ -216,6 +241,16 @@ pub fn wait_ready(pct: &PctClient, ctid: Ctid, timeout: Duration) -> Result<()> 
                 CtStatus::Stopped => last = "status is stopped".to_string(),
                 CtStatus::Running => running = true,
             }
+        }
+        if let Some(sig) = crate::signals::interrupted() {
+            return Err(Error::new(
+                crate::error::ErrorKind::Other,
+                format!(
+                    "CT {ctid}: stopped waiting for it to become ready: interrupted by {}",
+                    crate::signals::name(sig)
+                ),
+            )
+            .into());
         }
         if running {
             match pct.exec_query(ctid, &["uptime"]) {

@@ -2,6 +2,11 @@
 //! `HOST_ROOT/run/lock/phoenix_hypervisor.lock`, with the holder's pid written into the file
 //! for the message a second run prints.
 //!
+//! Step programs run by hand take the same lock ([`for_step`]); the orchestrator's own steps
+//! share the orchestrator's: it names itself in `PHOENIX_RUN_LOCK_PID` for its children, and a
+//! step accepts that only when the lock is really held by that pid and that pid is an ancestor
+//! of the step (so a stray variable in a shell does not bypass the lock).
+//!
 //! The lock is on the open file, not on its existence: a file left behind by a run that was
 //! killed blocks nobody, because the kernel drops the lock when its holder dies. The file is
 //! never removed (unlinking a lock file races with a process that has just opened it).
@@ -39,7 +44,7 @@ impl std::fmt::Display for LockError {
                 );
                 write!(
                     f,
-                    "another phoenix_establish_hypervisor run holds the lock `{}` ({who})\nhint: wait for it to finish; if no such process is running, the lock is free again and you can re-run",
+                    "another phoenix_establish_hypervisor run (or a step run by hand) holds the lock `{}` ({who})\nhint: wait for it to finish; if no such process is running, the lock is free again and you can re-run",
                     path.display()
                 )
             }
@@ -90,6 +95,48 @@ pub fn acquire(path: &Path) -> Result<RunLock, LockError> {
     })
 }
 
+/// Environment variable by which the orchestrator tells its steps that it holds the run lock.
+pub const HOLDER_ENV: &str = "PHOENIX_RUN_LOCK_PID";
+
+/// The pid written in the lock file at `path`, if readable.
+fn holder_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The parent pid of `pid` (`/proc/<pid>/stat`, field 4).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether `pid` is this process's parent, grandparent, ...
+fn is_ancestor(pid: u32) -> bool {
+    let mut cur = std::process::id();
+    for _ in 0..64 {
+        match parent_of(cur) {
+            Some(p) if p == pid => return true,
+            Some(p) if p > 1 => cur = p,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The run lock for a step program: `None` when the orchestrator that runs this step holds it
+/// (shared), the lock itself when the step runs by hand, or who holds it.
+pub fn for_step(path: &Path) -> Result<Option<RunLock>, LockError> {
+    if let Some(pid) = std::env::var(HOLDER_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        && holder_pid(path) == Some(pid)
+        && is_ancestor(pid)
+    {
+        return Ok(None);
+    }
+    acquire(path).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +161,18 @@ mod tests {
         }
         drop(held);
         assert!(acquire(&p).is_ok());
+    }
+
+    #[test]
+    fn a_step_shares_only_its_ancestors_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.lock");
+        let held = acquire(&p).unwrap();
+        // Held by this very process, which is not its own ancestor: refused.
+        assert!(matches!(for_step(&p), Err(LockError::Held { .. })));
+        drop(held);
+        // Free: a hand-run step takes it.
+        assert!(for_step(&p).unwrap().is_some());
+        assert!(parent_of(std::process::id()).is_some());
     }
 }

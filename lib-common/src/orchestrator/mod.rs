@@ -17,11 +17,20 @@
 //! `--dry-run` runs no step program and no mutating command (its `PctClient` is in dry-run mode
 //! as a safety net), takes no lock and writes no file, not even the log.
 //!
+//! Ownership and recovery (issue 12): a CT at a configured CTID that lacks the
+//! `phoenix-managed` mark is refused (that CT fails, the others go on) unless `--adopt` names it;
+//! what an interrupted run left behind is repaired at inspection (`recover`); rollback destroys
+//! only what this run's own `pct create`/`pct clone` made (`crate::ownership`). SIGINT, SIGTERM
+//! and SIGHUP stop new work, are passed on to the running programs, and end the run with
+//! 128 + the signal's number once they are gone, the lock released last (`crate::signals`).
+//!
 //! Modules: [`lock`] (the run lock), [`runner`] (spawning a step), `pipeline` (one container,
-//! and running many with `--jobs`), `report` (plan and summary output).
+//! and running many with `--jobs`), `recover` (repairs at inspection), `report` (plan and
+//! summary output).
 
 pub mod lock;
 mod pipeline;
+mod recover;
 mod report;
 pub mod runner;
 
@@ -61,6 +70,8 @@ pub struct Orchestrator {
     pub plan: Plan,
     pub pct: PctClient,
     pub env: StepEnv,
+    /// `--adopt`: existing CTs without our mark to converge and mark anyway.
+    pub adopt: BTreeSet<Ctid>,
     clone_locks: pipeline::CloneLocks,
 }
 
@@ -122,6 +133,14 @@ pub fn run(args: &EstablishArgs) -> i32 {
         );
         return exit::CONFIG;
     }
+    let adopt: BTreeSet<Ctid> = args.adopt.iter().copied().collect();
+    if let Some(bad) = adopt.iter().find(|c| !plan.entries.contains_key(c)) {
+        eprintln!(
+            "error: --adopt names CT {bad}, which is not defined in `{}` (lxc_configs)",
+            configs.lxc_path.display()
+        );
+        return exit::CONFIG;
+    }
     let candidates = if only.is_empty() {
         plan.entries.keys().copied().collect()
     } else {
@@ -145,12 +164,15 @@ pub fn run(args: &EstablishArgs) -> i32 {
             hypervisor_config: absolute(&configs.hypervisor_path),
             log_file: log_file.clone(),
             log_level: debug_level(&configs),
+            created_record: None,
         },
         pct: PctClient::new(args.dry_run),
         plan,
         configs,
+        adopt,
         clone_locks: Default::default(),
     };
+    let mut orch = orch;
     if args.dry_run {
         return report::dry_run(&orch, &only, &candidates);
     }
@@ -166,6 +188,19 @@ pub fn run(args: &EstablishArgs) -> i32 {
             return exit::SOME_FAILED;
         }
     };
+    // From here on a signal stops new work and ends the run cleanly (`crate::signals`).
+    crate::signals::install();
+    // What this run's own creates and clones made (`crate::ownership`), for rollback.
+    let record = paths::host_path(format!("{}/created-by-run", crate::ownership::STATE_DIR));
+    if let Some(dir) = record.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(&record, "") {
+        eprintln!("error: cannot write `{}`: {e}", record.display());
+        return exit::SOME_FAILED;
+    }
+    orch.env.created_record = Some(record);
+    let orch = orch;
     crate::logging::init_with(PROGRAM, &log_file, true);
     if orch.env.log_level.is_some() {
         log::set_max_level(log::LevelFilter::Debug);
@@ -181,6 +216,13 @@ pub fn run(args: &EstablishArgs) -> i32 {
             format!(", --only {}", join(&only))
         }
     );
+    let removed = recover::remove_leftover_push_files();
+    if removed > 0 {
+        say(&format!(
+            "repair: removed {removed} temporary file(s) an interrupted run left in {}/push",
+            crate::paths::CACHE_DIR
+        ));
+    }
     // 4. Initial setup.
     let t = Instant::now();
     match runner::run_step(Step::InitialSetup, None, &[], &[], &orch.env) {
@@ -189,6 +231,9 @@ pub fn run(args: &EstablishArgs) -> i32 {
             report::secs(t.elapsed())
         )),
         Err(f) => {
+            if let Some(code) = interrupted_exit() {
+                return code;
+            }
             say(&format!(
                 "initial setup ... FAILED ({})",
                 report::secs(t.elapsed())
@@ -210,11 +255,27 @@ pub fn run(args: &EstablishArgs) -> i32 {
     };
     let reports = orch.run_all(&selected, args.jobs as usize);
     report::summary(&reports, started.elapsed());
+    if let Some(code) = interrupted_exit() {
+        return code;
+    }
     if reports.values().all(|r| r.result.is_success()) {
         exit::OK
     } else {
         exit::SOME_FAILED
     }
+}
+
+/// When a signal interrupted the run: wait for (and, past the grace time, kill) every program
+/// still running below it, say so, and return the exit code. The caller returns it, which
+/// releases the run lock last.
+fn interrupted_exit() -> Option<i32> {
+    let sig = crate::signals::interrupted()?;
+    crate::signals::reap_descendants();
+    error_line(&format!(
+        "interrupted by {}: the run stopped; every program it started has ended\nhint: run it again: it repairs what was interrupted and goes on",
+        crate::signals::name(sig)
+    ));
+    Some(crate::signals::exit_code(sig))
 }
 
 fn join(set: &BTreeSet<Ctid>) -> String {
@@ -263,6 +324,7 @@ fn missing_steps(configs: &Configs, plan: &Plan, candidates: &BTreeSet<Ctid>) ->
 #[derive(Debug, Clone)]
 pub struct CtState {
     pub status: CtStatus,
+    /// Complete snapshots (one in state `prepare` or `delete` does not count).
     pub snapshots: Vec<String>,
 }
 
@@ -280,13 +342,32 @@ impl CtState {
 }
 
 impl Orchestrator {
+    /// Whether an existing CT carries our mark.
+    pub fn is_marked(&self, ctid: Ctid) -> crate::Result<bool> {
+        Ok(crate::ownership::has_mark(
+            self.pct.config(ctid)?.get("tags"),
+        ))
+    }
+}
+
+impl Orchestrator {
     /// `pct status` and, when it exists, `pct listsnapshot` (read-only).
     pub fn inspect(&self, ctid: Ctid) -> crate::Result<CtState> {
         let status = self.pct.status(ctid)?;
         let snapshots = if status == CtStatus::Missing {
             Vec::new()
         } else {
-            self.pct.list_snapshots(ctid)?
+            // `pct listsnapshot` lists a snapshot an interrupted `pct snapshot` left in state
+            // `prepare`; only the conf says it is incomplete.
+            let conf = crate::conffile::ConfFile::load(ctid).ok();
+            self.pct
+                .list_snapshots(ctid)?
+                .into_iter()
+                .filter(|s| {
+                    conf.as_ref()
+                        .is_none_or(|c| c.section_get(s, "snapstate").is_none())
+                })
+                .collect()
         };
         Ok(CtState { status, snapshots })
     }

@@ -36,6 +36,8 @@ pub enum CtResult {
     },
     /// Not attempted: the template it descends from failed.
     Skipped { failed_template: Ctid },
+    /// A signal stopped the run: at `stage`, or before it started (`None`).
+    Interrupted { stage: Option<String> },
 }
 
 impl CtResult {
@@ -67,6 +69,8 @@ impl CtResult {
             CtResult::Skipped { failed_template } => {
                 format!("skipped: template {failed_template} failed")
             }
+            CtResult::Interrupted { stage: Some(s) } => format!("interrupted at {s}"),
+            CtResult::Interrupted { stage: None } => "interrupted: not started".into(),
         }
     }
 }
@@ -119,6 +123,12 @@ impl Orchestrator {
         f: impl FnOnce() -> Result<T, String>,
     ) -> Result<T, StageError> {
         let t = Instant::now();
+        if let Some(sig) = crate::signals::interrupted() {
+            return Err(StageError {
+                stage: what.split(" (").next().unwrap_or(what).to_string(),
+                message: format!("not started: interrupted by {}", crate::signals::name(sig)),
+            });
+        }
         let r = f();
         let el = super::report::secs(t.elapsed());
         match r {
@@ -180,18 +190,22 @@ impl Orchestrator {
     pub fn process(&self, ctid: Ctid) -> CtReport {
         let t = Instant::now();
         let mut action = String::from("none");
-        let mut created = false;
-        let result = match self.pipeline(ctid, &mut action, &mut created) {
+        let result = match self.pipeline(ctid, &mut action) {
             Ok(r) => r,
+            Err(e) if crate::signals::interrupted().is_some() => {
+                // No rollback: a stopped run starts no new work; the next run resumes.
+                log::warn!("[{ctid}] {}: {}", e.stage, e.message);
+                CtResult::Interrupted {
+                    stage: Some(e.stage),
+                }
+            }
             Err(e) => {
-                let hint = if e.message.contains("CT is locked (create)") {
-                    format!(
-                        "\nhint: an earlier run was interrupted while CT {ctid} was being created; remove the remains with `pct unlock {ctid} && pct destroy {ctid}` and re-run"
-                    )
-                } else {
-                    String::new()
-                };
-                error_line(&format!("[{ctid}] {} failed: {}{hint}", e.stage, e.message));
+                error_line(&format!("[{ctid}] {} failed: {}", e.stage, e.message));
+                let created = self
+                    .env
+                    .created_record
+                    .as_deref()
+                    .is_some_and(|r| crate::ownership::created_in(r, ctid));
                 let rollback = self.rollback(ctid, created);
                 CtResult::Failed {
                     stage: e.stage,
@@ -209,21 +223,35 @@ impl Orchestrator {
         }
     }
 
-    fn pipeline(
-        &self,
-        ctid: Ctid,
-        action: &mut String,
-        created: &mut bool,
-    ) -> Result<CtResult, StageError> {
+    fn pipeline(&self, ctid: Ctid, action: &mut String) -> Result<CtResult, StageError> {
         let spec = self.spec(ctid);
-        let state = self.inspect(ctid).map_err(|e| StageError {
+        let inspect_err = |e| StageError {
             stage: "inspect".into(),
             message: msg(e),
+        };
+        // What an interrupted run left behind is repaired first (`recover`).
+        self.repair(ctid).map_err(|message| StageError {
+            stage: "repair".into(),
+            message,
         })?;
+        let state = self.inspect(ctid).map_err(inspect_err)?;
+        if state.exists() && !self.is_marked(ctid).map_err(inspect_err)? {
+            if !self.adopt.contains(&ctid) {
+                let cfg = self.pct.config(ctid).map_err(inspect_err)?;
+                *action = "refused (not ours)".into();
+                return Err(StageError {
+                    stage: "ownership".into(),
+                    message: crate::ownership::not_ours_message(ctid, &cfg),
+                });
+            }
+            *action = "adopt".into();
+            self.stage(ctid, "adopt: tag it `phoenix-managed`", || {
+                self.pct.mark_ours(ctid).map(drop).map_err(msg)
+            })?;
+        }
         if state.configured() {
             return self.up_to_date(ctid, &state, action);
         }
-        *created = !state.exists();
         let resume = if state.exists() {
             " (resume: exists without configured-state)"
         } else {
@@ -251,6 +279,12 @@ impl Orchestrator {
                 let waiting = Instant::now();
                 let _serialized = lock.lock().unwrap_or_else(|p| p.into_inner());
                 let waited = waiting.elapsed();
+                // An interrupted clone leaves its source `lock: disk`; the source may be done
+                // and not selected (`--only`), so it is looked at here too.
+                self.repair(*source).map_err(|message| StageError {
+                    stage: "repair".into(),
+                    message: format!("clone source: {message}"),
+                })?;
                 let after = if waited >= Duration::from_millis(50) {
                     format!(
                         " (after {} waiting for another clone of {source})",
@@ -457,6 +491,26 @@ impl Orchestrator {
     /// The lowest pending CTID whose source is done (the design's order with `--jobs 1`);
     /// descendants of failed templates are marked skipped on the way.
     fn pick(&self, b: &mut Board, selected: &BTreeSet<Ctid>) -> Pick {
+        if crate::signals::interrupted().is_some() {
+            for ctid in std::mem::take(&mut b.pending) {
+                let name = self.spec(ctid).name.clone();
+                b.done.insert(
+                    ctid,
+                    CtReport {
+                        ctid,
+                        name,
+                        action: "none".into(),
+                        result: CtResult::Interrupted { stage: None },
+                        seconds: 0.0,
+                    },
+                );
+            }
+            return if b.running.is_empty() {
+                Pick::Finished
+            } else {
+                Pick::Wait
+            };
+        }
         loop {
             let mut skipped_any = false;
             for ctid in b.pending.clone() {

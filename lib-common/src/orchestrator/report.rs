@@ -74,11 +74,15 @@ pub fn summary_lines(
     let up = count(|r| matches!(r, CtResult::UpToDate { .. }));
     let failed = count(|r| matches!(r, CtResult::Failed { .. }));
     let skipped = count(|r| matches!(r, CtResult::Skipped { .. }));
-    let total = format!(
-        "{} containers: {done} built, {up} up to date, {failed} failed, {skipped} skipped ({})",
-        reports.len(),
-        secs(elapsed)
+    let interrupted = count(|r| matches!(r, CtResult::Interrupted { .. }));
+    let mut total = format!(
+        "{} containers: {done} built, {up} up to date, {failed} failed, {skipped} skipped",
+        reports.len()
     );
+    if interrupted > 0 {
+        total.push_str(&format!(", {interrupted} interrupted"));
+    }
+    total.push_str(&format!(" ({})", secs(elapsed)));
     (table, total)
 }
 
@@ -128,6 +132,19 @@ fn plan_lines(orch: &Orchestrator, ctid: Ctid) -> crate::Result<Vec<String>> {
     let planned = &orch.plan.entries[&ctid];
     let st = orch.inspect(ctid)?;
     let mut out = Vec::new();
+    if st.exists() && !orch.is_marked(ctid)? {
+        if !orch.adopt.contains(&ctid) {
+            out.push(format!(
+                "[{ctid}] not ours (no `{}` tag): would leave it untouched and fail it (--adopt {ctid} converges it)",
+                crate::ownership::TAG
+            ));
+            return Ok(out);
+        }
+        out.push(format!(
+            "[{ctid}] adopt: would tag it `{}` and converge it",
+            crate::ownership::TAG
+        ));
+    }
     if st.configured() {
         let template_missing = orch.template_snapshot(ctid).filter(|n| !st.has_snapshot(n));
         out.push(match (template_missing, st.status) {

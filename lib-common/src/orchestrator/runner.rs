@@ -92,6 +92,8 @@ pub struct StepEnv {
     pub log_file: PathBuf,
     /// `PHOENIX_LOG_LEVEL` for the steps when the run sets one (`behavior.debug_mode`).
     pub log_level: Option<&'static str>,
+    /// This run's record of created CTs (`crate::ownership`), once the run holds the lock.
+    pub created_record: Option<PathBuf>,
 }
 
 /// A step that did not succeed.
@@ -160,6 +162,22 @@ pub fn run_step(
     }
     for (k, v) in vars {
         cmd.env(k, v);
+    }
+    // The steps share this run's lock (`lock::for_step`) and record what they create.
+    cmd.env(super::lock::HOLDER_ENV, std::process::id().to_string());
+    match &env.created_record {
+        Some(r) => cmd.env(crate::ownership::CREATED_RECORD_ENV, r),
+        None => cmd.env_remove(crate::ownership::CREATED_RECORD_ENV),
+    };
+    if let Some(sig) = crate::signals::interrupted() {
+        return Err(StepFailure {
+            step: label,
+            code: None,
+            tail: vec![format!(
+                "not started: the run was interrupted by {}",
+                crate::signals::name(sig)
+            )],
+        });
     }
     log::info!(
         "{prefix}running {} {}",

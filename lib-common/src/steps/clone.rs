@@ -27,6 +27,7 @@ pub fn run(ctx: &StepContext, source: Ctid, snapshot: &str, target: Ctid) -> Res
     }
     let pct = &ctx.pct;
     if pct.status(target)? != CtStatus::Missing {
+        crate::ownership::require_ours(pct, target)?;
         ctx.say(
             Some(target),
             "already exists; converging its settings with the config",

@@ -24,6 +24,7 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
             return Ok(Outcome::Unchanged);
         }
         CtStatus::Running | CtStatus::Stopped => {
+            crate::ownership::require_ours(pct, ctid)?;
             ctx.say(
                 Some(ctid),
                 "already exists; converging its settings with the config",
