@@ -1,0 +1,560 @@
+//! Trustworthy convergence (issue 12) against pve-sim: a CT that is not ours is never touched
+//! (until `--adopt`), rollback never destroys what this run did not create, a run killed at any
+//! of 20 moments is repaired by the next run without a person, SIGTERM stops every program the
+//! run started, hand-run steps take the run lock, and a lock held by a running task is waited
+//! for.
+//!
+//! The builds here are `--only 902` of the reference configuration (template 900 created from
+//! the OS image, 902 cloned from it) with drop-in stubs for lxc-nvidia and lxc-docker and no
+//! setup programs: they are about the orchestrator, and stay fast. The docker stub can be held
+//! (it waits while `/var/tmp/hold-docker-<CTID>` exists) so a test can act while a step runs,
+//! without guessing durations.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use phoenix_e2e::{Host, OSTEMPLATE};
+
+/// Reference host, installed, stubs for lxc-nvidia and lxc-docker, no setup programs.
+fn host() -> Host {
+    let host = Host::reference();
+    host.install();
+    for c in [900, 901, 902, 903, 910, 920, 950] {
+        let p = host
+            .prefix()
+            .join(format!("bin/phoenix_hypervisor_setup_{c}.sh"));
+        if p.exists() {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    host.drop_in(
+        "phoenix_hypervisor_lxc_nvidia",
+        "echo \"stub lxc-nvidia $1\"",
+    );
+    host.drop_in(
+        "phoenix_hypervisor_lxc_docker",
+        r#"t="$PHOENIX_HOST_ROOT/var/tmp"
+mkdir -p "$t"
+touch "$t/docker-started-$1"
+while [ -e "$t/hold-docker-$1" ]; do sleep 0.02; done
+echo "stub lxc-docker $1""#,
+    );
+    host
+}
+
+fn hold_docker(host: &Host, ctid: u32) {
+    let p = host.path(&format!("/var/tmp/hold-docker-{ctid}"));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, "").unwrap();
+}
+
+fn release_docker(host: &Host, ctid: u32) {
+    let _ = std::fs::remove_file(host.path(&format!("/var/tmp/hold-docker-{ctid}")));
+}
+
+/// The orchestrator in a process group of its own (so the test can kill the whole group).
+fn spawn_run(host: &Host, args: &[&str]) -> Child {
+    host.command(host.establish_path())
+        .args(args)
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Poll `cond` (every 2 ms) until it holds; panic if the run ended first or after 120 s.
+#[track_caller]
+fn wait_until(child: &mut Child, what: &str, cond: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before {what}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(120), "never saw {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn signal(target: &str, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, "--", target])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {target} failed");
+}
+
+/// Wait until no process of group `pgid` is left.
+fn wait_group_gone(pgid: u32) {
+    let t = Instant::now();
+    while std::process::Command::new("kill")
+        .args(["-0", "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "processes of group {pgid} linger"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Processes that work on this simulated host (their environment names its root).
+fn processes_on(host: &Host) -> Vec<String> {
+    let needle = format!("PHOENIX_HOST_ROOT={}", host.root().display());
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) || name == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{name}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+            let cmd = std::fs::read(format!("/proc/{name}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{name}/stat")).unwrap_or_default();
+            if stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'))
+            {
+                continue;
+            }
+            found.push(format!(
+                "{name}: {}",
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}
+
+/// The finished state: `configured-state` (complete), running, a template's own snapshot, our
+/// mark, no lock.
+#[track_caller]
+fn assert_built(host: &Host, ctid: u32) {
+    let conf = host
+        .conf(ctid)
+        .unwrap_or_else(|| panic!("CT {ctid} missing"));
+    let snaps = host.snapshots(ctid);
+    assert!(
+        snaps.iter().any(|s| s == "configured-state"),
+        "CT {ctid} lacks configured-state: {snaps:?}"
+    );
+    assert!(!conf.contains("snapstate"), "CT {ctid}:\n{conf}");
+    assert!(host.is_running(ctid), "CT {ctid} is not running");
+    let main = host.conf_main(ctid);
+    assert!(!main.contains("lock:"), "CT {ctid} is locked:\n{main}");
+    assert!(
+        main.contains("tags: phoenix-managed"),
+        "CT {ctid} lacks the mark:\n{main}"
+    );
+    let lxc = host.lxc_config();
+    let block = &lxc["lxc_configs"][ctid.to_string()];
+    if block["is_template"] == true {
+        let name = block["template_snapshot_name"].as_str().unwrap();
+        assert!(snaps.iter().any(|s| s == name), "{ctid}: {snaps:?}");
+    }
+}
+
+/// A container someone else made at CTID `ctid`, by hand.
+fn foreign_ct(host: &Host, ctid: u32) {
+    host.pct(&[
+        "create",
+        &ctid.to_string(),
+        OSTEMPLATE,
+        "--hostname",
+        "someone-else",
+        "--memory",
+        "1024",
+        "--storage",
+        "lxc-disks",
+        "--rootfs",
+        "lxc-disks:8",
+        "--net0",
+        "name=eth0,bridge=vmbr0,ip=dhcp",
+    ])
+    .ok();
+    host.pct(&["start", &ctid.to_string()]).ok();
+}
+
+fn mutating_on(host: &Host, mark: usize, ctid: u32) -> Vec<String> {
+    host.journal_since(mark)
+        .into_iter()
+        .filter(|e| e.mutating && e.argv.get(2).is_some_and(|a| *a == ctid.to_string()))
+        .map(|e| e.argv.join(" "))
+        .collect()
+}
+
+#[test]
+fn a_foreign_ct_is_left_untouched_and_named_until_adopt_converges_it() {
+    let host = host();
+    foreign_ct(&host, 902);
+    let before = host.conf(902).unwrap();
+    let mark = host.journal_mark();
+    let r = host.establish(&["--only", "902"]).expect_code(1);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        all.contains("CT 902 exists but was not created by Phoenix Hypervisor")
+            && all.contains("someone-else")
+            && all.contains("--adopt 902"),
+        "{all}"
+    );
+    assert_eq!(host.conf(902).unwrap(), before, "the foreign CT changed");
+    assert_eq!(mutating_on(&host, mark, 902), Vec::<String>::new());
+    assert_built(&host, 900);
+
+    // --adopt converges and marks it; afterwards it is ours.
+    let r = host.establish(&["--only", "902", "--adopt", "902"]).ok();
+    assert!(r.stdout.contains("[902] adopt"), "{}", r.stdout);
+    assert_built(&host, 902);
+    assert!(host.conf_main(902).contains("hostname: BaseTemplateDocker"));
+    let mark = host.journal_mark();
+    let r = host.establish(&["--only", "902"]).ok();
+    assert!(r.stdout.contains("[902] up to date"), "{}", r.stdout);
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+}
+
+#[test]
+fn a_ct_created_by_someone_else_while_the_run_waits_is_never_destroyed() {
+    let host = host();
+    host.edit_hypervisor_config(|c| c["behavior"]["rollback_on_failure"] = true.into());
+    // Someone creates CT 902 after the run found the CTID free and before its clone: here
+    // from inside a wrapper around the clone step, so the moment is exact.
+    host.drop_in(
+        "phoenix_hypervisor_clone_lxc",
+        &format!(
+            r#"if [ "$3" = 902 ]; then
+  pct create 902 {OSTEMPLATE} --hostname someone-else --memory 1024 --storage lxc-disks --rootfs lxc-disks:8 --net0 name=eth0,bridge=vmbr0,ip=dhcp >/dev/null
+fi
+exec "$PHOENIX_ROOT/bin/phoenix_hypervisor_clone_lxc" "$@""#
+        ),
+    );
+    let r = host.establish(&["--only", "902"]).expect_code(1);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        all.contains("CT 902 exists but was not created by Phoenix Hypervisor"),
+        "{all}"
+    );
+    let conf = host.conf(902).expect("the other CT was destroyed");
+    assert!(conf.contains("hostname: someone-else"), "{conf}");
+    assert!(!conf.contains("phoenix-managed"), "{conf}");
+    assert!(
+        !host
+            .journal()
+            .iter()
+            .any(|e| e.argv.join(" ").starts_with("pct destroy 902")),
+        "rollback destroyed a CT this run did not create"
+    );
+    assert!(r.stdout.contains("[902] rollback: kept"), "{}", r.stdout);
+}
+
+/// Kill the whole process group of a `--only 902` build when `trigger` first holds, then check
+/// that the next run converges everything without help (and reports the `repairs` expected).
+fn kill_then_converge(what: &str, trigger: &dyn Fn(&Host) -> bool, repairs: &[&str]) {
+    let host = host();
+    // Wide enough windows to be inside create, clone and snapshot.
+    host.set_latency("create 300\nclone 300\nsnapshot 150\n");
+    let mut child = spawn_run(&host, &["--only", "902"]);
+    let pgid = child.id();
+    wait_until(&mut child, what, || trigger(&host));
+    signal(&format!("-{pgid}"), "-KILL");
+    child.wait().unwrap();
+    wait_group_gone(pgid);
+    let r = host.establish(&["--only", "902"]);
+    assert_eq!(
+        r.code, 0,
+        "after a kill {what}:\nstdout:\n{}\nstderr:\n{}",
+        r.stdout, r.stderr
+    );
+    for c in [900, 902] {
+        assert_built(&host, c);
+    }
+    assert_eq!(host.ct_ids(), [900, 902], "after a kill {what}");
+    for want in repairs {
+        assert!(
+            r.stdout.contains(want),
+            "after a kill {what}, no `{want}` in:\n{}",
+            r.stdout
+        );
+    }
+    let creating = host.path("/var/lib/phoenix_hypervisor/creating");
+    assert!(
+        std::fs::read_dir(&creating).map_or(true, |mut d| d.next().is_none()),
+        "in-flight records left after a kill {what}"
+    );
+    // And it stays converged.
+    let mark = host.journal_mark();
+    host.establish(&["--only", "902"]).ok();
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new(), "{what}");
+}
+
+fn has_lock(host: &Host, ctid: u32, lock: &str) -> bool {
+    host.conf(ctid).is_some_and(|c| {
+        c.lines()
+            .take_while(|l| !l.starts_with('['))
+            .any(|l| l == format!("lock: {lock}"))
+    })
+}
+
+fn snapshot_preparing(host: &Host, ctid: u32, name: &str) -> bool {
+    host.conf(ctid).is_some_and(|c| {
+        let mut lines = c.lines().skip_while(|l| *l != format!("[{name}]"));
+        lines.next().is_some()
+            && lines
+                .take_while(|l| !l.starts_with('['))
+                .any(|l| l == "snapstate: prepare")
+    })
+}
+
+#[test]
+fn killed_during_create_clone_and_snapshots_the_next_run_repairs_and_converges() {
+    type Trigger = &'static dyn Fn(&Host) -> bool;
+    let moments: [(&str, Trigger, &[&str]); 6] = [
+        (
+            "during pct create 900",
+            &|h| has_lock(h, 900, "create"),
+            &["[900] repair: destroyed the remains of an interrupted create/clone"],
+        ),
+        (
+            "during pct clone 900 902 (target)",
+            &|h| has_lock(h, 902, "create"),
+            &[
+                "[902] repair: destroyed the remains of an interrupted create/clone",
+                "[900] repair: removed the stale `lock: disk`",
+            ],
+        ),
+        (
+            "during pct clone 900 902 (source)",
+            &|h| has_lock(h, 900, "disk"),
+            &["[900] repair: removed the stale `lock: disk`"],
+        ),
+        (
+            "during pct snapshot 900 base-snapshot",
+            &|h| snapshot_preparing(h, 900, "base-snapshot"),
+            &[
+                "[900] repair: removed the stale `lock: snapshot`",
+                "[900] repair: removed snapshot `base-snapshot` left in state `prepare`",
+            ],
+        ),
+        (
+            "during pct snapshot 900 configured-state",
+            &|h| snapshot_preparing(h, 900, "configured-state"),
+            &["[900] repair: removed snapshot `configured-state` left in state `prepare`"],
+        ),
+        (
+            "during pct snapshot 902 configured-state",
+            &|h| snapshot_preparing(h, 902, "configured-state"),
+            &["[902] repair: removed snapshot `configured-state` left in state `prepare`"],
+        ),
+    ];
+    for (what, trigger, repairs) in moments {
+        kill_then_converge(what, trigger, repairs);
+    }
+}
+
+/// Kills after the n-th Proxmox call of the build ended (a full build makes about 45).
+fn kill_after_calls(ns: &[usize]) {
+    for &n in ns {
+        kill_then_converge(
+            &format!("after {n} pct calls"),
+            &|h: &Host| h.journal_mark() >= n,
+            &[],
+        );
+    }
+}
+
+#[test]
+fn killed_early_in_a_build_the_next_run_converges() {
+    kill_after_calls(&[2, 5, 8, 11, 14]);
+}
+
+#[test]
+fn killed_midway_in_a_build_the_next_run_converges() {
+    kill_after_calls(&[17, 20, 23, 26, 29]);
+}
+
+#[test]
+fn killed_late_in_a_build_the_next_run_converges() {
+    kill_after_calls(&[32, 36, 40, 43]);
+}
+
+#[test]
+fn sigterm_stops_every_program_of_the_run_and_the_next_run_converges() {
+    let host = host();
+    hold_docker(&host, 902);
+    let mut child = spawn_run(&host, &["--only", "902"]);
+    let pid = child.id();
+    wait_until(&mut child, "lxc-docker 902 running", || {
+        host.exists("/var/tmp/docker-started-902")
+    });
+    // To the orchestrator alone: it passes it on.
+    signal(&pid.to_string(), "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stdout}\n{stderr}");
+    assert_eq!(
+        processes_on(&host),
+        Vec::<String>::new(),
+        "programs of the run outlived it"
+    );
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    let log = std::fs::read_to_string(host.log_file()).unwrap();
+    assert!(log.contains("interrupted by SIGTERM"), "{log}");
+    // The lock is free again, and the next run converges.
+    release_docker(&host, 902);
+    host.establish(&["--only", "902"]).ok();
+    for c in [900, 902] {
+        assert_built(&host, c);
+    }
+}
+
+#[test]
+fn sigint_exits_130_and_starts_no_new_container() {
+    let host = host();
+    hold_docker(&host, 902);
+    let mut child = spawn_run(&host, &["--only", "902,910"]);
+    let pid = child.id();
+    wait_until(&mut child, "lxc-docker 902 running", || {
+        host.exists("/var/tmp/docker-started-902")
+    });
+    signal(&pid.to_string(), "-INT");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(
+        host.conf(910).is_none(),
+        "a new CT was started after SIGINT"
+    );
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    assert_eq!(processes_on(&host), Vec::<String>::new());
+}
+
+#[test]
+fn a_step_run_by_hand_during_a_run_exits_5_and_the_runs_own_steps_go_on() {
+    let host = host();
+    hold_docker(&host, 902);
+    let mut child = spawn_run(&host, &["--only", "902"]);
+    wait_until(&mut child, "lxc-docker 902 running", || {
+        host.exists("/var/tmp/docker-started-902")
+    });
+    let mark = host.journal_mark();
+    let r = host.run("create-lxc", ["900"]).expect_code(5);
+    assert!(
+        r.stderr.contains("holds the lock") && r.stderr.contains(&child.id().to_string()),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    release_docker(&host, 902);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_built(&host, 902);
+    // With the run over, the same step by hand takes the lock and works.
+    host.run("create-lxc", ["900"]).ok();
+}
+
+#[test]
+fn a_lock_held_by_a_running_task_is_waited_for_and_a_stale_one_is_repaired() {
+    let host = host();
+    host.establish(&["--only", "900"]).ok();
+    // A task that runs (a real process, listed the way Proxmox lists it) holds `lock: snapshot`.
+    let conf_path = host.path("/etc/pve/lxc/900.conf");
+    let conf = std::fs::read_to_string(&conf_path).unwrap();
+    let locked = conf.replacen(
+        "tags: phoenix-managed\n",
+        "lock: snapshot\ntags: phoenix-managed\n",
+        1,
+    );
+    assert_ne!(conf, locked);
+    std::fs::write(&conf_path, &locked).unwrap();
+    let mut task = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", task.id())).unwrap();
+    let pstart: u64 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let upid = format!(
+        "UPID:pve:{:08X}:{pstart:08X}:65F0C0DE:vzsnapshot:900:root@pam:",
+        task.id()
+    );
+    let active = host.path("/var/log/pve/tasks/active");
+    std::fs::create_dir_all(active.parent().unwrap()).unwrap();
+    std::fs::write(&active, format!("{upid} 1\n")).unwrap();
+
+    let mut child = spawn_run(&host, &["--only", "900"]);
+    let log = host.log_file();
+    wait_until(&mut child, "the run waiting for the task", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("locked (snapshot) by running task"))
+    });
+    assert!(
+        host.conf_main(900).contains("lock: snapshot"),
+        "lifted while the task ran"
+    );
+    // The task dies without cleaning up: its lock is stale now and repaired.
+    task.kill().unwrap();
+    task.wait().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("[900] repair: removed the stale `lock: snapshot`"),
+        "{stdout}"
+    );
+    assert_built(&host, 900);
+}
+
+#[test]
+#[ignore = "needs sim2: task records (var/log/pve/tasks/active) and a clone worker that outlives a killed pct"]
+fn a_clone_whose_pct_was_killed_is_waited_for_not_repaired() {
+    let host = host();
+    host.establish(&["--only", "900"]).ok();
+    host.set_latency("clone 1500\n");
+    let mut clone = host
+        .command("pct")
+        .args([
+            "clone",
+            "900",
+            "902",
+            "--snapname",
+            "base-snapshot",
+            "--hostname",
+            "x",
+            "--full",
+            "1",
+        ])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !has_lock(&host, 902, "create") {
+        assert!(t.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    clone.kill().unwrap();
+    clone.wait().unwrap();
+    // The worker still runs and holds the locks: the run waits for it instead of destroying.
+    host.set_latency("");
+    let r = host.establish(&["--only", "900"]).ok();
+    assert!(!r.stdout.contains("repair"), "{}", r.stdout);
+    assert!(host.conf(902).is_some());
+    assert!(!host.conf_main(900).contains("lock:"));
+}
