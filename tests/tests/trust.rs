@@ -37,10 +37,26 @@ fn host() -> Host {
         r#"t="$PHOENIX_HOST_ROOT/var/tmp"
 mkdir -p "$t"
 touch "$t/docker-started-$1"
+[ -e "$t/ignore-signals" ] && trap '' INT TERM HUP
 while [ -e "$t/hold-docker-$1" ]; do sleep 0.02; done
+if [ -e "$t/lock-after-docker-$1" ]; then
+  # A task takes the CT's lock now and ends once the run has met it (a failed pct call).
+  conf="$PHOENIX_HOST_ROOT/etc/pve/lxc/$1.conf"
+  sed -i '1i lock: backup' "$conf"
+  (
+    until grep -Eq "\"shutdown\",\"$1\".*\"exit\":255" "$PHOENIX_HOST_ROOT/var/log/pve-sim/journal.jsonl"; do sleep 0.01; done
+    sed -i '/^lock: backup$/d' "$conf"
+  ) </dev/null >/dev/null 2>&1 &
+fi
 echo "stub lxc-docker $1""#,
     );
     host
+}
+
+fn flag(host: &Host, name: &str) {
+    let p = host.path(&format!("/var/tmp/{name}"));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, "").unwrap();
 }
 
 fn hold_docker(host: &Host, ctid: u32) {
@@ -520,6 +536,103 @@ fn a_lock_held_by_a_running_task_is_waited_for_and_a_stale_one_is_repaired() {
         "{stdout}"
     );
     assert_built(&host, 900);
+}
+
+#[test]
+fn a_ct_locked_by_a_task_that_then_ends_is_retried_not_failed() {
+    let host = host();
+    flag(&host, "lock-after-docker-902");
+    let r = host.establish(&["--only", "902"]).ok();
+    assert_built(&host, 902);
+    let shutdowns: Vec<i64> = host
+        .journal()
+        .iter()
+        .filter(|e| e.argv.get(1..3) == Some(&["shutdown".to_string(), "902".to_string()]))
+        .map(|e| e.exit)
+        .collect();
+    assert!(
+        shutdowns.len() >= 2 && shutdowns[0] == 255 && *shutdowns.last().unwrap() == 0,
+        "{shutdowns:?}\n{}",
+        r.stdout
+    );
+    let log = std::fs::read_to_string(host.log_file()).unwrap();
+    assert!(log.contains("retry 1 of 4"), "{log}");
+    // No fallback to a hard stop: the clean shutdown went through once the lock was gone.
+    assert!(
+        !host
+            .journal()
+            .iter()
+            .any(|e| e.argv.join(" ") == "pct stop 902")
+    );
+}
+
+#[test]
+fn leftover_temporary_files_of_a_killed_step_are_removed_by_the_next_run() {
+    let host = host();
+    let dir = host.path("/var/cache/phoenix_hypervisor/push");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("push-4242-0"), "hf_secret_token\n").unwrap();
+    std::fs::write(dir.join("keep-me"), "not ours\n").unwrap();
+    let r = host.establish(&["--only", "900"]).ok();
+    assert!(!dir.join("push-4242-0").exists(), "a pushed secret stayed");
+    assert!(dir.join("keep-me").exists());
+    assert!(
+        r.stdout.contains("repair: removed 1 temporary file(s)"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_second_ctrl_c_kills_at_once_even_programs_that_ignore_signals() {
+    let host = host();
+    hold_docker(&host, 902);
+    flag(&host, "ignore-signals");
+    let mut child = spawn_run(&host, &["--only", "902"]);
+    let pid = child.id();
+    wait_until(&mut child, "lxc-docker 902 running", || {
+        host.exists("/var/tmp/docker-started-902")
+    });
+    signal(&pid.to_string(), "-INT");
+    let log = host.log_file();
+    wait_until(&mut child, "the run passing SIGINT on", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("received SIGINT"))
+    });
+    // The stub ignores it and keeps waiting; a second Ctrl-C does not wait for it.
+    assert!(child.try_wait().unwrap().is_none());
+    signal(&pid.to_string(), "-INT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let t = Instant::now();
+    while !processes_on(&host).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "left running: {:?}",
+            processes_on(&host)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_step_that_ignores_sigterm_is_killed_after_the_grace_time() {
+    let host = host();
+    hold_docker(&host, 902);
+    flag(&host, "ignore-signals");
+    let mut child = spawn_run(&host, &["--only", "902"]);
+    let pid = child.id();
+    wait_until(&mut child, "lxc-docker 902 running", || {
+        host.exists("/var/tmp/docker-started-902")
+    });
+    signal(&pid.to_string(), "-TERM");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143));
+    let log = std::fs::read_to_string(host.log_file()).unwrap();
+    assert!(
+        log.contains("still running 20 s after SIGTERM: killing them"),
+        "{log}"
+    );
+    assert_eq!(processes_on(&host), Vec::<String>::new());
 }
 
 #[test]
