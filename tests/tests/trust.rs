@@ -214,6 +214,8 @@ fn a_foreign_ct_is_left_untouched_and_named_until_adopt_converges_it() {
     let host = host();
     foreign_ct(&host, 902);
     let before = host.conf(902).unwrap();
+    let r = host.establish(&["--dry-run", "--only", "902"]).ok();
+    assert!(r.stdout.contains("[902] not ours"), "{}", r.stdout);
     let mark = host.journal_mark();
     let r = host.establish(&["--only", "902"]).expect_code(1);
     let all = format!("{}{}", r.stdout, r.stderr);
@@ -277,7 +279,7 @@ exec "$PHOENIX_ROOT/bin/phoenix_hypervisor_clone_lxc" "$@""#
 fn kill_then_converge(what: &str, trigger: &dyn Fn(&Host) -> bool, repairs: &[&str]) {
     let host = host();
     // Wide enough windows to be inside create, clone and snapshot.
-    host.set_latency("create 300\nclone 300\nsnapshot 150\n");
+    host.set_latency("create 400\nclone 400\nsnapshot 300\n");
     let mut child = spawn_run(&host, &["--only", "902"]);
     let pgid = child.id();
     wait_until(&mut child, what, || trigger(&host));
@@ -399,7 +401,7 @@ fn killed_midway_in_a_build_the_next_run_converges() {
 
 #[test]
 fn killed_late_in_a_build_the_next_run_converges() {
-    kill_after_calls(&[32, 36, 40, 43]);
+    kill_after_calls(&[32, 35, 38, 41]);
 }
 
 #[test]
