@@ -3,7 +3,10 @@
 //!
 //! - A lock held by a task that is still running ([`crate::tasks`]) is waited for, bounded.
 //! - Stale locks on a CT of ours: `lock: create` (an interrupted create or clone: it never
-//!   finished, nothing of value is in it) → unlock and destroy, so it is built again;
+//!   finished, nothing of value is in it) → unlock and destroy, so it is built again (unlock
+//!   first: pve-container `PVE::API2::LXC` `destroy_vm` calls `check_lock`; a clone takes
+//!   `set_lock($vmid, 'disk')` on the source and `create_and_lock_config($newid)` on the target
+//!   in `clone_vm`, and its worker, `vzclone`, is named after the source);
 //!   `lock: disk` (the source of an interrupted clone), `lock: snapshot` / `snapshot-delete`
 //!   (an interrupted snapshot or its removal) → unlock. Any other lock is not ours to lift: the
 //!   CT fails naming it.
