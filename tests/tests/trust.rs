@@ -437,6 +437,29 @@ fn sigterm_stops_every_program_of_the_run_and_the_next_run_converges() {
 }
 
 #[test]
+fn sigterm_during_a_clone_stops_its_pct_too_and_the_next_run_repairs() {
+    let host = host();
+    host.set_latency("clone 2000\n");
+    let mut child = spawn_run(&host, &["--only", "902"]);
+    let pid = child.id();
+    wait_until(&mut child, "pct clone 900 902 running", || {
+        has_lock(&host, 902, "create")
+    });
+    signal(&pid.to_string(), "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(143), "{stdout}");
+    assert_eq!(processes_on(&host), Vec::<String>::new());
+    assert!(stdout.contains("interrupted at clone"), "{stdout}");
+    host.set_latency("");
+    let r = host.establish(&["--only", "902"]).ok();
+    for c in [900, 902] {
+        assert_built(&host, c);
+    }
+    assert_eq!(host.ct_ids(), [900, 902], "{}", r.stdout);
+}
+
+#[test]
 fn sigint_exits_130_and_starts_no_new_container() {
     let host = host();
     hold_docker(&host, 902);
