@@ -286,6 +286,10 @@ fn kill_then_converge(what: &str, trigger: &dyn Fn(&Host) -> bool, repairs: &[&s
     signal(&format!("-{pgid}"), "-KILL");
     child.wait().unwrap();
     wait_group_gone(pgid);
+    // Without task records (pve-sim before round 2) a killed `pct` leaves its locks for the next
+    // run to repair, which must say so. With them, the task's worker may outlive the kill and
+    // finish, and the next run waits for it instead: then the outcome alone is checked.
+    let sim_records_tasks = host.exists("/var/log/pve/tasks/active");
     let r = host.establish(&["--only", "902"]);
     assert_eq!(
         r.code, 0,
@@ -296,7 +300,7 @@ fn kill_then_converge(what: &str, trigger: &dyn Fn(&Host) -> bool, repairs: &[&s
         assert_built(&host, c);
     }
     assert_eq!(host.ct_ids(), [900, 902], "after a kill {what}");
-    for want in repairs {
+    for want in repairs.iter().filter(|_| !sim_records_tasks) {
         assert!(
             r.stdout.contains(want),
             "after a kill {what}, no `{want}` in:\n{}",
