@@ -1,6 +1,9 @@
-//! Simulated durations: `etc/pve-sim/latency`, lines `<subcommand> <milliseconds>`,
-//! `boot <ms>` (time after `start` until `exec` works) and `copy <ms>` (per MiB a full clone
-//! or a create writes, so copies cost time in proportion to their size).
+//! Simulated durations: `etc/pve-sim/latency`, lines `<subcommand> <milliseconds>` and the
+//! rules that are not subcommands: `call <ms>` (every `pct`/`pvesm` invocation: the Perl CLI's
+//! start-up on a real host), `boot <ms>` (after `start`, the guest's systemd says `starting`
+//! until then; `exec` works at once), `network <ms>` (after `start`, network-using guest doubles
+//! fail as without DNS until then) and `copy <ms>` (per MiB a full clone or a create writes, so
+//! copies cost time in proportion to their size).
 
 use std::fs;
 use std::time::Duration;

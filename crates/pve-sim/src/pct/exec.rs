@@ -7,7 +7,6 @@ use super::{Call, load_conf, rootfs_dir};
 use crate::conf::Conf;
 use crate::error::{PveError, PveResult};
 use crate::guest::{self, DeviceBind, GuestCtx};
-use crate::host::now_ms;
 use crate::{runtime, schema};
 
 /// Devices the CT sees: `lxc.mount.entry: /dev/X dev/X ...` and `devN:` lines of the main
@@ -59,22 +58,15 @@ fn guest_ctx(call: &Call, conf: &Conf) -> PveResult<GuestCtx> {
 pub fn exec(call: &Call) -> PveResult<i32> {
     let vmid = call.vmid();
     let conf = load_conf(call.host, vmid)?;
-    let Some(rt) = runtime::get(call.host, vmid) else {
+    // Works as soon as `start` returned: the init runs by then (PVE::LXC::vm_start waits for
+    // RUNNING); the guest's boot continues in the background (systemctl is-system-running).
+    if !runtime::is_running(call.host, vmid) {
         return Err(PveError::die(format!("container '{vmid}' not running!")));
-    };
+    }
     if call.extra.is_empty() {
         return Err(PveError::die(
             "missing command at /usr/share/perl5/PVE/CLI/pct.pm line 205.",
         ));
-    }
-    if now_ms() < rt.boot_ready_ms {
-        eprintln!(
-            "lxc-attach: {vmid}: ../src/lxc/attach.c: get_attach_context: 405 Connection refused - Failed to get init pid"
-        );
-        eprintln!(
-            "lxc-attach: {vmid}: ../src/lxc/attach.c: lxc_attach: 1140 Connection refused - Failed to get attach context"
-        );
-        return Ok(255);
     }
     let ctx = guest_ctx(call, &conf)?;
     Ok(guest::exec(&ctx, &call.extra))

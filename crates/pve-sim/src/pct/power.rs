@@ -94,17 +94,19 @@ pub fn do_start(call: &Call, vmid: u32, skiplock: bool) -> PveResult<()> {
         .unwrap_or_else(|| format!("CT{vmid}"));
     crate::guest::set_hostname(&rootfs, &hostname)
         .map_err(|e| PveError::die(format!("startup for container '{vmid}' failed: {e:#}")))?;
+    // `pct start` returns once the container's init runs (`lxc-start` + `lxc-wait -s
+    // RUNNING`, PVE::LXC::vm_start), so `exec` works at once; the guest's own boot (systemd
+    // reaching `running`, DHCP/DNS) takes the `boot` and `network` latencies from here on.
     let now = now_ms();
-    let boot = latency::get(host, "boot");
-    runtime::set_running(
-        host,
-        vmid,
-        &Runtime {
-            start_ms: now,
-            boot_ready_ms: now + boot,
-            pid: 100_000 + (vmid % 800_000),
-        },
-    )?;
+    let rt = Runtime {
+        start_ms: now,
+        boot_ready_ms: now + latency::get(host, "boot"),
+        network_ready_ms: now + latency::get(host, "network"),
+        pid: 100_000 + (vmid % 800_000),
+    };
+    crate::guest::set_boot_timers(&rootfs, rt.boot_ready_ms, rt.network_ready_ms)
+        .map_err(|e| PveError::die(format!("startup for container '{vmid}' failed: {e:#}")))?;
+    runtime::set_running(host, vmid, &rt)?;
     Ok(())
 }
 
