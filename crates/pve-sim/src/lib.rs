@@ -1,4 +1,4 @@
-//! pve-sim: a Proxmox VE host in a directory (`../shared/docs/simulator.md`), strict enough
+//! pve-sim: a Proxmox VE host in a directory (`docs/simulator.md` in the repository), strict enough
 //! that product tests against it mean something: it rejects what Proxmox rejects, with
 //! Proxmox's messages and exit codes (`proxmox.md`).
 //!
@@ -49,6 +49,7 @@ pub mod runtime;
 pub mod schema;
 pub mod sha1;
 pub mod storage;
+pub mod versions;
 
 /// `pveversion [-v]` output for this host.
 pub fn pveversion(host: &host::Host, verbose: bool) -> String {
@@ -63,6 +64,6 @@ pub fn pveversion(host: &host::Host, verbose: bool) -> String {
         "proxmox-ve: {major}.{}.0 (running kernel: {k})\npve-manager: {v} (running version: {v}/{})\npve-container: {}\nlxc-pve: 6.0.0-1\n",
         v.split('.').nth(1).unwrap_or("0"),
         &hash[..16],
-        if major >= 9 { "6.0.9" } else { "5.2.7" }
+        versions::fmt(host.info.pve_container())
     )
 }

@@ -38,6 +38,11 @@ pub fn set_running(host: &Host, vmid: u32, rt: &Runtime) -> std::io::Result<()> 
 }
 
 pub fn set_stopped(host: &Host, vmid: u32) -> std::io::Result<()> {
+    // The LXC config of the last start goes with the running container.
+    match fs::remove_file(host.run_dir().join(format!("{vmid}.conf"))) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     match fs::remove_file(host.runtime_path(vmid)) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         o => o,

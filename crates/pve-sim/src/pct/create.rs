@@ -210,7 +210,7 @@ pub fn create(call: &Call) -> PveResult<i32> {
     };
     let tfile = template_file(host, &ostemplate)?;
     {
-        let _g = lock_host(host)?;
+        let _g = super::lock_ct(host, vmid)?;
         if call.flag("force") && host.conf_path(vmid).exists() {
             if crate::runtime::is_running(host, vmid) {
                 return Err(PveError::die(format!(
@@ -245,7 +245,7 @@ pub fn create(call: &Call) -> PveResult<i32> {
         &mut allocated,
     );
     if let Err(e) = res {
-        let _g = lock_host(host)?;
+        let _g = super::lock_ct(host, vmid)?;
         for v in &allocated {
             free_volume(host, v);
         }
@@ -403,7 +403,7 @@ fn create_task(
             "Systemd {v} detected. You may need to enable nesting."
         ));
     }
-    let _g = lock_host(host)?;
+    let _g = super::lock_ct(host, vmid)?;
     save_conf(host, vmid, &conf)?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Call, check_lock, load_conf, lock_host, save_conf, volumes};
+use super::{Call, check_lock, load_conf, save_conf, volumes};
 use crate::conf::Section;
 use crate::error::{PveError, PveResult};
 use crate::host::{copy_tree, now_ms, remove_tree};
@@ -41,7 +41,7 @@ pub fn snapshot(call: &Call) -> PveResult<i32> {
         )));
     }
     let vols = {
-        let _g = lock_host(host)?;
+        let _g = super::lock_ct(host, vmid)?;
         let mut conf = load_conf(host, vmid)?;
         if conf.is_template() {
             return Err(PveError::die(
@@ -74,7 +74,7 @@ pub fn snapshot(call: &Call) -> PveResult<i32> {
             break;
         }
     }
-    let _g = lock_host(host)?;
+    let _g = super::lock_ct(host, vmid)?;
     let mut conf = load_conf(host, vmid)?;
     if let Some(e) = err {
         for (_, vol) in &vols {
@@ -203,16 +203,26 @@ pub fn delsnapshot(call: &Call) -> PveResult<i32> {
     let vmid = call.vmid();
     let snap = call.pos["snapname"].clone();
     let vols = {
-        let _g = lock_host(host)?;
+        let _g = super::lock_ct(host, vmid)?;
         let mut conf = load_conf(host, vmid)?;
         let Some(s) = conf.snapshots.get(&snap) else {
             return Err(PveError::die(format!("snapshot '{snap}' does not exist")));
         };
         let vols = volumes(s);
-        if !call.flag("force") {
-            check_lock(&conf)?;
+        // pve-guest-common src/PVE/AbstractConfig.pm `snapshot_delete`: `set_lock($vmid,
+        // 'snapshot-delete')` runs `check_lock` with or without `--force` (force only skips
+        // the replication check and volume errors); then the snapshot is marked
+        // `snapstate: delete`, so an interrupted delete leaves an incomplete snapshot.
+        check_lock(&conf)?;
+        if conf.is_template() {
+            return Err(PveError::die(
+                "you can't delete a snapshot if vm is a template",
+            ));
         }
         conf.main.set("lock", "snapshot-delete");
+        if let Some(s) = conf.snapshots.get_mut(&snap) {
+            s.set("snapstate", "delete");
+        }
         save_conf(host, vmid, &conf)?;
         vols
     };
@@ -226,7 +236,7 @@ pub fn delsnapshot(call: &Call) -> PveResult<i32> {
             }
         }
     }
-    let _g = lock_host(host)?;
+    let _g = super::lock_ct(host, vmid)?;
     let mut conf = load_conf(host, vmid)?;
     let removed = conf.snapshots.remove(&snap).unwrap_or_default();
     let new_parent = removed.get("parent").map(str::to_string);
@@ -254,7 +264,7 @@ pub fn rollback(call: &Call) -> PveResult<i32> {
     let vmid = call.vmid();
     let snap = call.pos["snapname"].clone();
     let vols = {
-        let _g = lock_host(host)?;
+        let _g = super::lock_ct(host, vmid)?;
         let mut conf = load_conf(host, vmid)?;
         let Some(s) = conf.snapshots.get(&snap) else {
             return Err(PveError::die(format!("snapshot '{snap}' does not exist")));
@@ -276,6 +286,13 @@ pub fn rollback(call: &Call) -> PveResult<i32> {
                 )));
             }
         }
+        // AbstractConfig.pm `snapshot_rollback`: an incomplete snapshot (`snapstate` prepare
+        // or delete) is refused before the lock check.
+        if let Some(st) = conf.snapshots[&snap].get("snapstate") {
+            return Err(PveError::die(format!(
+                "unable to rollback to incomplete snapshot (snapstate = {st})"
+            )));
+        }
         check_lock(&conf)?;
         if runtime::is_running(host, vmid) {
             runtime::set_stopped(host, vmid)?;
@@ -292,7 +309,7 @@ pub fn rollback(call: &Call) -> PveResult<i32> {
         copy_tree(&storage::snap_dir(host, sid, name, &snap), &dir).map_err(PveError::die)?;
     }
     {
-        let _g = lock_host(host)?;
+        let _g = super::lock_ct(host, vmid)?;
         let mut conf = load_conf(host, vmid)?;
         let s = conf.snapshots[&snap].clone();
         let mut main = Section {
@@ -309,6 +326,9 @@ pub fn rollback(call: &Call) -> PveResult<i32> {
         }
         main.set("parent", snap.clone());
         conf.main = main;
+        // `__snapshot_apply_config` builds a fresh config (snapshots, unusedN, description and
+        // the snapshot's keys): pending changes are gone.
+        conf.pending = Section::default();
         save_conf(host, vmid, &conf)?;
     }
     if call.flag("start") {
