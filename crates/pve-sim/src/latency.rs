@@ -26,11 +26,21 @@ pub fn get(host: &Host, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Sleep the configured time for `key` (never with the host lock held).
+/// Sleep the configured time for `key` (never with the host lock held); a task worker that
+/// gets interrupted stops sleeping at once (the caller then checks [`crate::task::check`]).
 pub fn sleep(host: &Host, key: &str) {
-    let ms = get(host, key);
-    if ms > 0 {
-        std::thread::sleep(Duration::from_millis(ms));
+    sleep_ms(get(host, key));
+}
+
+/// Sleep `ms`, in slices, ending early when the task worker is interrupted.
+pub fn sleep_ms(ms: u64) {
+    let end = std::time::Instant::now() + Duration::from_millis(ms);
+    while !crate::task::interrupted() {
+        let now = std::time::Instant::now();
+        if now >= end {
+            break;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(20)));
     }
 }
 
@@ -57,5 +67,5 @@ pub fn sleep_copy(host: &Host, dir: &std::path::Path) {
         return;
     }
     let mib = tree_bytes(dir).div_ceil(1 << 20).max(1);
-    std::thread::sleep(Duration::from_millis(per_mib * mib));
+    sleep_ms(per_mib * mib);
 }

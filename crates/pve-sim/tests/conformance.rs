@@ -2112,3 +2112,158 @@ fn set_mp_with_storage_size_allocates_a_volume() {
     s.pct(&["destroy", "100"]).ok();
     assert!(!s.vol("lxc-disks", "subvol-100-disk-1").exists());
 }
+
+// ------------------------------------------------------------------ tasks (fork_worker)
+
+/// Poll `cond` up to ~20 s (a bound, not a timed assertion).
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The lines of `var/log/pve/tasks/active`.
+fn active_tasks(s: &Sim) -> Vec<String> {
+    fs::read_to_string(s.path("var/log/pve/tasks/active"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn spawn_pct(s: &Sim, args: &[&str]) -> std::process::Child {
+    Command::new(bin("pct"))
+        .args(args)
+        .env("PHOENIX_HOST_ROOT", s.root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[allow(unsafe_code)]
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: plain kill(2) on a child we spawned.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// pve-common `src/PVE/RESTEnvironment.pm` `fork_worker`/`active_workers`, `src/PVE/UPID.pm`
+/// `encode`, `src/PVE/INotify.pm` `write_active_workers`: a running task is listed in
+/// `var/log/pve/tasks/active` as `<UPID> 0` with the worker's pid and start time; when it
+/// ends the line gets its end time and status (`UPID 1 ENDTIME OK`).
+#[test]
+fn a_task_is_listed_as_running_then_with_its_end_status() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.write("etc/pve-sim/latency", "clone 60000\n");
+    let child = spawn_pct(&s, &["clone", "100", "101"]);
+    wait_until("the clone task", || {
+        active_tasks(&s).iter().any(|l| l.contains(":vzclone:100:"))
+    });
+    let line = active_tasks(&s)
+        .into_iter()
+        .find(|l| l.contains(":vzclone:"))
+        .unwrap();
+    let (upid, rest) = line.split_once(' ').unwrap();
+    assert_eq!(rest, "0", "{line}");
+    assert!(
+        upid.starts_with("UPID:pve:") && upid.ends_with(":vzclone:100:root@pam:"),
+        "{upid}"
+    );
+    let (pid, pstart, _) = pve_sim::task::decode_upid(upid).unwrap();
+    assert!(pve_sim::task::process_running(pid, pstart));
+    assert_ne!(pid, child.id(), "the worker is its own process");
+    // SIGTERM to pct: forwarded to the worker, the clone cleans up after itself.
+    signal(child.id(), libc::SIGTERM);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "clone failed: interrupted by signal\n"
+    );
+    assert!(!s.has_conf(101));
+    assert_eq!(conf_line(&s.conf(100), "lock"), None);
+    let line = active_tasks(&s)
+        .into_iter()
+        .find(|l| l.starts_with(upid))
+        .unwrap();
+    let f: Vec<&str> = line.splitn(4, ' ').collect();
+    assert_eq!(
+        (f[1], f[3]),
+        ("1", "clone failed: interrupted by signal"),
+        "{line}"
+    );
+    // A task that succeeds ends with OK.
+    s.write("etc/pve-sim/latency", "");
+    s.pct(&["start", "100"]).ok();
+    assert!(
+        active_tasks(&s)
+            .iter()
+            .any(|l| l.contains(":vzstart:100:") && l.ends_with(" OK")),
+        "{:?}",
+        active_tasks(&s)
+    );
+}
+
+/// `fork_worker`: the worker runs in its own session (`setsid`) with `$SIG{PIPE} = 'DEFAULT'`.
+/// SIGKILL of `pct` leaves it running; the next line it writes to the dead parent's pipe kills
+/// it with no cleanup: the clone's locks stay and its task line has no end status while its
+/// process is gone, i.e. a stale task whose locks a caller may clear.
+#[test]
+fn sigkill_of_pct_leaves_the_worker_and_then_stale_locks() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.write("etc/pve-sim/latency", "clone 1500\n");
+    let mut child = spawn_pct(&s, &["clone", "100", "101"]);
+    wait_until("the clone's locks", || s.has_conf(101));
+    let line = active_tasks(&s)
+        .into_iter()
+        .find(|l| l.contains(":vzclone:"))
+        .unwrap();
+    let upid = line.split(' ').next().unwrap().to_string();
+    let (pid, pstart, _) = pve_sim::task::decode_upid(&upid).unwrap();
+    signal(child.id(), libc::SIGKILL);
+    child.wait().unwrap();
+    // The worker goes on: still running, locks held.
+    assert!(pve_sim::task::process_running(pid, pstart));
+    assert_eq!(conf_line(&s.conf(100), "lock"), Some("disk"));
+    // It dies at its next output line (SIGPIPE), leaving everything as it was.
+    wait_until("the worker to die", || {
+        !pve_sim::task::process_running(pid, pstart)
+    });
+    assert_eq!(conf_line(&s.conf(100), "lock"), Some("disk"));
+    assert_eq!(conf_line(&s.conf(101), "lock"), Some("create"));
+    assert!(
+        active_tasks(&s).contains(&format!("{upid} 0")),
+        "{:?}",
+        active_tasks(&s)
+    );
+}
+
+/// SIGINT during `delsnapshot` (`AbstractConfig.pm` `snapshot_delete` has no cleanup): the
+/// worker dies with `received interrupt`, the CT stays locked `snapshot-delete` and the
+/// snapshot `snapstate: delete`, which a rollback then refuses as incomplete.
+#[test]
+fn interrupted_delsnapshot_leaves_an_incomplete_snapshot() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.pct(&["snapshot", "100", "s1"]).ok();
+    s.write("etc/pve-sim/latency", "delsnapshot 60000\n");
+    let child = spawn_pct(&s, &["delsnapshot", "100", "s1"]);
+    wait_until("the delete to start", || {
+        s.conf(100).contains("snapstate: delete")
+    });
+    signal(child.id(), libc::SIGINT);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "received interrupt\n");
+    assert_eq!(conf_line(&s.conf(100), "lock"), Some("snapshot-delete"));
+    s.pct(&["rollback", "100", "s1"])
+        .dies("unable to rollback to incomplete snapshot (snapstate = delete)");
+}

@@ -159,6 +159,8 @@ fn clone_task(
         println!("creating a clone of container {vmid} with ID {newid}");
     }
     latency::sleep(host, "clone");
+    // clone_vm's copy runs with `local $SIG{INT} = ... sub { die "interrupted by signal\n" }`.
+    crate::task::check_msg("interrupted by signal")?;
     let mut conf = Conf::default();
     let m = &mut conf.main;
     m.kv = src.kv.clone();
@@ -213,6 +215,7 @@ fn clone_task(
                 let _ = fs::remove_dir(&dst);
                 copy_tree(&from, &dst).map_err(PveError::die)?;
                 latency::sleep_copy(host, &dst);
+                crate::task::check_msg("interrupted by signal")?;
                 new_volid
             } else {
                 println!("create linked clone of mount point {k} ({vol})");

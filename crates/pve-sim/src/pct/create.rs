@@ -284,6 +284,7 @@ fn create_task(
 ) -> PveResult<()> {
     let host = call.host;
     latency::sleep(host, "create");
+    crate::task::check()?;
     if !tfile.is_file() {
         return Err(PveError::die(format!("can't find file '{ostemplate}'")));
     }
@@ -314,6 +315,7 @@ fn create_task(
     println!("extracting archive '{ostemplate}'");
     guest::extract_ostemplate(tfile, &rootfs).map_err(|e| PveError::die(format!("{e:#}")))?;
     latency::sleep_copy(host, &rootfs);
+    crate::task::check()?;
     let (ostype, systemd) =
         detect_os(&rootfs).ok_or_else(|| PveError::die("unable to detect OS distribution"))?;
     let arch = call.opt("arch").unwrap_or("amd64").to_string();

@@ -318,13 +318,33 @@ pub fn main(argv: Vec<String>) -> i32 {
             return 2;
         }
     };
+    let sub = argv.get(1).cloned().unwrap_or_default();
+    if crate::task::is_worker() {
+        // The task worker (forked by the `pct` below): no CLI start-up, no journal line.
+        let vmid = argv.get(2).cloned().unwrap_or_default();
+        let upid = crate::task::worker_start(&host, &sub, &vmid);
+        let code = run(&host, &sub, &argv[argv.len().min(2)..]);
+        if let Some(u) = upid {
+            let msg = LAST_ERROR.with(|e| e.borrow().clone());
+            let res = if code == 0 {
+                Ok(0)
+            } else {
+                Err(msg.as_deref().unwrap_or("command failed"))
+            };
+            crate::task::worker_end(&host, &u, res);
+        }
+        return code;
+    }
     let start_ms = now_ms();
     // Every invocation first pays the Perl CLI's start-up (`call` latency), whatever it does.
     latency::sleep(&host, "call");
     let mut jargv = vec!["pct".to_string()];
     jargv.extend(argv.iter().skip(1).cloned());
-    let sub = argv.get(1).cloned().unwrap_or_default();
-    let code = run(&host, &sub, &argv[argv.len().min(2)..]);
+    let code = if crate::task::task_type(&sub).is_some() {
+        crate::task::run_parent(&host, &argv[1..])
+    } else {
+        run(&host, &sub, &argv[argv.len().min(2)..])
+    };
     journal::append(
         &host,
         &jargv,
@@ -334,6 +354,11 @@ pub fn main(argv: Vec<String>) -> i32 {
         now_ms(),
     );
     code
+}
+
+thread_local! {
+    /// The message of the last failure reported (the task worker's `TASK ERROR`).
+    static LAST_ERROR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The program an `exec` runs, for fault rules: the first word, or for `env [NAME=VALUE]... cmd`
@@ -391,6 +416,9 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
     }
     if !cmd.own_latency {
         latency::sleep(host, sub);
+        if let Err(e) = crate::task::check() {
+            return report(e, cmd.usage);
+        }
     }
     let res = match sub {
         "create" => create::create(&call),
@@ -433,6 +461,7 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
 
 fn report(e: PveError, usage: &str) -> i32 {
     let (text, code) = e.render(usage);
+    LAST_ERROR.with(|l| *l.borrow_mut() = Some(text.clone()));
     eprint!("{text}");
     code
 }

@@ -146,7 +146,8 @@ pub fn shutdown(call: &Call) -> PveResult<i32> {
         .and_then(|t| t.parse::<u64>().ok())
         .unwrap_or(60)
         * 1000;
-    std::thread::sleep(std::time::Duration::from_millis(takes.min(timeout_ms)));
+    latency::sleep_ms(takes.min(timeout_ms));
+    crate::task::check()?;
     if takes > timeout_ms && !call.flag("forceStop") {
         return Err(PveError::die("container did not stop"));
     }

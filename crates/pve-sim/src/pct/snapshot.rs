@@ -65,8 +65,11 @@ pub fn snapshot(call: &Call) -> PveResult<i32> {
         volumes(&conf.main)
     };
     latency::sleep(host, "snapshot");
-    let mut err = None;
-    for (_, vol) in &vols {
+    // AbstractConfig.pm `snapshot_create`: an error (an interrupt too) warns `snapshot create
+    // failed: starting cleanup`, deletes the half-made snapshot and dies with the error.
+    let interrupted = crate::task::check().is_err();
+    let mut err = interrupted.then(|| "received interrupt".to_string());
+    for (_, vol) in vols.iter().filter(|_| !interrupted) {
         let (sid, name) = storage::parse_volid(vol).expect("checked");
         let dst = storage::snap_dir(host, sid, name, &snap);
         if let Err(e) = copy_tree(&storage::vol_dir(host, sid, name), &dst) {
@@ -84,6 +87,10 @@ pub fn snapshot(call: &Call) -> PveResult<i32> {
         conf.snapshots.remove(&snap);
         conf.main.kv.remove("lock");
         save_conf(host, vmid, &conf)?;
+        if interrupted {
+            eprintln!("snapshot create failed: starting cleanup");
+            return Err(PveError::die(e));
+        }
         return Err(PveError::die(format!("snapshot create failed: {e}")));
     }
     for (_, vol) in &vols {
@@ -227,6 +234,9 @@ pub fn delsnapshot(call: &Call) -> PveResult<i32> {
         vols
     };
     latency::sleep(host, "delsnapshot");
+    // Interrupted: no cleanup in `snapshot_delete`; `lock: snapshot-delete` and `snapstate:
+    // delete` stay.
+    crate::task::check()?;
     for (_, vol) in &vols {
         if let Some((sid, name)) = storage::parse_volid(vol) {
             let _ = remove_tree(&storage::snap_dir(host, sid, name, &snap));
@@ -302,6 +312,8 @@ pub fn rollback(call: &Call) -> PveResult<i32> {
         vols
     };
     latency::sleep(host, "rollback");
+    // Interrupted: `lock: rollback` stays (no cleanup in `snapshot_rollback`).
+    crate::task::check()?;
     for (_, vol) in &vols {
         let (sid, name) = storage::parse_volid(vol).expect("checked");
         let dir = storage::vol_dir(host, sid, name);
