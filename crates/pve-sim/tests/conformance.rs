@@ -237,6 +237,38 @@ fn pveversion_format_per_version() {
     );
 }
 
+/// pve-container's `debian/changelog`: the package version each PVE release ships gates its
+/// options (`entrypoint`/`env` came with 6.0.15, PVE 9.1), and `pveversion -v` names it.
+#[test]
+fn options_are_gated_by_the_pve_container_of_the_release() {
+    for (ver, pc, has_env) in [
+        ("8.0.4", "5.0.3", false),
+        ("8.4.1", "5.2.6", false),
+        ("9.0.3", "6.0.9", false),
+        ("9.1.1", "6.0.18", true),
+    ] {
+        let s = Sim::with(&["--pve-version", ver]);
+        let o = s.run("pveversion", &["-v"]).ok();
+        assert!(
+            o.out.contains(&format!("\npve-container: {pc}\n")),
+            "{ver}: {}",
+            o.out
+        );
+        s.create(100, &[]).ok();
+        let o = s.pct(&["set", "100", "--entrypoint", "/bin/sh"]);
+        if has_env {
+            o.ok();
+            s.pct(&["set", "100", "--env", "A=1"]).ok();
+        } else {
+            assert_eq!(o.code, 255, "{ver}");
+            assert!(
+                o.err.starts_with("Unknown option: entrypoint\n"),
+                "{ver}: {o:?}"
+            );
+        }
+    }
+}
+
 // ------------------------------------------------------------------ options
 
 #[test]
@@ -2266,4 +2298,31 @@ fn interrupted_delsnapshot_leaves_an_incomplete_snapshot() {
     assert_eq!(conf_line(&s.conf(100), "lock"), Some("snapshot-delete"));
     s.pct(&["rollback", "100", "s1"])
         .dies("unable to rollback to incomplete snapshot (snapstate = delete)");
+}
+
+/// SIGTERM during `snapshot` (`AbstractConfig.pm` `snapshot_create`): the error path warns
+/// `snapshot create failed: starting cleanup` and deletes the half-made snapshot, so neither
+/// the lock nor the `snapstate: prepare` section stays.
+#[test]
+fn interrupted_snapshot_is_cleaned_up() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.write("etc/pve-sim/latency", "snapshot 60000\n");
+    let child = spawn_pct(&s, &["snapshot", "100", "s1"]);
+    wait_until("the snapshot to start", || {
+        s.conf(100).contains("snapstate: prepare")
+    });
+    assert_eq!(conf_line(&s.conf(100), "lock"), Some("snapshot"));
+    signal(child.id(), libc::SIGTERM);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "snapshot create failed: starting cleanup\nreceived interrupt\n"
+    );
+    let c = s.conf(100);
+    assert!(
+        !c.contains("[s1]") && conf_line(&c, "lock").is_none(),
+        "{c}"
+    );
 }
