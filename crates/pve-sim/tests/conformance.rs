@@ -1437,11 +1437,20 @@ fn exec_works_at_once_and_systemd_reports_starting_until_boot() {
     }
     let s = Sim::new();
     s.create(100, &[]).ok();
+    // An enabled unit, started by the guest's boot.
+    s.pct(&["start", "100"]).ok();
+    let sh = |cmd: &str| s.pct(&["exec", "100", "--", "bash", "-c", cmd]);
+    sh("printf '[Service]\\nExecStart=/bin/true\\n' > /etc/systemd/system/foo.service && systemctl enable -q foo").ok();
+    s.pct(&["stop", "100"]).ok();
     s.write("etc/pve-sim/latency", "boot 60000\n");
     s.pct(&["start", "100"]).ok();
     s.pct(&["exec", "100", "--", "true"]).ok();
     let o = s.pct(&["exec", "100", "--", "systemctl", "is-system-running"]);
     assert_eq!((o.code, o.out.as_str()), (1, "starting\n"), "{o:?}");
+    // Units the boot starts are still activating; one started by hand is active at once.
+    let o = sh("systemctl is-active foo");
+    assert_eq!((o.code, o.out.as_str()), (3, "activating\n"), "{o:?}");
+    sh("systemctl restart foo && systemctl is-active -q foo").ok();
     // Restarted without the rule: booted at once.
     s.pct(&["stop", "100"]).ok();
     s.write("etc/pve-sim/latency", "");
@@ -1465,7 +1474,7 @@ fn network_rule_makes_guest_tools_fail_like_without_dns() {
     let sh = |cmd: &str| s.pct(&["exec", "100", "--", "bash", "-c", cmd]);
     // With its network up, the guest fetches its package lists.
     s.pct(&["start", "100"]).ok();
-    sh("apt-get update").ok();
+    sh("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-pip").ok();
     s.pct(&["stop", "100"]).ok();
     s.write("etc/pve-sim/latency", "network 60000\n");
     s.pct(&["start", "100"]).ok();
@@ -1490,6 +1499,15 @@ fn network_rule_makes_guest_tools_fail_like_without_dns() {
         "{o:?}"
     );
     assert_ne!(sh("dpkg -s jq").code, 0);
+    let o = sh("pip install --break-system-packages requests");
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.err
+            .contains("No matching distribution found for requests"),
+        "{o:?}"
+    );
+    let o = sh("wget -q https://nvidia.github.io/libnvidia-container/gpgkey");
+    assert_eq!(o.code, 4, "{o:?}");
     // The same guest once its network is up: the same commands work.
     s.pct(&["stop", "100"]).ok();
     s.write("etc/pve-sim/latency", "network 0\n");

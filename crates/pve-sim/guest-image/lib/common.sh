@@ -62,7 +62,10 @@ unit_file() {
     fi
 }
 
-unit_active() { [ -f "$ACTIVE/$1" ]; }
+# Units the boot starts (marker content 0, written at `pct start`) are only `activating` until
+# the guest's boot is done (`boot` latency); units started by hand are active at once.
+unit_activating() { [ -f "$ACTIVE/$1" ] && booting && [ "$(cat "$ACTIVE/$1")" = 0 ]; }
+unit_active() { [ -f "$ACTIVE/$1" ] && ! unit_activating "$1"; }
 
 docker_active() { unit_active docker.service; }
 
