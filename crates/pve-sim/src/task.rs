@@ -187,7 +187,8 @@ fn read_status(host: &Host, upid: &str) -> String {
 
 /// `PVE::RESTEnvironment::active_workers`: under `.active.lock`, list `new_upid` (as running,
 /// `nocheck`), give every listed task whose process is gone its end time and status, and
-/// rewrite the file (running tasks first).
+/// rewrite the file: running tasks first, then finished ones newest first, 25 lines at most
+/// (pve-sim keeps no `index` archive of older ones).
 pub fn active_workers(host: &Host, new_upid: Option<&str>) {
     let dir = tasks_dir(host);
     let _ = fs::create_dir_all(&dir);
@@ -230,8 +231,18 @@ pub fn active_workers(host: &Host, new_upid: Option<&str>) {
     {
         running.push(format!("{u} 0"));
     }
+    // Finished tasks newest first (by start time), at most 25 entries in all.
+    ended.sort_by_key(|l| {
+        std::cmp::Reverse(
+            l.split(' ')
+                .next()
+                .and_then(decode_upid)
+                .map_or(0, |(_, _, st)| st),
+        )
+    });
+    let keep = 25usize.saturating_sub(running.len());
     let mut out = String::new();
-    for l in running.iter().chain(ended.iter().rev().take(25).rev()) {
+    for l in running.iter().chain(ended.iter().take(keep)) {
         out.push_str(l);
         out.push('\n');
     }
@@ -369,5 +380,26 @@ pub fn run_parent(host: &Host, args: &[String]) -> i32 {
         (Some(c), _) => c,
         (None, Some(_)) => 255,
         _ => 255,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upid_format_and_process_check() {
+        // src/PVE/UPID.pm `encode`: upper-case hex, 8 digits, trailing colon.
+        let u = encode_upid("pve", 0x1a2b, 0x3c4d, 0x6b0dd525, "vzclone", "100");
+        assert_eq!(
+            u,
+            "UPID:pve:00001A2B:00003C4D:6B0DD525:vzclone:100:root@pam:"
+        );
+        assert_eq!(decode_upid(&u), Some((0x1a2b, 0x3c4d, 0x6b0dd525)));
+        assert_eq!(decode_upid("UPID:pve:x"), None);
+        let me = std::process::id();
+        let ps = proc_starttime(me).unwrap();
+        assert!(process_running(me, ps));
+        assert!(!process_running(me, ps + 1));
     }
 }
