@@ -21,9 +21,13 @@
 //!   a listed task whose process is gone is stale (its locks are left-overs). The task log
 //!   `var/log/pve/tasks/<hex digit>/<UPID>` ends with `TASK OK` or `TASK ERROR: <msg>`.
 //!
-//! pve-sim starts the worker before the command's checks, where Proxmox runs some checks
-//! (e.g. a clone's locks) before `fork_worker`: a task record is written for such early
-//! failures too. The worker's stderr stays stderr (Proxmox merges it into stdout).
+//! - The worker's stderr is its stdout; its end message (`TASK OK`, `TASK WARNINGS: n`,
+//!   `TASK ERROR: msg`) travels over a control pipe (fd 3 in the worker, fork_worker's
+//!   `@ctrlfd`) and `pct` prints it on stderr as `$tee_worker` does.
+//!
+//! Parameter errors are reported before the worker starts (the CLI checks them before the API
+//! forks); other checks that Proxmox runs before `fork_worker` (e.g. a clone's locks) run in
+//! pve-sim's worker, so a task record is written for such early failures too.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
@@ -257,9 +261,14 @@ pub fn worker_start(host: &Host, sub: &str, vmid: &str) -> Option<String> {
         on_worker_signal,
     );
     #[allow(unsafe_code)]
-    // SAFETY: restores the default disposition of SIGPIPE.
+    // SAFETY: restores the default disposition of SIGPIPE; dup2 of the standard descriptors.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // fork_worker: the worker's STDERR is redirected to its STDOUT; only the end status
+        // reaches `pct`'s stderr (printed by the parent).
+        libc::dup2(1, 2);
+        // Programs the worker runs do not inherit the control pipe.
+        libc::fcntl(CTRL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
     }
     let ty = task_type(sub)?;
     let pid = std::process::id();
@@ -281,15 +290,51 @@ pub fn worker_start(host: &Host, sub: &str, vmid: &str) -> Option<String> {
     Some(upid)
 }
 
-/// In the worker: the task's end line in its log.
-pub fn worker_end(host: &Host, upid: &str, result: Result<u32, &str>) {
+/// The worker's end of the control pipe.
+const CTRL_FD: libc::c_int = 3;
+/// Control message prefix for an error Proxmox raises before it forks the worker (a parameter
+/// error): `pct` prints the text as it is.
+const RAW: &str = "RAW:";
+
+/// In the worker, for an error that Proxmox raises before `fork_worker` (parameter
+/// verification): `pct` prints `text` as it is; the task log records it too.
+pub fn worker_end_raw(host: &Host, upid: Option<&str>, text: &str) {
+    send_ctrl(&format!("{RAW}{text}"));
+    if let Some(u) = upid {
+        append_log(
+            host,
+            u,
+            &format!("TASK ERROR: {}\n", text.trim_end().replace('\n', " ")),
+        );
+    }
+}
+
+fn send_ctrl(msg: &str) {
+    #[allow(unsafe_code)]
+    // SAFETY: writes a buffer we own to the control descriptor, then closes it.
+    unsafe {
+        libc::write(CTRL_FD, msg.as_ptr().cast(), msg.len());
+        libc::close(CTRL_FD);
+    }
+}
+
+fn append_log(host: &Host, upid: &str, line: &str) {
+    if let Ok(mut f) = OpenOptions::new().append(true).open(log_path(host, upid)) {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// In the worker: the task's end message (control pipe and task log).
+pub fn worker_end(host: &Host, upid: Option<&str>, result: Result<u32, &str>) {
     let line = match result {
         Ok(0) => "TASK OK\n".to_string(),
+        Err(e) if e.trim().is_empty() => "TASK ERROR: command failed\n".to_string(),
         Ok(n) => format!("TASK WARNINGS: {n}\n"),
         Err(e) => format!("TASK ERROR: {}\n", e.trim_end().replace('\n', " ")),
     };
-    if let Ok(mut f) = OpenOptions::new().append(true).open(log_path(host, upid)) {
-        let _ = f.write_all(line.as_bytes());
+    send_ctrl(&line);
+    if let Some(u) = upid {
+        append_log(host, u, &line);
     }
 }
 
@@ -309,6 +354,18 @@ pub fn run_parent(host: &Host, args: &[String]) -> i32 {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The control pipe (fork_worker's `@ctrlfd`): the worker's end message, fd 3 in the worker.
+    let mut fds = [0 as libc::c_int; 2];
+    #[allow(unsafe_code)]
+    // SAFETY: pipe2 fills the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        eprintln!(
+            "unable to fork worker - {}",
+            std::io::Error::last_os_error()
+        );
+        return 255;
+    }
+    let (ctrl_r, ctrl_w) = (fds[0], fds[1]);
     // Handlers first, so an interrupt during the start-up is not lost.
     set_handler(
         &[libc::SIGINT, libc::SIGTERM, libc::SIGQUIT],
@@ -319,15 +376,25 @@ pub fn run_parent(host: &Host, args: &[String]) -> i32 {
     // exec. The worker starts with the interrupts ignored (fork_worker's `local $SIG{INT} =
     // ... 'IGNORE'`) until it installs its own handlers.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::setsid();
+            libc::dup2(ctrl_w, CTRL_FD);
             for s in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
                 libc::signal(s, libc::SIG_IGN);
             }
             Ok(())
         });
     }
-    let mut child = match cmd.spawn() {
+    let spawned = cmd.spawn();
+    #[allow(unsafe_code)]
+    // SAFETY: our copy of the write end; the worker has its own.
+    unsafe {
+        libc::close(ctrl_w);
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: ctrl_r is a descriptor we own from here on.
+    let mut ctrl = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(ctrl_r) };
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             eprintln!("unable to fork worker - {e}");
@@ -376,6 +443,20 @@ pub fn run_parent(host: &Host, args: &[String]) -> i32 {
     }
     // log_task_result: the worker is gone, so its entry gets its end status.
     active_workers(host, None);
+    // $tee_worker: the control message goes to stderr: nothing for `TASK OK`, `Task finished
+    // with N warning(s)!`, or the error.
+    let mut msg = String::new();
+    let _ = ctrl.read_to_string(&mut msg);
+    if let Some(raw) = msg.strip_prefix(RAW) {
+        eprint!("{raw}");
+    } else if msg.trim_end() == "TASK OK" {
+    } else if let Some(n) = msg.trim_end().strip_prefix("TASK WARNINGS: ") {
+        eprintln!("Task finished with {n} warning(s)!");
+    } else if let Some(e) = msg.trim_end().strip_prefix("TASK ERROR: ") {
+        eprintln!("{e}");
+    } else {
+        eprintln!("got unexpected control message: {msg}");
+    }
     match (status.code(), status.signal()) {
         (Some(c), _) => c,
         (None, Some(_)) => 255,

@@ -324,14 +324,16 @@ pub fn main(argv: Vec<String>) -> i32 {
         let vmid = argv.get(2).cloned().unwrap_or_default();
         let upid = crate::task::worker_start(&host, &sub, &vmid);
         let code = run(&host, &sub, &argv[argv.len().min(2)..]);
-        if let Some(u) = upid {
-            let msg = LAST_ERROR.with(|e| e.borrow().clone());
+        let msg = LAST_ERROR.with(|e| e.borrow().clone());
+        if code != 0 && LAST_RAW.with(|r| r.get()) {
+            crate::task::worker_end_raw(&host, upid.as_deref(), msg.as_deref().unwrap_or(""));
+        } else {
             let res = if code == 0 {
-                Ok(0)
+                Ok(LAST_WARNINGS.with(|w| w.get()))
             } else {
                 Err(msg.as_deref().unwrap_or("command failed"))
             };
-            crate::task::worker_end(&host, &u, res);
+            crate::task::worker_end(&host, upid.as_deref(), res);
         }
         return code;
     }
@@ -341,7 +343,11 @@ pub fn main(argv: Vec<String>) -> i32 {
     let mut jargv = vec!["pct".to_string()];
     jargv.extend(argv.iter().skip(1).cloned());
     let code = if crate::task::task_type(&sub).is_some() {
-        crate::task::run_parent(&host, &argv[1..])
+        // The CLI checks the parameters before the API call forks its worker.
+        match parse_only(&host, &sub, &argv[argv.len().min(2)..]) {
+            Ok(()) => crate::task::run_parent(&host, &argv[1..]),
+            Err(code) => code,
+        }
     } else {
         run(&host, &sub, &argv[argv.len().min(2)..])
     };
@@ -359,6 +365,23 @@ pub fn main(argv: Vec<String>) -> i32 {
 thread_local! {
     /// The message of the last failure reported (the task worker's `TASK ERROR`).
     static LAST_ERROR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    /// The warnings of a successful task (`TASK WARNINGS: n`).
+    static LAST_WARNINGS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Whether that failure is one Proxmox raises before forking a task (usage, parameters).
+    static LAST_RAW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Command lookup and parameter checks only (reported as `run` reports them).
+fn parse_only(host: &Host, sub: &str, args: &[String]) -> Result<(), i32> {
+    let Some(cmd) = command(sub) else {
+        return Err(die_unknown_command(sub));
+    };
+    let mut props = cmd.props();
+    version_filter(host, &mut props);
+    match parse_call(host, sub, &cmd, &props, args) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(report(e, cmd.usage)),
+    }
 }
 
 /// The program an `exec` runs, for fault rules: the first word, or for `env [NAME=VALUE]... cmd`
@@ -411,8 +434,10 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
     if hit {
         let mut shown = vec!["pct".to_string(), sub.to_string()];
         shown.extend(args.iter().cloned());
-        eprintln!("simulated fault: {}", shown.join(" "));
-        return 255;
+        return report(
+            PveError::die(format!("simulated fault: {}", shown.join(" "))),
+            cmd.usage,
+        );
     }
     if !cmd.own_latency {
         latency::sleep(host, sub);
@@ -450,7 +475,10 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
     match res {
         Ok(code) => {
             let w = call.warnings.get();
-            if w > 0 && code == 0 {
+            if crate::task::is_worker() {
+                // The parent prints it from the task's end line.
+                LAST_WARNINGS.with(|c| c.set(w));
+            } else if w > 0 && code == 0 {
                 eprintln!("Task finished with {w} warning(s)!");
             }
             code
@@ -462,6 +490,12 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
 fn report(e: PveError, usage: &str) -> i32 {
     let (text, code) = e.render(usage);
     LAST_ERROR.with(|l| *l.borrow_mut() = Some(text.clone()));
+    let raw = !matches!(e, PveError::Fail { .. });
+    LAST_RAW.with(|r| r.set(raw));
+    if crate::task::is_worker() {
+        // A task's error reaches `pct`'s stderr through the control pipe.
+        return code;
+    }
     eprint!("{text}");
     code
 }
