@@ -216,8 +216,8 @@ pub fn poll_interval(elapsed: Duration) -> Duration {
     (elapsed / 10).clamp(FIRST_POLL, MAX_POLL)
 }
 
-/// Wait until the CT is usable: `pct status` says running, then `pct exec CTID -- uptime`
-/// succeeds. Polls quickly at first, backing off ([`poll_interval`]). Timeout → a Timeout error (exit 6)
+/// Wait until the CT is usable: `pct status` says running, then `pct exec CTID -- systemctl
+/// is-system-running` says the guest has booted. Polls quickly at first, backing off ([`poll_interval`]). Timeout → a Timeout error (exit 6)
 /// naming the CTID and seconds. In dry-run mode returns at once.
 pub fn wait_ready(pct: &PctClient, ctid: Ctid, timeout: Duration) -> Result<()> {
     if pct.dry_run() {
@@ -253,12 +253,21 @@ pub fn wait_ready(pct: &PctClient, ctid: Ctid, timeout: Duration) -> Result<()> 
             .into());
         }
         if running {
-            match pct.exec_query(ctid, &["uptime"]) {
-                Ok(out) if out.success() => {
+            // `pct exec` works as soon as `pct start` returned; the guest's own boot goes on
+            // after that: ready once systemd says it is up (`degraded`: up with a failed unit;
+            // `offline`: no systemd as PID 1, nothing to wait for).
+            match pct.exec_query(ctid, &["systemctl", "is-system-running"]) {
+                Ok(out) if matches!(out.stdout.trim(), "running" | "degraded" | "offline") => {
                     log::debug!("[{ctid}] ready after {:?}", start.elapsed());
                     return Ok(());
                 }
-                Ok(out) => last = format!("`uptime` exit {}: {}", out.code, out.tail(200)),
+                Ok(out) => {
+                    last = format!(
+                        "`systemctl is-system-running` exit {}: {}",
+                        out.code,
+                        out.tail(200)
+                    )
+                }
                 Err(e) => {
                     last = format!("{e:#}");
                     running = false;

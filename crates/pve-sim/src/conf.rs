@@ -32,7 +32,9 @@ impl Section {
         self.description.is_empty() && self.kv.is_empty() && self.lxc.is_empty()
     }
     fn write(&self, out: &mut String) {
-        for line in self.description.split('\n').filter(|l| !l.is_empty()) {
+        // `split(/\n/, $descr)`: inner empty lines stay (as `#`), trailing ones go.
+        let descr = self.description.trim_end_matches('\n');
+        for line in descr.split('\n').filter(|_| !descr.is_empty()) {
             out.push('#');
             out.push_str(&encode_text(line));
             out.push('\n');
@@ -91,87 +93,162 @@ pub fn decode_text(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-const LXC_KEYS: &[&str] = &[
-    "lxc.apparmor.profile",
-    "lxc.apparmor.allow_incomplete",
-    "lxc.apparmor.allow_nesting",
-    "lxc.apparmor.raw",
-    "lxc.selinux.context",
-    "lxc.include",
-    "lxc.arch",
-    "lxc.uts.name",
-    "lxc.signal.halt",
-    "lxc.signal.reboot",
-    "lxc.signal.stop",
-    "lxc.init.cmd",
-    "lxc.init.cwd",
-    "lxc.init.uid",
-    "lxc.init.gid",
-    "lxc.init.groups",
-    "lxc.ephemeral",
-    "lxc.no_new_privs",
-    "lxc.sched.core",
-    "lxc.time.offset.boot",
-    "lxc.time.offset.monotonic",
-    "lxc.monitor.unshare",
-    "lxc.idmap",
-    "lxc.keyring.session",
-    "lxc.mount.auto",
-    "lxc.mount.entry",
-    "lxc.mount.fstab",
-    "lxc.rootfs.managed",
-    "lxc.rootfs.mount",
-    "lxc.rootfs.options",
-    "lxc.autodev",
-    "lxc.autodev.tmpfs.size",
-    "lxc.cap.drop",
-    "lxc.cap.keep",
-    "lxc.console.logfile",
-    "lxc.console.path",
-    "lxc.console.rotate",
-    "lxc.console.buffer.size",
-    "lxc.console.size",
-    "lxc.environment",
-    "lxc.environment.runtime",
-    "lxc.environment.hooks",
-    "lxc.hook.autodev",
-    "lxc.hook.clone",
-    "lxc.hook.destroy",
-    "lxc.hook.mount",
-    "lxc.hook.post-stop",
-    "lxc.hook.pre-mount",
-    "lxc.hook.pre-start",
-    "lxc.hook.start",
-    "lxc.hook.start-host",
-    "lxc.hook.stop",
-    "lxc.hook.version",
-    "lxc.log.file",
-    "lxc.log.level",
-    "lxc.log.syslog",
-    "lxc.pty.max",
-    "lxc.seccomp.allow_nesting",
-    "lxc.seccomp.notify.cookie",
-    "lxc.seccomp.notify.proxy",
-    "lxc.seccomp.profile",
-    "lxc.start.auto",
-    "lxc.start.delay",
-    "lxc.start.order",
-    "lxc.tty.dir",
-    "lxc.tty.max",
+/// pve-container `src/PVE/LXC/Config.pm` `$valid_lxc_conf_keys` (keys valid as they are),
+/// with the pve-container version that added each one that is newer than PVE 8.0 (git log of
+/// Config.pm against debian/changelog): `lxc.init.cwd` 6.0.0, `lxc.environment.runtime` /
+/// `lxc.environment.hooks` 6.0.14. (`lxc.init.uid`/`gid`/`groups` came with 6.1.0, after
+/// every release pve-sim simulates, so they are not valid here.)
+const LXC_KEYS: &[(&str, (u32, u32, u32))] = &[
+    ("lxc.apparmor.profile", (0, 0, 0)),
+    ("lxc.apparmor.allow_incomplete", (0, 0, 0)),
+    ("lxc.apparmor.allow_nesting", (0, 0, 0)),
+    ("lxc.apparmor.raw", (0, 0, 0)),
+    ("lxc.selinux.context", (0, 0, 0)),
+    ("lxc.include", (0, 0, 0)),
+    ("lxc.arch", (0, 0, 0)),
+    ("lxc.uts.name", (0, 0, 0)),
+    ("lxc.signal.halt", (0, 0, 0)),
+    ("lxc.signal.reboot", (0, 0, 0)),
+    ("lxc.signal.stop", (0, 0, 0)),
+    ("lxc.init.cmd", (0, 0, 0)),
+    ("lxc.init.cwd", (6, 0, 0)),
+    ("lxc.pty.max", (0, 0, 0)),
+    ("lxc.console.logfile", (0, 0, 0)),
+    ("lxc.console.path", (0, 0, 0)),
+    ("lxc.tty.max", (0, 0, 0)),
+    ("lxc.devtty.dir", (0, 0, 0)),
+    ("lxc.hook.autodev", (0, 0, 0)),
+    ("lxc.autodev", (0, 0, 0)),
+    ("lxc.kmsg", (0, 0, 0)),
+    ("lxc.mount.fstab", (0, 0, 0)),
+    ("lxc.mount.entry", (0, 0, 0)),
+    ("lxc.mount.auto", (0, 0, 0)),
+    ("lxc.rootfs.mount", (0, 0, 0)),
+    ("lxc.cap.drop", (0, 0, 0)),
+    ("lxc.cap.keep", (0, 0, 0)),
+    ("lxc.seccomp.profile", (0, 0, 0)),
+    ("lxc.seccomp.notify.proxy", (0, 0, 0)),
+    ("lxc.seccomp.notify.cookie", (0, 0, 0)),
+    ("lxc.idmap", (0, 0, 0)),
+    ("lxc.hook.pre-start", (0, 0, 0)),
+    ("lxc.hook.pre-mount", (0, 0, 0)),
+    ("lxc.hook.mount", (0, 0, 0)),
+    ("lxc.hook.start", (0, 0, 0)),
+    ("lxc.hook.stop", (0, 0, 0)),
+    ("lxc.hook.post-stop", (0, 0, 0)),
+    ("lxc.hook.clone", (0, 0, 0)),
+    ("lxc.hook.destroy", (0, 0, 0)),
+    ("lxc.hook.version", (0, 0, 0)),
+    ("lxc.log.level", (0, 0, 0)),
+    ("lxc.log.file", (0, 0, 0)),
+    ("lxc.start.auto", (0, 0, 0)),
+    ("lxc.start.delay", (0, 0, 0)),
+    ("lxc.start.order", (0, 0, 0)),
+    ("lxc.group", (0, 0, 0)),
+    ("lxc.environment", (0, 0, 0)),
+    ("lxc.environment.runtime", (6, 0, 14)),
+    ("lxc.environment.hooks", (6, 0, 14)),
+    ("lxc.sysctl.fs.mqueue", (0, 0, 0)),
+    ("lxc.sysctl.kernel.msgmax", (0, 0, 0)),
+    ("lxc.sysctl.kernel.msgmnb", (0, 0, 0)),
+    ("lxc.sysctl.kernel.msgmni", (0, 0, 0)),
+    ("lxc.sysctl.kernel.sem", (0, 0, 0)),
+    ("lxc.sysctl.kernel.shmall", (0, 0, 0)),
+    ("lxc.sysctl.kernel.shmmax", (0, 0, 0)),
+    ("lxc.sysctl.kernel.shmmni", (0, 0, 0)),
+    ("lxc.sysctl.kernel.shm_rmid_forced", (0, 0, 0)),
 ];
 
-const LXC_PREFIXES: &[&str] = &[
-    "lxc.cgroup2.",
-    "lxc.cgroup.",
-    "lxc.prlimit.",
-    "lxc.net.",
-    "lxc.sysctl.",
-    "lxc.proc.",
+/// Keys in `$valid_lxc_conf_keys` with a message instead of 1: warned and dropped.
+const LXC_KEYS_REFUSED: &[(&str, &str)] = &[
+    (
+        "lxc.rootfs.path",
+        "lxc.rootfs.path is auto generated from rootfs",
+    ),
+    (
+        "lxc.rootfs.options",
+        "lxc.rootfs.options is not supported, please use mount point options in the \"rootfs\" key",
+    ),
 ];
 
-pub fn lxc_key_allowed(k: &str) -> bool {
-    LXC_KEYS.contains(&k) || LXC_PREFIXES.iter().any(|p| k.starts_with(p))
+/// `$deprecated_lxc_conf_keys`: kept, with a warning naming the new key.
+const LXC_KEYS_DEPRECATED: &[(&str, &str)] = &[
+    ("lxc.aa_profile", "lxc.apparmor.profile"),
+    ("lxc.aa_allow_incomplete", "lxc.apparmor.allow_incomplete"),
+    ("lxc.console", "lxc.console.path"),
+    ("lxc.devttydir", "lxc.tty.dir"),
+    ("lxc.haltsignal", "lxc.signal.halt"),
+    ("lxc.rebootsignal", "lxc.signal.reboot"),
+    ("lxc.stopsignal", "lxc.signal.stop"),
+    ("lxc.id_map", "lxc.idmap"),
+    ("lxc.init_cmd", "lxc.init.cmd"),
+    ("lxc.loglevel", "lxc.log.level"),
+    ("lxc.logfile", "lxc.log.file"),
+    ("lxc.mount", "lxc.mount.fstab"),
+    ("lxc.network.type", "lxc.net.INDEX.type"),
+    ("lxc.network.flags", "lxc.net.INDEX.flags"),
+    ("lxc.network.link", "lxc.net.INDEX.link"),
+    ("lxc.network.mtu", "lxc.net.INDEX.mtu"),
+    ("lxc.network.name", "lxc.net.INDEX.name"),
+    ("lxc.network.hwaddr", "lxc.net.INDEX.hwaddr"),
+    ("lxc.network.ipv4", "lxc.net.INDEX.ipv4.address"),
+    ("lxc.network.ipv4.gateway", "lxc.net.INDEX.ipv4.gateway"),
+    ("lxc.network.ipv6", "lxc.net.INDEX.ipv6.address"),
+    ("lxc.network.ipv6.gateway", "lxc.net.INDEX.ipv6.gateway"),
+    ("lxc.network.script.up", "lxc.net.INDEX.script.up"),
+    ("lxc.network.script.down", "lxc.net.INDEX.script.down"),
+    ("lxc.pts", "lxc.pty.max"),
+    ("lxc.se_context", "lxc.selinux.context"),
+    ("lxc.seccomp", "lxc.seccomp.profile"),
+    ("lxc.tty", "lxc.tty.max"),
+    ("lxc.utsname", "lxc.uts.name"),
+];
+
+/// What `is_valid_lxc_conf_key` says about a raw key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LxcKey {
+    /// Kept (possibly after a warning).
+    Valid(Option<String>),
+    /// Dropped with this message (`vm <vmid> - <key>: <msg>`).
+    Refused(String),
+    /// Dropped: `vm <vmid> - unable to parse config: <line>`.
+    Invalid,
 }
+
+/// pve-container `src/PVE/LXC/Config.pm` `is_valid_lxc_conf_key` for pve-container `pc`.
+/// `lxc.cgroup.*` is accepted silently: its deprecation warning came with 6.1.6, after every
+/// simulated release.
+pub fn lxc_key(vmid: u32, k: &str, pc: (u32, u32, u32)) -> LxcKey {
+    if k.starts_with("lxc.limit.") {
+        return LxcKey::Valid(Some(format!(
+            "vm {vmid} - {k}: lxc.limit.* was renamed to lxc.prlimit.*"
+        )));
+    }
+    if let Some((_, new)) = LXC_KEYS_DEPRECATED.iter().find(|(o, _)| *o == k) {
+        return LxcKey::Valid(Some(format!(
+            "vm {vmid} - {k} is deprecated and was renamed to {new}"
+        )));
+    }
+    if let Some((_, msg)) = LXC_KEYS_REFUSED.iter().find(|(o, _)| *o == k) {
+        return LxcKey::Refused((*msg).to_string());
+    }
+    if LXC_KEYS.iter().any(|(o, since)| *o == k && pc >= *since)
+        || ["lxc.cgroup.", "lxc.cgroup2.", "lxc.prlimit.", "lxc.net."]
+            .iter()
+            .any(|p| k.starts_with(p))
+    {
+        return LxcKey::Valid(None);
+    }
+    LxcKey::Invalid
+}
+
+/// Whether a raw key is kept in the config (newest simulated pve-container).
+pub fn lxc_key_allowed(k: &str) -> bool {
+    matches!(lxc_key(0, k, NEWEST), LxcKey::Valid(_))
+}
+
+/// The newest pve-container pve-sim simulates.
+const NEWEST: (u32, u32, u32) = (6, 0, 18);
 
 /// Config keys Proxmox keeps besides the API options.
 const INTERNAL_KEYS: &[&str] = &["parent", "snaptime", "snapstate", "lock", "digest"];
@@ -193,13 +270,29 @@ fn re_section() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
     R.get_or_init(|| Regex::new(r"(?i)^\[([a-z][a-z0-9_\-]+)\]\s*$").unwrap())
 }
+fn re_pending() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    R.get_or_init(|| Regex::new(r"(?i)^\[pve:pending\]\s*$").unwrap())
+}
+fn re_description() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    R.get_or_init(|| Regex::new(r"^description:\s*(.*\S)\s*$").unwrap())
+}
+fn re_snapstate() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    R.get_or_init(|| Regex::new(r"snapstate:\s*(prepare|delete)\s*$").unwrap())
+}
+fn re_delete() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    R.get_or_init(|| Regex::new(r"^delete:\s*(.*\S)\s*$").unwrap())
+}
 fn re_lxc() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
     R.get_or_init(|| Regex::new(r"^(lxc\.[a-z0-9_\-\.]+)(:|\s*=)\s*(.*?)\s*$").unwrap())
 }
 fn re_kv() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
-    R.get_or_init(|| Regex::new(r"^([a-z][a-z_]*[0-9]*):\s*(.+?)\s*$").unwrap())
+    R.get_or_init(|| Regex::new(r"^([a-z][a-z_]*\d*):\s*(.+?)\s*$").unwrap())
 }
 
 /// Check and normalise one stored value (booleans to 1/0).
@@ -237,18 +330,27 @@ fn check_value(k: &str, v: &str) -> Result<String, String> {
 }
 
 impl Conf {
-    /// Parse a config file; returns the warnings Proxmox prints for lines it drops.
+    /// Parse a config file as the newest simulated pve-container does.
     pub fn parse(vmid: u32, text: &str) -> (Conf, Vec<String>) {
+        Conf::parse_for(vmid, text, NEWEST)
+    }
+
+    /// pve-container `src/PVE/LXC/Config.pm` `parse_pct_config` (not strict, as
+    /// `load_config` calls it) for pve-container `pc`; returns the warnings it prints. A value
+    /// that fails its type check is warned about and still kept (the assignment follows the
+    /// warning), so it is written back; dropped are raw keys that are not valid, `delete`
+    /// outside `[pve:pending]` and lines that parse as nothing.
+    pub fn parse_for(vmid: u32, text: &str, pc: (u32, u32, u32)) -> (Conf, Vec<String>) {
         let mut conf = Conf::default();
         let mut warnings = Vec::new();
         // None = main, Some("") = pending, Some(name) = snapshot
         let mut cur: Option<String> = None;
         for raw in text.split('\n') {
-            let line = raw.trim_end_matches('\r');
+            let line = raw;
             if line.trim().is_empty() {
                 continue;
             }
-            if line == "[pve:pending]" {
+            if re_pending().is_match(line) {
                 cur = Some(String::new());
                 continue;
             }
@@ -271,38 +373,53 @@ impl Conf {
             if let Some(c) = re_lxc().captures(line) {
                 let k = c[1].to_string();
                 let v = c[3].to_string();
-                if k == "lxc.rootfs.path" {
-                    warnings.push(format!(
-                        "vm {vmid} - lxc.rootfs.path: lxc.rootfs.path is auto generated from rootfs"
-                    ));
-                } else if lxc_key_allowed(&k) {
-                    sect.lxc.push((k, v));
+                match lxc_key(vmid, &k, pc) {
+                    LxcKey::Valid(w) => {
+                        warnings.extend(w);
+                        sect.lxc.push((k, v));
+                    }
+                    LxcKey::Refused(msg) => warnings.push(format!("vm {vmid} - {k}: {msg}")),
+                    LxcKey::Invalid => {
+                        warnings.push(format!("vm {vmid} - unable to parse config: {line}"))
+                    }
+                }
+                continue;
+            }
+            if let Some(c) = re_description().captures(line) {
+                // `$descr .= decode_text($2)`: no newline of its own.
+                sect.description.push_str(&decode_text(&c[1]));
+                continue;
+            }
+            if let Some(c) = re_snapstate().captures(line) {
+                sect.set("snapstate", &c[1]);
+                continue;
+            }
+            if let Some(c) = re_delete().captures(line) {
+                if cur.as_deref() == Some("") {
+                    sect.set("delete", &c[1]);
                 } else {
-                    warnings.push(format!("vm {vmid} - unable to parse config: {line}"));
+                    warnings.push(format!(
+                        "vm {vmid} - property 'delete' is only allowed in [pve:pending]"
+                    ));
                 }
                 continue;
             }
             if let Some(c) = re_kv().captures(line) {
                 let k = c[1].to_string();
                 let v = c[2].to_string();
-                if k == "description" {
-                    sect.description = format!("{}\n", decode_text(&v));
-                    continue;
-                }
-                if k == "delete" && cur.as_deref() == Some("") {
-                    sect.set("delete", v);
-                    continue;
-                }
                 match check_value(&k, &v) {
                     Ok(v) => sect.set(&k, v),
                     Err(e) => {
-                        warnings.push(format!("vm {vmid} - unable to parse value of '{k}' - {e}"))
+                        warnings.push(format!("vm {vmid} - unable to parse value of '{k}' - {e}"));
+                        sect.set(&k, v);
                     }
                 }
                 continue;
             }
             warnings.push(format!("vm {vmid} - unable to parse config: {line}"));
         }
+        // `delete $res->{snapstate}; # just to be sure`
+        conf.main.kv.remove("snapstate");
         (conf, warnings)
     }
 
@@ -348,9 +465,10 @@ mod tests {
             100,
             "memory: 512\nlxc.mount.entry = /dev/a dev/a none bind\nlxc.cap.drop=\nlxc.bogus.key: 1\nfoo: bar\nonboot: yes\n",
         );
+        // parse_pct_config keeps a value that fails its check (it warns, then assigns).
         assert_eq!(
             c.write(),
-            "memory: 512\nonboot: 1\nlxc.mount.entry: /dev/a dev/a none bind\nlxc.cap.drop: \n"
+            "foo: bar\nmemory: 512\nonboot: 1\nlxc.mount.entry: /dev/a dev/a none bind\nlxc.cap.drop: \n"
         );
         let (_, w) = Conf::parse(100, "lxc.bogus.key: 1\nfoo: bar\n");
         assert_eq!(w[0], "vm 100 - unable to parse config: lxc.bogus.key: 1");

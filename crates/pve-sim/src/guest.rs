@@ -89,6 +89,22 @@ pub fn boot(rootfs: &Path) -> anyhow::Result<()> {
     image::boot(rootfs)
 }
 
+/// Timing of the guest's own boot, written by `pct start` into the guest's `/run/pve-sim` as
+/// epoch milliseconds: `boot-done-ms` (systemd reports `running` from then on; `boot` latency)
+/// and `network-up-ms` (DHCP/DNS work from then on; `network` latency). The doubles read them.
+pub fn set_boot_timers(rootfs: &Path, boot_done_ms: u64, network_up_ms: u64) -> anyhow::Result<()> {
+    let dir = files::resolve(rootfs, "/run/pve-sim", true)?;
+    std::fs::create_dir_all(&dir)?;
+    for (name, at) in [
+        ("boot-done-ms", boot_done_ms),
+        ("network-up-ms", network_up_ms),
+    ] {
+        let p = files::resolve(rootfs, &format!("/run/pve-sim/{name}"), true)?;
+        std::fs::write(&p, format!("{at}\n"))?;
+    }
+    Ok(())
+}
+
 /// `pct push`: copy host file `src` (this machine's path) to `dest` inside the guest.
 pub fn push(
     ctx: &GuestCtx,

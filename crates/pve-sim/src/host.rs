@@ -26,6 +26,11 @@ impl HostInfo {
             .and_then(|m| m.parse().ok())
             .unwrap_or(8)
     }
+
+    /// The pve-container version this PVE release ships ([`crate::versions`]).
+    pub fn pve_container(&self) -> (u32, u32, u32) {
+        crate::versions::pve_container(&self.pve_version)
+    }
 }
 
 #[derive(Debug, Clone)]

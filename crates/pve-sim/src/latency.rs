@@ -1,6 +1,9 @@
-//! Simulated durations: `etc/pve-sim/latency`, lines `<subcommand> <milliseconds>`,
-//! `boot <ms>` (time after `start` until `exec` works) and `copy <ms>` (per MiB a full clone
-//! or a create writes, so copies cost time in proportion to their size).
+//! Simulated durations: `etc/pve-sim/latency`, lines `<subcommand> <milliseconds>` and the
+//! rules that are not subcommands: `call <ms>` (every `pct`/`pvesm` invocation: the Perl CLI's
+//! start-up on a real host), `boot <ms>` (after `start`, the guest's systemd says `starting`
+//! until then; `exec` works at once), `network <ms>` (after `start`, network-using guest doubles
+//! fail as without DNS until then) and `copy <ms>` (per MiB a full clone or a create writes, so
+//! copies cost time in proportion to their size).
 
 use std::fs;
 use std::time::Duration;
@@ -23,11 +26,21 @@ pub fn get(host: &Host, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Sleep the configured time for `key` (never with the host lock held).
+/// Sleep the configured time for `key` (never with the host lock held); a task worker that
+/// gets interrupted stops sleeping at once (the caller then checks [`crate::task::check`]).
 pub fn sleep(host: &Host, key: &str) {
-    let ms = get(host, key);
-    if ms > 0 {
-        std::thread::sleep(Duration::from_millis(ms));
+    sleep_ms(get(host, key));
+}
+
+/// Sleep `ms`, in slices, ending early when the task worker is interrupted.
+pub fn sleep_ms(ms: u64) {
+    let end = std::time::Instant::now() + Duration::from_millis(ms);
+    while !crate::task::interrupted() {
+        let now = std::time::Instant::now();
+        if now >= end {
+            break;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(20)));
     }
 }
 
@@ -54,5 +67,5 @@ pub fn sleep_copy(host: &Host, dir: &std::path::Path) {
         return;
     }
     let mib = tree_bytes(dir).div_ceil(1 << 20).max(1);
-    std::thread::sleep(Duration::from_millis(per_mib * mib));
+    sleep_ms(per_mib * mib);
 }

@@ -1,4 +1,4 @@
-//! pve-sim: a Proxmox VE host in a directory (`../shared/docs/simulator.md`), strict enough
+//! pve-sim: a Proxmox VE host in a directory (`docs/simulator.md` in the repository), strict enough
 //! that product tests against it mean something: it rejects what Proxmox rejects, with
 //! Proxmox's messages and exit codes (`proxmox.md`).
 //!
@@ -14,14 +14,21 @@
 //! - `var/lib/pve-sim/storage/<storeid>/snaps/<name>@<snap>/`: frozen copy per snapshot.
 //! - `var/lib/pve-sim/storage/<storeid>/meta/<name>.json`: size, owner, linked-clone origin,
 //!   snapshots in creation order.
-//! - `run/pve-sim/<vmid>.json`: present while the CT runs (start time, boot-ready time).
+//! - `run/pve-sim/<vmid>.json`: present while the CT runs (start time, boot and network
+//!   ready times); `run/pve-sim/<vmid>.conf`: the config it was started with (what the guest
+//!   sees: raw lxc lines, devN, features); `var/lib/lxc/<vmid>/passthrough/dev/...`: its devN
+//!   nodes.
 //! - `run/pve-sim/host.lock`: host-wide state lock (held only while reading/writing state).
+//! - `run/lock/lxc/pve-config-<vmid>.lock`: the config file lock (flock) every change holds.
+//! - `var/log/pve/tasks/active` (+ `.active.lock`, `<digit>/<UPID>` logs): the task record.
 //! - `var/log/pve-sim/journal.jsonl`: one line per `pct`/`pvesm` call.
 //! - `etc/pve-sim/faults`: injected failures, `<tool> <subcommand> <vmid|*> [cmd] [count]`.
 //! - `etc/pve-sim/latency`: `<subcommand> <ms>` (clone/create/snapshot/rollback sleep inside
-//!   their lock window, so concurrent callers collide as on Proxmox), `boot <ms>` (exec fails
-//!   until then), `shutdown <ms>` (longer than `--timeout` → `container did not stop`),
-//!   `copy <ms>` per MiB written by a create or full clone.
+//!   their lock window, so concurrent callers collide as on Proxmox), `call <ms>` (every
+//!   invocation), `boot <ms>` (systemd in the guest says `starting` until then; exec works at
+//!   once), `network <ms>` (guest DNS down until then), `shutdown <ms>` (longer than
+//!   `--timeout` → `container did not stop`), `copy <ms>` per MiB written by a create or full
+//!   clone.
 //! - `dev/nvidia*`, `proc/devices`, `proc/driver/nvidia/version`: GPU host files.
 //!
 //! # Modules
@@ -30,7 +37,9 @@
 //! - [`options`], [`schema`], [`error`]: PVE's CLI parsing, API schema checks, messages.
 //! - [`conf`]: the container config file format; [`storage`]: storages and volumes.
 //! - [`pct`], [`pvesm`]: the commands; [`init`]: `pve-sim init`.
-//! - [`journal`], [`faults`], [`latency`], [`runtime`]: the simulator's own machinery.
+//! - [`journal`], [`faults`], [`latency`], [`runtime`]: the simulator's own machinery;
+//!   [`task`]: commands that run as tasks (worker process, signals, `var/log/pve/tasks`);
+//!   [`versions`]: the pve-container version of each simulated PVE release.
 //! - [`guest`]: what runs inside a container: the guest image (ostemplate tarball), the
 //!   confined `pct exec`, `pct push`/`pull`, and the guest doubles.
 
@@ -49,6 +58,8 @@ pub mod runtime;
 pub mod schema;
 pub mod sha1;
 pub mod storage;
+pub mod task;
+pub mod versions;
 
 /// `pveversion [-v]` output for this host.
 pub fn pveversion(host: &host::Host, verbose: bool) -> String {
@@ -63,6 +74,6 @@ pub fn pveversion(host: &host::Host, verbose: bool) -> String {
         "proxmox-ve: {major}.{}.0 (running kernel: {k})\npve-manager: {v} (running version: {v}/{})\npve-container: {}\nlxc-pve: 6.0.0-1\n",
         v.split('.').nth(1).unwrap_or("0"),
         &hash[..16],
-        if major >= 9 { "6.0.9" } else { "5.2.7" }
+        versions::fmt(host.info.pve_container())
     )
 }

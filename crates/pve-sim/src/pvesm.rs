@@ -16,6 +16,8 @@ pub fn main(argv: Vec<String>) -> i32 {
         }
     };
     let start = now_ms();
+    // Every invocation first pays the Perl CLI's start-up (`call` latency).
+    crate::latency::sleep(&host, "call");
     let mut jargv = vec!["pvesm".to_string()];
     jargv.extend(argv.iter().skip(1).cloned());
     let sub = argv.get(1).cloned().unwrap_or_default();

@@ -1,5 +1,6 @@
 //! Power state of containers: `run/pve-sim/<vmid>.json` exists while the CT runs and
-//! records when it started and when its init is up (boot latency).
+//! records when it started, when the guest's systemd reports `running` (`boot` latency) and
+//! when its network is up (`network` latency).
 
 use std::fs;
 
@@ -10,7 +11,11 @@ use crate::host::{Host, write_atomic};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Runtime {
     pub start_ms: u64,
+    /// When `systemctl is-system-running` starts to say `running` (`exec` works at once).
     pub boot_ready_ms: u64,
+    /// When the guest's DHCP/DNS work (network-using guest doubles fail before).
+    #[serde(default)]
+    pub network_ready_ms: u64,
     pub pid: u32,
 }
 
@@ -33,6 +38,11 @@ pub fn set_running(host: &Host, vmid: u32, rt: &Runtime) -> std::io::Result<()> 
 }
 
 pub fn set_stopped(host: &Host, vmid: u32) -> std::io::Result<()> {
+    // The LXC config of the last start goes with the running container.
+    match fs::remove_file(host.run_dir().join(format!("{vmid}.conf"))) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     match fs::remove_file(host.runtime_path(vmid)) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         o => o,

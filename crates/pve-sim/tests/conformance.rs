@@ -237,6 +237,38 @@ fn pveversion_format_per_version() {
     );
 }
 
+/// pve-container's `debian/changelog`: the package version each PVE release ships gates its
+/// options (`entrypoint`/`env` came with 6.0.15, PVE 9.1), and `pveversion -v` names it.
+#[test]
+fn options_are_gated_by_the_pve_container_of_the_release() {
+    for (ver, pc, has_env) in [
+        ("8.0.4", "5.0.3", false),
+        ("8.4.1", "5.2.6", false),
+        ("9.0.3", "6.0.9", false),
+        ("9.1.1", "6.0.18", true),
+    ] {
+        let s = Sim::with(&["--pve-version", ver]);
+        let o = s.run("pveversion", &["-v"]).ok();
+        assert!(
+            o.out.contains(&format!("\npve-container: {pc}\n")),
+            "{ver}: {}",
+            o.out
+        );
+        s.create(100, &[]).ok();
+        let o = s.pct(&["set", "100", "--entrypoint", "/bin/sh"]);
+        if has_env {
+            o.ok();
+            s.pct(&["set", "100", "--env", "A=1"]).ok();
+        } else {
+            assert_eq!(o.code, 255, "{ver}");
+            assert!(
+                o.err.starts_with("Unknown option: entrypoint\n"),
+                "{ver}: {o:?}"
+            );
+        }
+    }
+}
+
 // ------------------------------------------------------------------ options
 
 #[test]
@@ -576,21 +608,87 @@ fn raw_lxc_lines_survive_rewrites() {
     assert_eq!(conf_line(&c, "memory"), Some("1024"));
 }
 
+/// pve-container `src/PVE/LXC/Config.pm` `parse_pct_config` (not strict) and
+/// `is_valid_lxc_conf_key`: a value failing its check is warned about on every read and kept
+/// (the assignment follows the warning), so it is written back; a raw key that is not valid is
+/// warned about and dropped on the next write; keys with a message (`lxc.rootfs.path`) are
+/// dropped with it; deprecated keys are kept with a warning naming the new key; `delete`
+/// outside `[pve:pending]` is dropped.
 #[test]
-fn unknown_conf_lines_warned_and_dropped() {
+fn conf_file_keeps_unknown_values_and_drops_invalid_raw_keys() {
     let s = Sim::new();
     s.create(100, &[]).ok();
     let mut c = s.conf(100);
-    c.push_str("foo: bar\nlxc.bogus.key: 1\n");
+    c.push_str("foo: bar\ndelete: swap\nlxc.bogus.key: 1\nlxc.proc.x: 1\nlxc.rootfs.path: /x\nlxc.aa_profile: unconfined\nlxc.cgroup.devices.allow: c 195:* rwm\n");
     s.write_conf(100, &c);
     let o = s.pct(&["config", "100"]).ok();
     assert_eq!(
         o.err,
-        "vm 100 - unable to parse value of 'foo' - unknown setting 'foo'\nvm 100 - unable to parse config: lxc.bogus.key: 1\n"
+        "vm 100 - unable to parse value of 'foo' - unknown setting 'foo'\n\
+         vm 100 - property 'delete' is only allowed in [pve:pending]\n\
+         vm 100 - unable to parse config: lxc.bogus.key: 1\n\
+         vm 100 - unable to parse config: lxc.proc.x: 1\n\
+         vm 100 - lxc.rootfs.path: lxc.rootfs.path is auto generated from rootfs\n\
+         vm 100 - lxc.aa_profile is deprecated and was renamed to lxc.apparmor.profile\n"
     );
     s.pct(&["set", "100", "--cores", "1"]).ok();
     let c = s.conf(100);
-    assert!(!c.contains("foo") && !c.contains("bogus"), "{c}");
+    assert_eq!(conf_line(&c, "foo"), Some("bar"), "{c}");
+    assert!(
+        !c.contains("bogus") && !c.contains("lxc.proc") && !c.contains("rootfs.path"),
+        "{c}"
+    );
+    assert!(!c.contains("delete:"), "{c}");
+    assert_eq!(conf_line(&c, "lxc.aa_profile"), Some("unconfined"), "{c}");
+    assert_eq!(
+        conf_line(&c, "lxc.cgroup.devices.allow"),
+        Some("c 195:* rwm"),
+        "{c}"
+    );
+}
+
+/// `is_valid_lxc_conf_key` by pve-container version: `lxc.init.cwd` exists from 6.0.0
+/// (PVE 9.0), `lxc.environment.runtime` from 6.0.14 (PVE 9.1).
+#[test]
+fn raw_keys_are_gated_by_the_pve_container_version() {
+    for (ver, cwd_ok, env_ok) in [
+        ("8.4.1", false, false),
+        ("9.0.3", true, false),
+        ("9.1.1", true, true),
+    ] {
+        let s = Sim::with(&["--pve-version", ver]);
+        s.create(100, &[]).ok();
+        let mut c = s.conf(100);
+        c.push_str("lxc.init.cwd: /srv\nlxc.environment.runtime: A=1\n");
+        s.write_conf(100, &c);
+        s.pct(&["set", "100", "--cores", "1"]).ok();
+        let c = s.conf(100);
+        assert_eq!(
+            conf_line(&c, "lxc.init.cwd").is_some(),
+            cwd_ok,
+            "{ver}: {c}"
+        );
+        assert_eq!(
+            conf_line(&c, "lxc.environment.runtime").is_some(),
+            env_ok,
+            "{ver}: {c}"
+        );
+    }
+}
+
+/// `write_pct_config`: the description is written line by line with `split(/\n/, ...)`, so an
+/// empty line inside stays as a bare `#` line (trailing ones go).
+#[test]
+fn description_keeps_inner_blank_lines() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.pct(&["set", "100", "--description", "first\n\nthird\n\n"])
+        .ok();
+    assert!(
+        s.conf(100).starts_with("#first\n#\n#third\narch"),
+        "{}",
+        s.conf(100)
+    );
 }
 
 #[test]
@@ -653,6 +751,23 @@ fn set_delete_rules() {
     );
     s.pct(&["set", "100", "--delete", "cores"]).ok();
     assert_eq!(conf_line(&s.conf(100), "cores"), None);
+}
+
+/// pve-container `src/PVE/LXC/Config.pm` `update_pct_config`: `--delete unprivileged` is
+/// refused as read-only; `src/PVE/API2/LXC/Config.pm` `update_vm`: setting and deleting one
+/// key in a call is a parameter error (with Proxmox's unbalanced quote).
+#[test]
+fn set_refuses_deleting_read_only_and_set_plus_delete() {
+    let s = Sim::new();
+    s.create(100, &["--unprivileged", "1", "--cores", "2"]).ok();
+    let before = s.conf(100);
+    s.pct(&["set", "100", "--delete", "unprivileged"])
+        .dies("unable to delete read-only option: 'unprivileged'");
+    s.pct(&["set", "100", "--cores", "4", "--delete", "cores"]).fails(
+        255,
+        "400 Parameter verification failed.\ndelete: you can't use '-cores' and -delete cores' at the same time\npct set <vmid> [OPTIONS]\n",
+    );
+    assert_eq!(s.conf(100), before);
 }
 
 #[test]
@@ -754,6 +869,101 @@ fn set_on_locked_ct() {
     s.pct(&["unlock", "100"]).ok();
     s.pct(&["unlock", "100"])
         .dies("no lock found trying to remove any lock");
+}
+
+/// `src/PVE/API2/LXC/Config.pm` `update_vm` runs `check_lock` unconditionally: `--lock` on a
+/// locked CT is refused too (only `pct unlock` clears a lock).
+#[test]
+fn set_checks_the_lock_also_when_setting_lock() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.pct(&["set", "100", "--lock", "backup"]).ok();
+    s.pct(&["set", "100", "--lock", "migrate"])
+        .dies("CT is locked (backup)");
+    s.pct(&["set", "100", "--delete", "lock"])
+        .dies("CT is locked (backup)");
+    assert_eq!(conf_line(&s.conf(100), "lock"), Some("backup"));
+}
+
+/// pve-guest-common `src/PVE/AbstractConfig.pm` `snapshot_delete`: `set_lock($vmid,
+/// 'snapshot-delete')` checks the lock with or without `--force`.
+#[test]
+fn delsnapshot_refuses_a_locked_ct_even_with_force() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.pct(&["snapshot", "100", "s1"]).ok();
+    s.pct(&["set", "100", "--lock", "backup"]).ok();
+    s.pct(&["delsnapshot", "100", "s1"])
+        .dies("CT is locked (backup)");
+    s.pct(&["delsnapshot", "100", "s1", "--force"])
+        .dies("CT is locked (backup)");
+    assert!(s.conf(100).contains("[s1]"));
+}
+
+/// `src/PVE/API2/LXC/Status.pm` `vm_shutdown`: `check_lock` without the `mounted` exemption
+/// that start and stop have.
+#[test]
+fn shutdown_refuses_a_mounted_lock_that_stop_ignores() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.pct(&["start", "100"]).ok();
+    s.pct(&["set", "100", "--lock", "mounted"]).ok();
+    s.pct(&["shutdown", "100"]).dies("CT is locked (mounted)");
+    s.pct(&["stop", "100"]).ok();
+}
+
+/// `src/PVE/API2/LXC.pm` `clone_vm`: the source's `disk` lock (check_lock) and the target's
+/// `create_and_lock_config` come before the snapshot lookup, so a locked source or a taken
+/// target id wins over a missing snapshot; `unusedN` keys are not copied.
+#[test]
+fn clone_locks_before_the_snapshot_check_and_leaves_unused() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.create(101, &[]).ok();
+    s.pct(&["clone", "100", "101", "--snapname", "nope"])
+        .dies("CT 101 already exists on node 'pve'");
+    s.pct(&["set", "100", "--lock", "backup"]).ok();
+    s.pct(&["clone", "100", "102", "--snapname", "nope"])
+        .dies("CT is locked (backup)");
+    s.pct(&["unlock", "100"]).ok();
+    s.pct(&["clone", "100", "102", "--snapname", "nope"])
+        .dies("snapshot 'nope' does not exist");
+    assert!(!s.has_conf(102));
+    assert_eq!(conf_line(&s.conf(100), "lock"), None);
+    let mut c = s.conf(100);
+    c.push_str("unused0: lxc-disks:subvol-100-disk-9\n");
+    s.write_conf(100, &c);
+    s.pct(&["clone", "100", "102"]).ok();
+    assert_eq!(conf_line(&s.conf(102), "unused0"), None);
+}
+
+/// Every config change holds `/run/lock/lxc/pve-config-<vmid>.lock` (pve-container
+/// `src/PVE/LXC/Config.pm` `config_file_lock`, pve-guest-common `lock_config`): a second
+/// writer waits (`trying to acquire lock... OK`, pve-common `src/PVE/Tools.pm`
+/// `lock_file_full`) and gives up after 10 s with `got timeout`.
+#[test]
+fn config_changes_wait_for_the_config_file_lock() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    let lock = s.path("run/lock/lxc/pve-config-100.lock");
+    assert!(lock.exists());
+    let f = fs::OpenOptions::new().append(true).open(&lock).unwrap();
+    f.lock().unwrap();
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| s.pct(&["set", "100", "--cores", "3"]));
+        std::thread::sleep(Duration::from_millis(500));
+        // Still waiting: nothing changed yet.
+        assert_eq!(conf_line(&s.conf(100), "cores"), None);
+        f.unlock().unwrap();
+        let o = h.join().unwrap().ok();
+        assert_eq!(o.err, "trying to acquire lock... OK\n");
+    });
+    assert_eq!(conf_line(&s.conf(100), "cores"), Some("3"));
+    f.lock().unwrap();
+    s.pct(&["set", "100", "--cores", "4"]).dies(
+        "trying to acquire lock...can't lock file '/run/lock/lxc/pve-config-100.lock' - got timeout",
+    );
+    assert_eq!(conf_line(&s.conf(100), "cores"), Some("3"));
 }
 
 // ------------------------------------------------------------------ power / status / list
@@ -906,6 +1116,35 @@ fn delsnapshot_reparents() {
         !s.path("var/lib/pve-sim/storage/lxc-disks/snaps/subvol-100-disk-0@b2")
             .exists()
     );
+}
+
+/// pve-guest-common `src/PVE/AbstractConfig.pm` `snapshot_rollback`: a snapshot whose
+/// `snapstate` is `prepare` or `delete` is incomplete and refused; the rollback builds a fresh
+/// config (`__snapshot_apply_config`), so `[pve:pending]` is gone.
+#[test]
+fn rollback_refuses_incomplete_snapshots_and_drops_pending() {
+    let s = Sim::new();
+    s.create(100, &["--cores", "1"]).ok();
+    s.pct(&["snapshot", "100", "s1"]).ok();
+    s.pct(&["start", "100"]).ok();
+    s.pct(&["set", "100", "--cores", "2", "--swap", "256"]).ok();
+    s.pct(&["set", "100", "--arch", "arm64"]).ok();
+    assert!(s.conf(100).contains("[pve:pending]"));
+    s.pct(&["rollback", "100", "s1"]).ok();
+    let c = s.conf(100);
+    assert!(!c.contains("[pve:pending]"), "{c}");
+    assert_eq!(conf_line(&c, "cores"), Some("1"));
+    for st in ["prepare", "delete"] {
+        let c = s
+            .conf(100)
+            .replace("[s1]\n", &format!("[s1]\nsnapstate: {st}\n"));
+        s.write_conf(100, &c);
+        s.pct(&["rollback", "100", "s1"]).dies(&format!(
+            "unable to rollback to incomplete snapshot (snapstate = {st})"
+        ));
+        let c = s.conf(100).replace(&format!("snapstate: {st}\n"), "");
+        s.write_conf(100, &c);
+    }
 }
 
 #[test]
@@ -1188,19 +1427,111 @@ fn exec_runs_inside_rootfs_with_its_exit_code() {
     assert_eq!(s.pct(&["exec", "100", "--", "no-such-command"]).code, 127);
 }
 
+/// pve-container `src/PVE/LXC.pm` `vm_start` (lxc-start, then `lxc-wait -s RUNNING`) and
+/// `src/PVE/CLI/pct.pm` `exec` (lxc-attach): `pct exec` works as soon as `pct start` returned;
+/// the guest's own boot goes on, so systemd says `starting` until the `boot` latency passed.
 #[test]
-fn exec_waits_for_boot_latency() {
+fn exec_works_at_once_and_systemd_reports_starting_until_boot() {
+    if !exec_ok() {
+        return;
+    }
     let s = Sim::new();
     s.create(100, &[]).ok();
-    s.write("etc/pve-sim/latency", "boot 1500\n");
+    // An enabled unit, started by the guest's boot.
     s.pct(&["start", "100"]).ok();
-    assert_eq!(s.pct(&["status", "100"]).ok().out, "status: running\n");
-    let o = s.pct(&["exec", "100", "--", "true"]);
-    assert_eq!(o.code, 255);
-    assert!(o.err.contains("Failed to get init pid"), "{}", o.err);
-    if exec_ok() {
-        std::thread::sleep(Duration::from_millis(1600));
-        s.pct(&["exec", "100", "--", "true"]).ok();
+    let sh = |cmd: &str| s.pct(&["exec", "100", "--", "bash", "-c", cmd]);
+    sh("printf '[Service]\\nExecStart=/bin/true\\n' > /etc/systemd/system/foo.service && systemctl enable -q foo").ok();
+    s.pct(&["stop", "100"]).ok();
+    s.write("etc/pve-sim/latency", "boot 60000\n");
+    s.pct(&["start", "100"]).ok();
+    s.pct(&["exec", "100", "--", "true"]).ok();
+    let o = s.pct(&["exec", "100", "--", "systemctl", "is-system-running"]);
+    assert_eq!((o.code, o.out.as_str()), (1, "starting\n"), "{o:?}");
+    // Units the boot starts are still activating; one started by hand is active at once.
+    let o = sh("systemctl is-active foo");
+    assert_eq!((o.code, o.out.as_str()), (3, "activating\n"), "{o:?}");
+    sh("systemctl restart foo && systemctl is-active -q foo").ok();
+    // Restarted without the rule: booted at once.
+    s.pct(&["stop", "100"]).ok();
+    s.write("etc/pve-sim/latency", "");
+    s.pct(&["start", "100"]).ok();
+    let o = s.pct(&["exec", "100", "--", "systemctl", "is-system-running"]);
+    assert_eq!((o.code, o.out.as_str()), (0, "running\n"), "{o:?}");
+}
+
+/// The guest's network (DHCP/DNS) comes up after `pct start` returned (pve-container
+/// `src/PVE/LXC.pm` `vm_start` only waits for init to run): until the `network` latency has
+/// passed, every network-using guest tool fails as it does without DNS. The messages and exit
+/// codes are the tools' own (curl 6, wget 4, apt-get install 100, docker run 125, docker pull 1,
+/// pip 1); `apt-get update` only warns and exits 0, keeping the old lists, as apt 2.7 does.
+#[test]
+fn network_rule_makes_guest_tools_fail_like_without_dns() {
+    if !exec_ok() {
+        return;
+    }
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    let sh = |cmd: &str| s.pct(&["exec", "100", "--", "bash", "-c", cmd]);
+    // With its network up, the guest fetches its package lists.
+    s.pct(&["start", "100"]).ok();
+    sh("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-pip").ok();
+    s.pct(&["stop", "100"]).ok();
+    s.write("etc/pve-sim/latency", "network 60000\n");
+    s.pct(&["start", "100"]).ok();
+    let o = sh("curl -fsSL https://download.docker.com/linux/ubuntu/gpg");
+    assert_eq!(o.code, 6, "{o:?}");
+    assert!(
+        o.err
+            .contains("Could not resolve host: download.docker.com"),
+        "{o:?}"
+    );
+    let o = sh("apt-get update");
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.err.contains("W: Some index files failed to download"),
+        "{o:?}"
+    );
+    let o = sh("DEBIAN_FRONTEND=noninteractive apt-get install -y jq");
+    assert_eq!(o.code, 100, "{o:?}");
+    assert!(
+        o.err
+            .contains("Temporary failure resolving 'archive.ubuntu.com'"),
+        "{o:?}"
+    );
+    assert_ne!(sh("dpkg -s jq").code, 0);
+    let o = sh("pip install --break-system-packages requests");
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.err
+            .contains("No matching distribution found for requests"),
+        "{o:?}"
+    );
+    let o = sh("wget -q https://nvidia.github.io/libnvidia-container/gpgkey");
+    assert_eq!(o.code, 4, "{o:?}");
+    // The same guest once its network is up: the same commands work.
+    s.pct(&["stop", "100"]).ok();
+    s.write("etc/pve-sim/latency", "network 0\n");
+    s.pct(&["start", "100"]).ok();
+    sh("curl -fsSL https://download.docker.com/linux/ubuntu/gpg >/dev/null").ok();
+    sh("DEBIAN_FRONTEND=noninteractive apt-get install -y jq").ok();
+    sh("dpkg -s jq >/dev/null").ok();
+}
+
+/// `call <ms>`: every `pct`/`pvesm` invocation pays the Perl CLI's start-up (PVE::CLIHandler
+/// loads the whole API before it parses anything), whatever the subcommand, failures included.
+#[test]
+fn call_latency_costs_every_invocation() {
+    let s = Sim::new();
+    s.write("etc/pve-sim/latency", "call 300\n");
+    s.pct(&["list"]).ok();
+    s.pct(&["status", "999"]);
+    s.pct(&["bogus"]);
+    s.run("pvesm", &["status"]).ok();
+    let j = s.journal();
+    assert_eq!(j.len(), 4);
+    for e in &j {
+        let took = e["end_ms"].as_u64().unwrap() - e["start_ms"].as_u64().unwrap();
+        assert!(took >= 300, "{e}");
     }
 }
 
@@ -1360,6 +1691,144 @@ fn exec_sees_devices_from_mount_entries_and_dev_lines() {
             .code,
         1
     );
+}
+
+/// pve-container `src/PVE/LXC.pm` `update_lxc_config` runs when the container starts
+/// (`vm_start`): raw `lxc.*` lines added to a running CT's config are not live until the next
+/// start.
+#[test]
+fn raw_lxc_lines_take_effect_at_the_next_start() {
+    if !exec_ok() {
+        return;
+    }
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.pct(&["start", "100"]).ok();
+    let mut c = s.conf(100);
+    c.push_str("lxc.mount.entry: /dev/nvidia0 dev/nvidia0 none bind,optional,create=file\n");
+    s.write_conf(100, &c);
+    assert_eq!(
+        s.pct(&["exec", "100", "--", "test", "-e", "/dev/nvidia0"])
+            .code,
+        1
+    );
+    s.pct(&["stop", "100"]).ok();
+    s.pct(&["start", "100"]).ok();
+    s.pct(&["exec", "100", "--", "test", "-e", "/dev/nvidia0"])
+        .ok();
+}
+
+/// `src/PVE/LXC.pm` `create_passthrough_device_node`: the node in the guest has the entry's
+/// mode (default 0660) and uid/gid (default 0).
+#[test]
+fn dev_node_in_the_guest_has_the_given_uid_gid_and_mode() {
+    if !exec_ok() {
+        return;
+    }
+    let s = Sim::new();
+    s.create(
+        100,
+        &[
+            "--dev0",
+            "/dev/nvidia1,gid=44,mode=0640,uid=7",
+            "--dev1",
+            "path=/dev/nvidiactl",
+        ],
+    )
+    .ok();
+    s.pct(&["start", "100"]).ok();
+    let o = s
+        .pct(&[
+            "exec",
+            "100",
+            "--",
+            "stat",
+            "-c",
+            "%a %u %g",
+            "/dev/nvidia1",
+            "/dev/nvidiactl",
+        ])
+        .ok();
+    assert_eq!(o.out, "640 7 44\n660 0 0\n");
+}
+
+/// `devN` on a running CT (`src/PVE/LXC/Config.pm` `vmconfig_hotplug_pending`): before
+/// pve-container 6.0.4 it stays in `[pve:pending]` until the next start; from 6.0.4 (PVE 9.0,
+/// "implement device hotplug") a new one is hot-plugged, an edited one stays pending.
+#[test]
+fn dev_on_a_running_ct_is_pending_before_pve9_and_hotplugged_from_it() {
+    if !exec_ok() {
+        return;
+    }
+    for (ver, hot) in [("8.4.1", false), ("9.0.3", true)] {
+        let s = Sim::with(&["--pve-version", ver]);
+        s.create(100, &[]).ok();
+        s.pct(&["start", "100"]).ok();
+        s.pct(&["set", "100", "--dev0", "/dev/nvidia0,mode=0666"])
+            .ok();
+        let c = s.conf(100);
+        let main = c.split("[pve:pending]").next().unwrap();
+        assert_eq!(main.contains("dev0:"), hot, "{ver}: {c}");
+        assert_eq!(c.contains("[pve:pending]"), !hot, "{ver}: {c}");
+        let seen = s
+            .pct(&["exec", "100", "--", "test", "-e", "/dev/nvidia0"])
+            .code
+            == 0;
+        assert_eq!(seen, hot, "{ver}");
+        if hot {
+            s.pct(&["set", "100", "--dev0", "/dev/nvidia1"]).ok();
+            assert!(
+                s.conf(100).contains("[pve:pending]\ndev0: /dev/nvidia1"),
+                "{}",
+                s.conf(100)
+            );
+        }
+        s.pct(&["stop", "100"]).ok();
+        s.pct(&["start", "100"]).ok();
+        s.pct(&[
+            "exec",
+            "100",
+            "--",
+            "test",
+            "-e",
+            if hot { "/dev/nvidia1" } else { "/dev/nvidia0" },
+        ])
+        .ok();
+    }
+}
+
+/// `devN` exists from pve-container 5.0.7 (PVE 8.1, "allow passing raw device nodes through
+/// to containers"), `deny-write` from 5.2.0 (PVE 8.3); `PVE::LXC::Tools::get_device_mode_and_rdev`:
+/// the path must exist on the host and be a device, checked by `pct set` and again at start.
+#[test]
+fn dev_is_gated_by_version_and_needs_a_host_device() {
+    let s = Sim::with(&["--pve-version", "8.0.4"]);
+    s.create(100, &[]).ok();
+    let o = s.pct(&["set", "100", "--dev0", "/dev/nvidia0"]);
+    assert_eq!(o.code, 255);
+    assert!(o.err.starts_with("Unknown option: dev0\n"), "{o:?}");
+    let s = Sim::with(&["--pve-version", "8.2.4"]);
+    s.create(100, &[]).ok();
+    s.pct(&["set", "100", "--dev0", "/dev/nvidia0"]).ok();
+    let o = s.pct(&["set", "100", "--dev1", "/dev/nvidia1,deny-write=1"]);
+    assert!(
+        o.err.contains(
+            "dev1: invalid format - invalid key in comma-separated list property: deny-write"
+        ),
+        "{o:?}"
+    );
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.pct(&["set", "100", "--dev1", "/dev/nvidia1,deny-write=1"])
+        .ok();
+    s.pct(&["set", "100", "--dev2", "/dev/nvidia-caps"])
+        .dies("/dev/nvidia-caps is not a device");
+    let mut c = s.conf(100);
+    c.push_str("dev3: /dev/nvidia7\n");
+    s.write_conf(100, &c);
+    s.pct(&["start", "100"])
+        .dies("Device /dev/nvidia7 does not exist");
+    assert_eq!(s.pct(&["status", "100"]).ok().out, "status: stopped\n");
 }
 
 #[test]
@@ -1692,4 +2161,188 @@ fn set_mp_with_storage_size_allocates_a_volume() {
     // both volumes go with the CT
     s.pct(&["destroy", "100"]).ok();
     assert!(!s.vol("lxc-disks", "subvol-100-disk-1").exists());
+}
+
+// ------------------------------------------------------------------ tasks (fork_worker)
+
+/// Poll `cond` up to ~20 s (a bound, not a timed assertion).
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The lines of `var/log/pve/tasks/active`.
+fn active_tasks(s: &Sim) -> Vec<String> {
+    fs::read_to_string(s.path("var/log/pve/tasks/active"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn spawn_pct(s: &Sim, args: &[&str]) -> std::process::Child {
+    Command::new(bin("pct"))
+        .args(args)
+        .env("PHOENIX_HOST_ROOT", s.root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[allow(unsafe_code)]
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: plain kill(2) on a child we spawned.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// pve-common `src/PVE/RESTEnvironment.pm` `fork_worker`/`active_workers`, `src/PVE/UPID.pm`
+/// `encode`, `src/PVE/INotify.pm` `write_active_workers`: a running task is listed in
+/// `var/log/pve/tasks/active` as `<UPID> 0` with the worker's pid and start time; when it
+/// ends the line gets its end time and status (`UPID 1 ENDTIME OK`).
+#[test]
+fn a_task_is_listed_as_running_then_with_its_end_status() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.write("etc/pve-sim/latency", "clone 60000\n");
+    let child = spawn_pct(&s, &["clone", "100", "101"]);
+    wait_until("the clone task", || {
+        active_tasks(&s).iter().any(|l| l.contains(":vzclone:100:"))
+    });
+    let line = active_tasks(&s)
+        .into_iter()
+        .find(|l| l.contains(":vzclone:"))
+        .unwrap();
+    let (upid, rest) = line.split_once(' ').unwrap();
+    assert_eq!(rest, "0", "{line}");
+    assert!(
+        upid.starts_with("UPID:pve:") && upid.ends_with(":vzclone:100:root@pam:"),
+        "{upid}"
+    );
+    let (pid, pstart, _) = pve_sim::task::decode_upid(upid).unwrap();
+    assert!(pve_sim::task::process_running(pid, pstart));
+    assert_ne!(pid, child.id(), "the worker is its own process");
+    // SIGTERM to pct: forwarded to the worker, the clone cleans up after itself.
+    signal(child.id(), libc::SIGTERM);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "clone failed: interrupted by signal\n"
+    );
+    assert!(!s.has_conf(101));
+    assert_eq!(conf_line(&s.conf(100), "lock"), None);
+    let line = active_tasks(&s)
+        .into_iter()
+        .find(|l| l.starts_with(upid))
+        .unwrap();
+    let f: Vec<&str> = line.splitn(4, ' ').collect();
+    assert_eq!(
+        (f[1], f[3]),
+        ("1", "clone failed: interrupted by signal"),
+        "{line}"
+    );
+    // A task that succeeds ends with OK.
+    s.write("etc/pve-sim/latency", "");
+    s.pct(&["start", "100"]).ok();
+    assert!(
+        active_tasks(&s)
+            .iter()
+            .any(|l| l.contains(":vzstart:100:") && l.ends_with(" OK")),
+        "{:?}",
+        active_tasks(&s)
+    );
+}
+
+/// `fork_worker`: the worker runs in its own session (`setsid`) with `$SIG{PIPE} = 'DEFAULT'`.
+/// SIGKILL of `pct` leaves it running; the next line it writes to the dead parent's pipe kills
+/// it with no cleanup: the clone's locks stay and its task line has no end status while its
+/// process is gone, i.e. a stale task whose locks a caller may clear.
+#[test]
+fn sigkill_of_pct_leaves_the_worker_and_then_stale_locks() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.write("etc/pve-sim/latency", "clone 1500\n");
+    let mut child = spawn_pct(&s, &["clone", "100", "101"]);
+    wait_until("the clone's locks", || s.has_conf(101));
+    let line = active_tasks(&s)
+        .into_iter()
+        .find(|l| l.contains(":vzclone:"))
+        .unwrap();
+    let upid = line.split(' ').next().unwrap().to_string();
+    let (pid, pstart, _) = pve_sim::task::decode_upid(&upid).unwrap();
+    signal(child.id(), libc::SIGKILL);
+    child.wait().unwrap();
+    // The worker goes on: still running, locks held.
+    assert!(pve_sim::task::process_running(pid, pstart));
+    assert_eq!(conf_line(&s.conf(100), "lock"), Some("disk"));
+    // It dies at its next output line (SIGPIPE), leaving everything as it was.
+    wait_until("the worker to die", || {
+        !pve_sim::task::process_running(pid, pstart)
+    });
+    assert_eq!(conf_line(&s.conf(100), "lock"), Some("disk"));
+    assert_eq!(conf_line(&s.conf(101), "lock"), Some("create"));
+    assert!(
+        active_tasks(&s).contains(&format!("{upid} 0")),
+        "{:?}",
+        active_tasks(&s)
+    );
+}
+
+/// SIGINT during `delsnapshot` (`AbstractConfig.pm` `snapshot_delete` has no cleanup): the
+/// worker dies with `received interrupt`, the CT stays locked `snapshot-delete` and the
+/// snapshot `snapstate: delete`, which a rollback then refuses as incomplete.
+#[test]
+fn interrupted_delsnapshot_leaves_an_incomplete_snapshot() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.pct(&["snapshot", "100", "s1"]).ok();
+    s.write("etc/pve-sim/latency", "delsnapshot 60000\n");
+    let child = spawn_pct(&s, &["delsnapshot", "100", "s1"]);
+    wait_until("the delete to start", || {
+        s.conf(100).contains("snapstate: delete")
+    });
+    signal(child.id(), libc::SIGINT);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "received interrupt\n");
+    assert_eq!(conf_line(&s.conf(100), "lock"), Some("snapshot-delete"));
+    s.pct(&["rollback", "100", "s1"])
+        .dies("unable to rollback to incomplete snapshot (snapstate = delete)");
+}
+
+/// SIGTERM during `snapshot` (`AbstractConfig.pm` `snapshot_create`): the error path warns
+/// `snapshot create failed: starting cleanup` and deletes the half-made snapshot, so neither
+/// the lock nor the `snapstate: prepare` section stays.
+#[test]
+fn interrupted_snapshot_is_cleaned_up() {
+    let s = Sim::new();
+    s.create(100, &[]).ok();
+    s.write("etc/pve-sim/latency", "snapshot 60000\n");
+    let child = spawn_pct(&s, &["snapshot", "100", "s1"]);
+    wait_until("the snapshot to start", || {
+        s.conf(100).contains("snapstate: prepare")
+    });
+    assert_eq!(conf_line(&s.conf(100), "lock"), Some("snapshot"));
+    signal(child.id(), libc::SIGTERM);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    // The worker's warnings go to stdout (its STDERR is its STDOUT), the error to stderr.
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "snapshot create failed: starting cleanup\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "received interrupt\n");
+    let c = s.conf(100);
+    assert!(
+        !c.contains("[s1]") && conf_line(&c, "lock").is_none(),
+        "{c}"
+    );
 }

@@ -15,6 +15,19 @@ DOCKERDB=/var/lib/docker-sim
 NVDB=$SIM/nvidia
 REPOSNAP=/var/lib/apt/lists/pve-sim-repos
 
+# Timing markers `pct start` writes (epoch milliseconds, from the host's latency rules):
+# the guest's systemd reports `running` from /run/pve-sim/boot-done-ms on (`boot <ms>`), its
+# network (DHCP, DNS) works from /run/pve-sim/network-up-ms on (`network <ms>`).
+now_ms() { date +%s%3N; }
+# True while the time in marker file $1 has not come yet.
+before_marker() {
+    local at
+    at=$(cat "$1" 2>/dev/null) || return 1
+    [ -n "$at" ] && [ "$(now_ms)" -lt "$at" ]
+}
+net_down() { before_marker /run/pve-sim/network-up-ms; }
+booting() { before_marker /run/pve-sim/boot-done-ms; }
+
 pkg_installed() { [ -f "$PKGDB/$1" ]; }
 pkg_version() { cat "$PKGDB/$1" 2>/dev/null; }
 
@@ -49,7 +62,10 @@ unit_file() {
     fi
 }
 
-unit_active() { [ -f "$ACTIVE/$1" ]; }
+# Units the boot starts (marker content 0, written at `pct start`) are only `activating` until
+# the guest's boot is done (`boot` latency); units started by hand are active at once.
+unit_activating() { [ -f "$ACTIVE/$1" ] && booting && [ "$(cat "$ACTIVE/$1")" = 0 ]; }
+unit_active() { [ -f "$ACTIVE/$1" ] && ! unit_activating "$1"; }
 
 docker_active() { unit_active docker.service; }
 
@@ -135,6 +151,11 @@ sim_fetch() {
     port=${hostport#"$host"}
     port=${port#:}
     FETCH_HOST=$host
+    # Without the guest's network (DHCP/DNS not up yet) no name resolves; localhost still does.
+    case "$host" in
+        localhost | 127.0.0.1 | "[::1]" | ::1) ;;
+        *) net_down && return 6 ;;
+    esac
     case "$host" in
         localhost | 127.0.0.1 | "[::1]" | ::1)
             if [ -z "$port" ]; then

@@ -37,6 +37,17 @@ def installed(site):
     return out
 
 
+def net_down():
+    """The guest's network is not up yet (`network` latency rule, marker written by `pct start`)."""
+    try:
+        with open("/run/pve-sim/network-up-ms") as f:
+            at = int(f.read().strip())
+    except (OSError, ValueError):
+        return False
+    import time
+    return time.time() * 1000 < at
+
+
 def install(site, args):
     specs, i = [], 0
     value_opts = {"-i", "--index-url", "--extra-index-url", "-c", "--constraint", "--target", "-t", "--prefix",
@@ -78,6 +89,13 @@ def install(site, args):
         if norm(name) in have and (op not in ("==", "===") or have[norm(name)][1] == version):
             print(f"Requirement already satisfied: {name} in {site} ({have[norm(name)][1]})")
             continue
+        if net_down():
+            # pip without DNS: retries, then no index answers and nothing satisfies the requirement.
+            for n in range(1, 6):
+                print(f"WARNING: Retrying (Retry(total={5 - n}, connect=None, read=None, redirect=None, status=None)) after connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPSConnection object>: Failed to establish a new connection: [Errno -3] Temporary failure in name resolution')': /simple/{norm(name)}/", file=sys.stderr)
+            print(f"ERROR: Could not find a version that satisfies the requirement {s} (from versions: none)", file=sys.stderr)
+            print(f"ERROR: No matching distribution found for {s}", file=sys.stderr)
+            return 1
         print(f"Collecting {name}")
         if norm(name) in have:
             shutil.rmtree(os.path.join(site, have[norm(name)][2]), ignore_errors=True)

@@ -14,11 +14,15 @@ pub struct CtConf {
 }
 
 impl CtConf {
-    /// The config of `ctx`'s container; None when there is no readable config file (guest
-    /// used directly, not through `pct`).
+    /// The config `ctx`'s container was started with (`run/pve-sim/<vmid>.conf`, written by
+    /// `pct start`: LXC reads its config only at the start, so later edits of the config file
+    /// do not reach a running guest); without one (guest used directly, not through `pct
+    /// start`) the config file; None when there is neither.
     pub fn load(ctx: &GuestCtx) -> Option<CtConf> {
+        let started = ctx.host_root.join(format!("run/pve-sim/{}.conf", ctx.vmid));
         let path = ctx.host_root.join(format!("etc/pve/lxc/{}.conf", ctx.vmid));
-        std::fs::read_to_string(path)
+        std::fs::read_to_string(started)
+            .or_else(|_| std::fs::read_to_string(path))
             .ok()
             .map(|t| CtConf::parse(&t))
     }
@@ -71,7 +75,8 @@ impl CtConf {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Device paths of `devN:` entries (PVE >= 8.1 passthrough: no cgroup rule needed).
+    /// Guest paths of `devN:` entries (PVE >= 8.1 passthrough: `update_lxc_config` adds the
+    /// cgroup rule itself).
     fn dev_entries(&self) -> Vec<PathBuf> {
         self.entries
             .iter()
@@ -168,7 +173,7 @@ pub fn denied_devices(ctx: &GuestCtx, conf: &CtConf) -> Vec<PathBuf> {
     let dev_entries = conf.dev_entries();
     let mut out = Vec::new();
     for b in &ctx.devices {
-        if dev_entries.contains(&b.host_path) {
+        if dev_entries.contains(&b.guest_path) {
             continue;
         }
         let name = b

@@ -28,9 +28,13 @@ pub fn clone(call: &Call) -> PveResult<i32> {
 
     // --- checks and locks before the task
     let (src, full) = {
-        let _g = lock_host(host)?;
+        let _g = super::lock_cts(host, &[vmid, newid])?;
         let mut conf = load_conf(host, vmid)?;
-        let src: Section = match &snapname {
+        // src/PVE/API2/LXC.pm `clone_vm`: `set_lock($vmid, 'disk')` (check_lock), then
+        // `create_and_lock_config($newid)`, and only then the snapshot is looked up.
+        check_lock(&conf)?;
+        check_vmid_free(host, newid)?;
+        let mut src: Section = match &snapname {
             Some(s) => conf
                 .snapshots
                 .get(s)
@@ -38,8 +42,9 @@ pub fn clone(call: &Call) -> PveResult<i32> {
                 .ok_or_else(|| PveError::die(format!("snapshot '{s}' does not exist")))?,
             None => conf.main.clone(),
         };
-        check_lock(&conf)?;
-        check_vmid_free(host, newid)?;
+        // `next if $opt =~ m/^unused\d+$/`: unused volumes stay with the source.
+        src.kv
+            .retain(|k, _| schema::split_numbered(k).is_none_or(|(b, _)| b != "unused"));
         let full = match call.opt("full") {
             Some(v) => v == "1",
             None => !conf.is_template(),
@@ -110,7 +115,7 @@ pub fn clone(call: &Call) -> PveResult<i32> {
         snapname.as_deref(),
         &mut made,
     );
-    let _g = lock_host(host)?;
+    let _g = super::lock_cts(host, &[vmid, newid])?;
     // Source unlocked in every case.
     if let Ok(mut c) = load_conf(host, vmid)
         && c.lock() == Some("disk")
@@ -154,6 +159,8 @@ fn clone_task(
         println!("creating a clone of container {vmid} with ID {newid}");
     }
     latency::sleep(host, "clone");
+    // clone_vm's copy runs with `local $SIG{INT} = ... sub { die "interrupted by signal\n" }`.
+    crate::task::check_msg("interrupted by signal")?;
     let mut conf = Conf::default();
     let m = &mut conf.main;
     m.kv = src.kv.clone();
@@ -208,6 +215,7 @@ fn clone_task(
                 let _ = fs::remove_dir(&dst);
                 copy_tree(&from, &dst).map_err(PveError::die)?;
                 latency::sleep_copy(host, &dst);
+                crate::task::check_msg("interrupted by signal")?;
                 new_volid
             } else {
                 println!("create linked clone of mount point {k} ({vol})");

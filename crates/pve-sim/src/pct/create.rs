@@ -210,7 +210,7 @@ pub fn create(call: &Call) -> PveResult<i32> {
     };
     let tfile = template_file(host, &ostemplate)?;
     {
-        let _g = lock_host(host)?;
+        let _g = super::lock_ct(host, vmid)?;
         if call.flag("force") && host.conf_path(vmid).exists() {
             if crate::runtime::is_running(host, vmid) {
                 return Err(PveError::die(format!(
@@ -245,7 +245,7 @@ pub fn create(call: &Call) -> PveResult<i32> {
         &mut allocated,
     );
     if let Err(e) = res {
-        let _g = lock_host(host)?;
+        let _g = super::lock_ct(host, vmid)?;
         for v in &allocated {
             free_volume(host, v);
         }
@@ -284,6 +284,7 @@ fn create_task(
 ) -> PveResult<()> {
     let host = call.host;
     latency::sleep(host, "create");
+    crate::task::check()?;
     if !tfile.is_file() {
         return Err(PveError::die(format!("can't find file '{ostemplate}'")));
     }
@@ -314,6 +315,7 @@ fn create_task(
     println!("extracting archive '{ostemplate}'");
     guest::extract_ostemplate(tfile, &rootfs).map_err(|e| PveError::die(format!("{e:#}")))?;
     latency::sleep_copy(host, &rootfs);
+    crate::task::check()?;
     let (ostype, systemd) =
         detect_os(&rootfs).ok_or_else(|| PveError::die("unable to detect OS distribution"))?;
     let arch = call.opt("arch").unwrap_or("amd64").to_string();
@@ -403,7 +405,7 @@ fn create_task(
             "Systemd {v} detected. You may need to enable nesting."
         ));
     }
-    let _g = lock_host(host)?;
+    let _g = super::lock_ct(host, vmid)?;
     save_conf(host, vmid, &conf)?;
     Ok(())
 }

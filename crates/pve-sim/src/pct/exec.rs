@@ -4,17 +4,17 @@
 use std::path::PathBuf;
 
 use super::{Call, load_conf, rootfs_dir};
-use crate::conf::Conf;
+use crate::conf::{Conf, Section};
 use crate::error::{PveError, PveResult};
 use crate::guest::{self, DeviceBind, GuestCtx};
-use crate::host::now_ms;
-use crate::{runtime, schema};
+use crate::runtime;
 
-/// Devices the CT sees: `lxc.mount.entry: /dev/X dev/X ...` and `devN:` lines of the main
-/// section.
-pub fn devices(conf: &Conf) -> Vec<DeviceBind> {
+/// Devices the CT sees: those of the config it was started with (`lxc.mount.entry: /dev/X
+/// dev/X ...` and `devN`, whose node is the one made at the start under
+/// `/var/lib/lxc/<vmid>/passthrough`), never lines added to the config file since.
+pub fn devices(vmid: u32, started: &Section) -> Vec<DeviceBind> {
     let mut out = Vec::new();
-    for (k, v) in &conf.main.lxc {
+    for (k, v) in &started.lxc {
         if k != "lxc.mount.entry" {
             continue;
         }
@@ -29,52 +29,43 @@ pub fn devices(conf: &Conf) -> Vec<DeviceBind> {
             });
         }
     }
-    for (k, v) in &conf.main.kv {
-        if schema::split_numbered(k).is_some_and(|(b, _)| b == "dev") {
-            let path = v.split(',').find_map(|p| {
-                p.strip_prefix("path=")
-                    .or(if p.starts_with('/') { Some(p) } else { None })
+    for (k, v) in &started.kv {
+        if super::devices::is_dev_key(k)
+            && let Some(p) = super::devices::parse_dev(v).and_then(|kv| kv.get("path").cloned())
+        {
+            out.push(DeviceBind {
+                host_path: PathBuf::from(super::devices::passthrough_path(vmid, &p)),
+                guest_path: PathBuf::from(p),
             });
-            if let Some(p) = path {
-                out.push(DeviceBind {
-                    host_path: PathBuf::from(p),
-                    guest_path: PathBuf::from(p),
-                });
-            }
         }
     }
     out
 }
 
 fn guest_ctx(call: &Call, conf: &Conf) -> PveResult<GuestCtx> {
+    let vmid = call.vmid();
+    let started = super::devices::started(call.host, vmid).unwrap_or_else(|| conf.main.clone());
     Ok(GuestCtx {
         host_root: call.host.root.clone(),
-        vmid: call.vmid(),
+        vmid,
         rootfs: rootfs_dir(call.host, &conf.main)?,
         unprivileged: conf.main.get("unprivileged") == Some("1"),
-        devices: devices(conf),
+        devices: devices(vmid, &started),
     })
 }
 
 pub fn exec(call: &Call) -> PveResult<i32> {
     let vmid = call.vmid();
     let conf = load_conf(call.host, vmid)?;
-    let Some(rt) = runtime::get(call.host, vmid) else {
+    // Works as soon as `start` returned: the init runs by then (PVE::LXC::vm_start waits for
+    // RUNNING); the guest's boot continues in the background (systemctl is-system-running).
+    if !runtime::is_running(call.host, vmid) {
         return Err(PveError::die(format!("container '{vmid}' not running!")));
-    };
+    }
     if call.extra.is_empty() {
         return Err(PveError::die(
             "missing command at /usr/share/perl5/PVE/CLI/pct.pm line 205.",
         ));
-    }
-    if now_ms() < rt.boot_ready_ms {
-        eprintln!(
-            "lxc-attach: {vmid}: ../src/lxc/attach.c: get_attach_context: 405 Connection refused - Failed to get init pid"
-        );
-        eprintln!(
-            "lxc-attach: {vmid}: ../src/lxc/attach.c: lxc_attach: 1140 Connection refused - Failed to get attach context"
-        );
-        return Ok(255);
     }
     let ctx = guest_ctx(call, &conf)?;
     Ok(guest::exec(&ctx, &call.extra))

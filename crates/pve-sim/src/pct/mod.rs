@@ -4,6 +4,7 @@
 
 mod clone;
 mod create;
+pub mod devices;
 mod exec;
 mod info;
 mod power;
@@ -53,6 +54,10 @@ impl Call<'_> {
     }
     pub fn major(&self) -> u32 {
         self.host.info.major()
+    }
+    /// Whether the simulated release's pve-container is at least `v`.
+    pub fn pc_at_least(&self, v: (u32, u32, u32)) -> bool {
+        self.host.info.pve_container() >= v
     }
 }
 
@@ -268,24 +273,35 @@ fn disk_keys() -> Vec<String> {
         .collect()
 }
 
-/// The embedded schema is PVE 9.1's: drop what older versions do not have
-/// (`--ha-managed` is new in 9, `net[n]`'s `host-managed` in 9.1).
+/// The embedded schema is PVE 9.1's: drop what older versions do not have, by the
+/// pve-container version that added it (debian/changelog; [`crate::versions`]):
+/// `devN` 5.0.7 ("allow passing raw device nodes through to containers"), its `deny-write`
+/// 5.2.0, `entrypoint`/`env` and `net[n]`'s `host-managed` 6.0.15; `--ha-managed` is
+/// pve-manager's, new in PVE 9.
 fn version_filter(host: &Host, props: &mut Map<String, Value>) {
-    let mut parts = host
-        .info
-        .pve_version
-        .split('.')
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(8), parts.next().unwrap_or(0));
-    if major < 9 {
+    let pc = host.info.pve_container();
+    if host.info.major() < 9 {
         props.remove("ha-managed");
     }
-    if (major, minor) < (9, 1)
-        && let Some(Value::Object(f)) = props.get_mut("net[n]").and_then(|n| n.get_mut("format"))
+    if pc < devices::DEV_SINCE {
+        props.remove("dev[n]");
+    } else if pc < devices::DENY_WRITE_SINCE
+        && let Some(Value::Object(f)) = props.get_mut("dev[n]").and_then(|n| n.get_mut("format"))
     {
-        f.remove("host-managed");
+        f.remove("deny-write");
+    }
+    if pc < ENTRYPOINT_SINCE {
+        props.remove("entrypoint");
+        props.remove("env");
+        if let Some(Value::Object(f)) = props.get_mut("net[n]").and_then(|n| n.get_mut("format")) {
+            f.remove("host-managed");
+        }
     }
 }
+
+/// pve-container 6.0.15 (PVE 9.1): "add support to configure the runtime environment of a
+/// container" (`env`), OCI application containers (`entrypoint`), host-managed DHCP.
+pub const ENTRYPOINT_SINCE: (u32, u32, u32) = (6, 0, 15);
 
 fn die_unknown_command(sub: &str) -> i32 {
     eprintln!("ERROR: unknown command 'pct {sub}'");
@@ -302,11 +318,39 @@ pub fn main(argv: Vec<String>) -> i32 {
             return 2;
         }
     };
+    let sub = argv.get(1).cloned().unwrap_or_default();
+    if crate::task::is_worker() {
+        // The task worker (forked by the `pct` below): no CLI start-up, no journal line.
+        let vmid = argv.get(2).cloned().unwrap_or_default();
+        let upid = crate::task::worker_start(&host, &sub, &vmid);
+        let code = run(&host, &sub, &argv[argv.len().min(2)..]);
+        let msg = LAST_ERROR.with(|e| e.borrow().clone());
+        if code != 0 && LAST_RAW.with(|r| r.get()) {
+            crate::task::worker_end_raw(&host, upid.as_deref(), msg.as_deref().unwrap_or(""));
+        } else {
+            let res = if code == 0 {
+                Ok(LAST_WARNINGS.with(|w| w.get()))
+            } else {
+                Err(msg.as_deref().unwrap_or("command failed"))
+            };
+            crate::task::worker_end(&host, upid.as_deref(), res);
+        }
+        return code;
+    }
     let start_ms = now_ms();
+    // Every invocation first pays the Perl CLI's start-up (`call` latency), whatever it does.
+    latency::sleep(&host, "call");
     let mut jargv = vec!["pct".to_string()];
     jargv.extend(argv.iter().skip(1).cloned());
-    let sub = argv.get(1).cloned().unwrap_or_default();
-    let code = run(&host, &sub, &argv[argv.len().min(2)..]);
+    let code = if crate::task::task_type(&sub).is_some() {
+        // The CLI checks the parameters before the API call forks its worker.
+        match parse_only(&host, &sub, &argv[argv.len().min(2)..]) {
+            Ok(()) => crate::task::run_parent(&host, &argv[1..]),
+            Err(code) => code,
+        }
+    } else {
+        run(&host, &sub, &argv[argv.len().min(2)..])
+    };
     journal::append(
         &host,
         &jargv,
@@ -316,6 +360,28 @@ pub fn main(argv: Vec<String>) -> i32 {
         now_ms(),
     );
     code
+}
+
+thread_local! {
+    /// The message of the last failure reported (the task worker's `TASK ERROR`).
+    static LAST_ERROR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    /// The warnings of a successful task (`TASK WARNINGS: n`).
+    static LAST_WARNINGS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Whether that failure is one Proxmox raises before forking a task (usage, parameters).
+    static LAST_RAW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Command lookup and parameter checks only (reported as `run` reports them).
+fn parse_only(host: &Host, sub: &str, args: &[String]) -> Result<(), i32> {
+    let Some(cmd) = command(sub) else {
+        return Err(die_unknown_command(sub));
+    };
+    let mut props = cmd.props();
+    version_filter(host, &mut props);
+    match parse_call(host, sub, &cmd, &props, args) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(report(e, cmd.usage)),
+    }
 }
 
 /// The program an `exec` runs, for fault rules: the first word, or for `env [NAME=VALUE]... cmd`
@@ -368,11 +434,16 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
     if hit {
         let mut shown = vec!["pct".to_string(), sub.to_string()];
         shown.extend(args.iter().cloned());
-        eprintln!("simulated fault: {}", shown.join(" "));
-        return 255;
+        return report(
+            PveError::die(format!("simulated fault: {}", shown.join(" "))),
+            cmd.usage,
+        );
     }
     if !cmd.own_latency {
         latency::sleep(host, sub);
+        if let Err(e) = crate::task::check() {
+            return report(e, cmd.usage);
+        }
     }
     let res = match sub {
         "create" => create::create(&call),
@@ -404,7 +475,10 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
     match res {
         Ok(code) => {
             let w = call.warnings.get();
-            if w > 0 && code == 0 {
+            if crate::task::is_worker() {
+                // The parent prints it from the task's end line.
+                LAST_WARNINGS.with(|c| c.set(w));
+            } else if w > 0 && code == 0 {
                 eprintln!("Task finished with {w} warning(s)!");
             }
             code
@@ -415,6 +489,13 @@ fn run(host: &Host, sub: &str, args: &[String]) -> i32 {
 
 fn report(e: PveError, usage: &str) -> i32 {
     let (text, code) = e.render(usage);
+    LAST_ERROR.with(|l| *l.borrow_mut() = Some(text.clone()));
+    let raw = !matches!(e, PveError::Fail { .. });
+    LAST_RAW.with(|r| r.set(raw));
+    if crate::task::is_worker() {
+        // A task's error reaches `pct`'s stderr through the control pipe.
+        return code;
+    }
     eprint!("{text}");
     code
 }
@@ -509,7 +590,7 @@ pub fn load_conf(host: &Host, vmid: u32) -> PveResult<Conf> {
         }
         Err(e) => return Err(PveError::die(format!("{}: {e}", p.display()))),
     };
-    let (conf, warnings) = Conf::parse(vmid, &text);
+    let (conf, warnings) = Conf::parse_for(vmid, &text, host.info.pve_container());
     for w in warnings {
         eprintln!("{w}");
     }
@@ -642,6 +723,76 @@ pub fn rootfs_dir(host: &Host, conf: &crate::conf::Section) -> PveResult<std::pa
     let (st, name) = crate::storage::parse_volid(&vol)
         .ok_or_else(|| PveError::die(format!("unable to parse volume ID '{vol}'")))?;
     Ok(crate::storage::vol_dir(host, st, name))
+}
+
+/// Seconds `lock_config` waits for a container's config lock (pve-guest-common
+/// `src/PVE/AbstractConfig.pm` `lock_config` → `lock_config_full($vmid, 10, ...)`).
+pub const CONF_LOCK_TIMEOUT_S: u64 = 10;
+
+/// Guard of a container's config lock and the host state lock (released on drop).
+pub struct CtLock {
+    _host: crate::host::HostLock,
+    _conf: Vec<std::fs::File>,
+}
+
+/// The container's config lock: an exclusive flock on
+/// `<host root>/run/lock/lxc/pve-config-<vmid>.lock` (pve-container `src/PVE/LXC/Config.pm`
+/// `config_file_lock`), taken as pve-common `src/PVE/Tools.pm` `lock_file_full` takes it: when
+/// contended, `trying to acquire lock...` on stderr, then ` OK` once acquired, or after 10 s
+/// `can't lock file '<path>' - got timeout`. Every config change holds it, so a second writer
+/// (another `pct`, or the product editing the file under the same lock) waits. The host state
+/// lock is taken after it (never the other way round).
+pub fn lock_ct(host: &Host, vmid: u32) -> PveResult<CtLock> {
+    lock_cts(host, &[vmid])
+}
+
+/// [`lock_ct`] for several containers, in the order given (a clone: source, then target).
+pub fn lock_cts(host: &Host, vmids: &[u32]) -> PveResult<CtLock> {
+    let mut files = Vec::new();
+    for vmid in vmids {
+        files.push(conf_flock(host, *vmid)?);
+    }
+    Ok(CtLock {
+        _host: lock_host(host)?,
+        _conf: files,
+    })
+}
+
+/// Only the container's config lock (held across a long wait, e.g. a shutdown, while the
+/// host state lock is taken briefly inside).
+pub fn lock_conf_only(host: &Host, vmid: u32) -> PveResult<std::fs::File> {
+    conf_flock(host, vmid)
+}
+
+fn conf_flock(host: &Host, vmid: u32) -> PveResult<std::fs::File> {
+    let shown = format!("/run/lock/lxc/pve-config-{vmid}.lock");
+    let path = host.path(&shown);
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| PveError::die(format!("can't lock file '{shown}' - can't open file - {e}")))?;
+    if f.try_lock().is_err() {
+        eprint!("trying to acquire lock...");
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_secs(CONF_LOCK_TIMEOUT_S);
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            if f.try_lock().is_ok() {
+                eprintln!(" OK");
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(PveError::die(format!(
+                    "can't lock file '{shown}' - got timeout"
+                )));
+            }
+        }
+    }
+    Ok(f)
 }
 
 /// Take the host lock, mapping I/O errors to a Proxmox-style failure.

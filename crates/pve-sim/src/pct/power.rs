@@ -1,12 +1,12 @@
 //! Power state: `start`, `stop`, `shutdown`, `reboot`, with Proxmox's messages; starting
 //! applies pending changes and arms the boot latency for `exec`.
 
-use super::{Call, load_conf, lock_host, save_conf};
+use super::{Call, load_conf, save_conf};
 use crate::conf::Conf;
 use crate::error::{PveError, PveResult};
 use crate::host::now_ms;
+use crate::latency;
 use crate::runtime::{self, Runtime};
-use crate::{latency, schema};
 
 /// Merge `[pve:pending]` into the main section (start/reboot).
 pub fn apply_pending(conf: &mut Conf) {
@@ -32,7 +32,7 @@ pub fn apply_pending(conf: &mut Conf) {
 /// Start `vmid` (host lock taken here). `skiplock` skips the lock check.
 pub fn do_start(call: &Call, vmid: u32, skiplock: bool) -> PveResult<()> {
     let host = call.host;
-    let _g = lock_host(host)?;
+    let _g = super::lock_ct(host, vmid)?;
     let mut conf = load_conf(host, vmid)?;
     if runtime::is_running(host, vmid) {
         return Err(PveError::die(format!("CT {vmid} already running")));
@@ -66,22 +66,10 @@ pub fn do_start(call: &Call, vmid: u32, skiplock: bool) -> PveResult<()> {
             )));
         }
     }
-    // devN paths must exist when the CT starts, as lxc-start needs them.
-    for (k, v) in &conf.main.kv {
-        if schema::split_numbered(k).is_some_and(|(b, _)| b == "dev") {
-            let p = v.split(',').find_map(|p| {
-                p.strip_prefix("path=")
-                    .or(if p.starts_with('/') { Some(p) } else { None })
-            });
-            if let Some(p) = p
-                && !host.path(p).exists()
-            {
-                return Err(PveError::die(format!(
-                    "startup for container '{vmid}' failed: Device {p} does not exist"
-                )));
-            }
-        }
-    }
+    // update_lxc_config (called by vm_start before lxc-start, outside its eval): every devN
+    // must name an existing device; its node is created with the entry's mode/uid/gid. The
+    // config the CT runs with from now on is this one (raw lxc lines, devN, features).
+    super::devices::start_config(host, vmid, &conf.main)?;
     // The guest side of booting: /run emptied, enabled units of the doubles active again.
     let rootfs = super::rootfs_dir(host, &conf.main)?;
     crate::guest::boot(&rootfs)
@@ -94,17 +82,19 @@ pub fn do_start(call: &Call, vmid: u32, skiplock: bool) -> PveResult<()> {
         .unwrap_or_else(|| format!("CT{vmid}"));
     crate::guest::set_hostname(&rootfs, &hostname)
         .map_err(|e| PveError::die(format!("startup for container '{vmid}' failed: {e:#}")))?;
+    // `pct start` returns once the container's init runs (`lxc-start` + `lxc-wait -s
+    // RUNNING`, PVE::LXC::vm_start), so `exec` works at once; the guest's own boot (systemd
+    // reaching `running`, DHCP/DNS) takes the `boot` and `network` latencies from here on.
     let now = now_ms();
-    let boot = latency::get(host, "boot");
-    runtime::set_running(
-        host,
-        vmid,
-        &Runtime {
-            start_ms: now,
-            boot_ready_ms: now + boot,
-            pid: 100_000 + (vmid % 800_000),
-        },
-    )?;
+    let rt = Runtime {
+        start_ms: now,
+        boot_ready_ms: now + latency::get(host, "boot"),
+        network_ready_ms: now + latency::get(host, "network"),
+        pid: 100_000 + (vmid % 800_000),
+    };
+    crate::guest::set_boot_timers(&rootfs, rt.boot_ready_ms, rt.network_ready_ms)
+        .map_err(|e| PveError::die(format!("startup for container '{vmid}' failed: {e:#}")))?;
+    runtime::set_running(host, vmid, &rt)?;
     Ok(())
 }
 
@@ -116,7 +106,7 @@ pub fn start(call: &Call) -> PveResult<i32> {
 fn stop_common(call: &Call, check_lock: bool) -> PveResult<()> {
     let host = call.host;
     let vmid = call.vmid();
-    let _g = lock_host(host)?;
+    let _g = super::lock_ct(host, vmid)?;
     let conf = load_conf(host, vmid)?;
     if !runtime::is_running(host, vmid) {
         return Err(PveError::die(format!("CT {vmid} not running")));
@@ -139,15 +129,16 @@ pub fn stop(call: &Call) -> PveResult<i32> {
 pub fn shutdown(call: &Call) -> PveResult<i32> {
     let host = call.host;
     let vmid = call.vmid();
+    // src/PVE/API2/LXC/Status.pm `vm_shutdown`: under `lock_config` for the whole shutdown,
+    // `check_lock` with no exemption (unlike start/stop, `mounted` is not exempt).
+    let _conf_lock = super::lock_conf_only(host, vmid)?;
     {
-        let _g = lock_host(host)?;
+        let _g = super::lock_host(host)?;
         let conf = load_conf(host, vmid)?;
         if !runtime::is_running(host, vmid) {
             return Err(PveError::die(format!("CT {vmid} not running")));
         }
-        if conf.lock().is_some_and(|l| l != "mounted") {
-            super::check_lock(&conf)?;
-        }
+        super::check_lock(&conf)?;
     }
     let takes = latency::get(host, "shutdown");
     let timeout_ms = call
@@ -155,11 +146,12 @@ pub fn shutdown(call: &Call) -> PveResult<i32> {
         .and_then(|t| t.parse::<u64>().ok())
         .unwrap_or(60)
         * 1000;
-    std::thread::sleep(std::time::Duration::from_millis(takes.min(timeout_ms)));
+    latency::sleep_ms(takes.min(timeout_ms));
+    crate::task::check()?;
     if takes > timeout_ms && !call.flag("forceStop") {
         return Err(PveError::die("container did not stop"));
     }
-    let _g = lock_host(host)?;
+    let _g = super::lock_host(host)?;
     runtime::set_stopped(host, vmid)?;
     Ok(0)
 }
@@ -168,7 +160,7 @@ pub fn reboot(call: &Call) -> PveResult<i32> {
     let host = call.host;
     let vmid = call.vmid();
     {
-        let _g = lock_host(host)?;
+        let _g = super::lock_ct(host, vmid)?;
         let conf = load_conf(host, vmid)?;
         if !runtime::is_running(host, vmid) {
             return Err(PveError::die(format!("VM {vmid} not running")));

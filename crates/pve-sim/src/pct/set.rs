@@ -1,7 +1,8 @@
 //! `pct set`: change config keys, `--delete` them, applied at once on a stopped CT; on a
 //! running CT only the hot-pluggable keys apply at once, the rest goes to `[pve:pending]`.
 
-use super::{Call, check_lock, load_conf, lock_host, normalize_net, save_conf};
+use super::devices::{HOTPLUG_SINCE, check_device, hotplug, is_dev_key, parse_dev};
+use super::{Call, check_lock, load_conf, normalize_net, save_conf};
 use crate::conf::is_config_key;
 use crate::error::{PveError, PveResult};
 use crate::{runtime, schema};
@@ -28,7 +29,7 @@ fn applies_live(k: &str, exists: bool) -> bool {
     FASTPLUG.contains(&k)
         || matches!(k, "memory" | "swap" | "cpulimit" | "cpuunits")
         || numbered(k, "net")
-        || ((numbered(k, "mp") || numbered(k, "dev")) && !exists)
+        || (numbered(k, "mp") && !exists)
 }
 
 const REQUIRED: &[&str] = &["memory", "rootfs", "ostype"];
@@ -41,53 +42,24 @@ pub fn set(call: &Call) -> PveResult<i32> {
     for (k, v) in &call.opts {
         match k.as_str() {
             "delete" => {
-                for d in v.split([',', ';', ' ']).filter(|s| !s.is_empty()) {
-                    if !is_config_key(d) && d != "description" {
-                        return Err(PveError::param("delete", format!("unknown option '{d}'")));
-                    }
-                    deletes.push(d.to_string());
-                }
+                deletes.extend(
+                    v.split([',', ';', ' ', '\0'])
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                );
             }
             "digest" | "revert" => {}
             _ => changes.push((k.clone(), v.clone())),
         }
     }
+    // src/PVE/API2/LXC/Config.pm `update_vm`: in this order, all under the config lock.
     if changes.is_empty() && deletes.is_empty() && call.opt("revert").is_none() {
         return Err(PveError::die("no options specified"));
     }
-    if changes.iter().any(|(k, _)| k == "unprivileged") {
-        return Err(PveError::die(
-            "unable to modify read-only option: 'unprivileged'",
-        ));
-    }
-    for d in &deletes {
-        if REQUIRED.contains(&d.as_str()) {
-            return Err(PveError::die(format!(
-                "unable to delete required option '{d}'"
-            )));
-        }
-        if changes.iter().any(|(k, _)| k == d) {
-            return Err(PveError::die(format!(
-                "can't set and delete option '{d}' at the same time"
-            )));
-        }
-    }
-    for (k, v) in &changes {
-        if numbered(k, "dev") {
-            let fmt = schema::endpoint("PUT /nodes/{node}/lxc/{vmid}/config")["dev[n]"]["format"]
-                .as_object()
-                .expect("dev format");
-            if let Ok(kv) = schema::parse_property_string(fmt, v)
-                && let Some(p) = kv.get("path")
-                && !host.path(p).exists()
-            {
-                return Err(PveError::die(format!("Device {p} does not exist")));
-            }
-        }
-    }
-
-    let _g = lock_host(host)?;
+    let _g = super::lock_ct(host, vmid)?;
     let mut conf = load_conf(host, vmid)?;
+    // `check_lock` always, also when the call sets `--lock` itself.
+    check_lock(&conf)?;
     if let Some(d) = call.opt("digest") {
         let raw = std::fs::read(host.conf_path(vmid)).unwrap_or_default();
         if crate::sha1::hex(&raw) != d.to_ascii_lowercase() {
@@ -96,8 +68,58 @@ pub fn set(call: &Call) -> PveResult<i32> {
             ));
         }
     }
-    if !changes.iter().any(|(k, _)| k == "lock") {
-        check_lock(&conf)?;
+    for d in &deletes {
+        if !is_config_key(d) && d != "description" {
+            return Err(PveError::param("delete", format!("unknown option '{d}'")));
+        }
+        if changes.iter().any(|(k, _)| k == d) {
+            // sic: the quote before -delete is missing in Proxmox's message too.
+            return Err(PveError::param(
+                "delete",
+                format!("you can't use '-{d}' and -delete {d}' at the same time"),
+            ));
+        }
+    }
+    // src/PVE/LXC/Config.pm `update_pct_config`, deletions first.
+    let mut skip_delete: Vec<String> = Vec::new();
+    for d in &deletes {
+        let present = if d == "description" {
+            !conf.main.description.is_empty() || !conf.pending.description.is_empty()
+        } else {
+            conf.main.kv.contains_key(d) || conf.pending.kv.contains_key(d)
+        };
+        if !present {
+            eprintln!("cannot delete '{d}' - not set in current configuration!");
+            skip_delete.push(d.clone());
+            continue;
+        }
+        if REQUIRED.contains(&d.as_str()) {
+            return Err(PveError::die(format!(
+                "unable to delete required option '{d}'"
+            )));
+        }
+        if d == "unprivileged" {
+            return Err(PveError::die(
+                "unable to delete read-only option: 'unprivileged'",
+            ));
+        }
+    }
+    deletes.retain(|d| !skip_delete.contains(d));
+    if changes.iter().any(|(k, _)| k == "unprivileged") {
+        return Err(PveError::die(
+            "unable to modify read-only option: 'unprivileged'",
+        ));
+    }
+    for (k, v) in &changes {
+        if is_dev_key(k) {
+            let path = parse_dev(v).and_then(|kv| kv.get("path").cloned());
+            let Some(p) = path else {
+                return Err(PveError::die(format!(
+                    "Path is not defined for passthrough device {k}"
+                )));
+            };
+            check_device(host, &p)?;
+        }
     }
     if conf.main.get("protection") == Some("1")
         && changes.iter().all(|(k, _)| k != "protection")
@@ -122,15 +144,6 @@ pub fn set(call: &Call) -> PveResult<i32> {
         }
     }
     for d in &deletes {
-        let present = if d == "description" {
-            !conf.main.description.is_empty()
-        } else {
-            conf.main.kv.contains_key(d)
-        };
-        if !present {
-            eprintln!("cannot delete '{d}' - not set in current configuration!");
-            continue;
-        }
         if running && !applies_live(d, true) {
             let mut list: Vec<String> = conf
                 .pending
@@ -194,7 +207,17 @@ pub fn set(call: &Call) -> PveResult<i32> {
             continue;
         }
         let exists = conf.main.kv.contains_key(&k);
-        if running && !applies_live(&k, exists) {
+        if running && is_dev_key(&k) {
+            // vmconfig_hotplug_pending: a new devN is hot-plugged from pve-container 6.0.4
+            // on; an existing one (editing) and every devN before 6.0.4 stay pending.
+            if !exists && call.pc_at_least(HOTPLUG_SINCE) {
+                hotplug(host, vmid, &k, &value)?;
+                conf.main.set(&k, value);
+                conf.pending.kv.remove(&k);
+            } else {
+                conf.pending.set(&k, value);
+            }
+        } else if running && !applies_live(&k, exists) {
             conf.pending.set(&k, value);
         } else {
             conf.main.set(&k, value);

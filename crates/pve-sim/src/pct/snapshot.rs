@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Call, check_lock, load_conf, lock_host, save_conf, volumes};
+use super::{Call, check_lock, load_conf, save_conf, volumes};
 use crate::conf::Section;
 use crate::error::{PveError, PveResult};
 use crate::host::{copy_tree, now_ms, remove_tree};
@@ -41,7 +41,7 @@ pub fn snapshot(call: &Call) -> PveResult<i32> {
         )));
     }
     let vols = {
-        let _g = lock_host(host)?;
+        let _g = super::lock_ct(host, vmid)?;
         let mut conf = load_conf(host, vmid)?;
         if conf.is_template() {
             return Err(PveError::die(
@@ -65,8 +65,11 @@ pub fn snapshot(call: &Call) -> PveResult<i32> {
         volumes(&conf.main)
     };
     latency::sleep(host, "snapshot");
-    let mut err = None;
-    for (_, vol) in &vols {
+    // AbstractConfig.pm `snapshot_create`: an error (an interrupt too) warns `snapshot create
+    // failed: starting cleanup`, deletes the half-made snapshot and dies with the error.
+    let interrupted = crate::task::check().is_err();
+    let mut err = interrupted.then(|| "received interrupt".to_string());
+    for (_, vol) in vols.iter().filter(|_| !interrupted) {
         let (sid, name) = storage::parse_volid(vol).expect("checked");
         let dst = storage::snap_dir(host, sid, name, &snap);
         if let Err(e) = copy_tree(&storage::vol_dir(host, sid, name), &dst) {
@@ -74,7 +77,7 @@ pub fn snapshot(call: &Call) -> PveResult<i32> {
             break;
         }
     }
-    let _g = lock_host(host)?;
+    let _g = super::lock_ct(host, vmid)?;
     let mut conf = load_conf(host, vmid)?;
     if let Some(e) = err {
         for (_, vol) in &vols {
@@ -84,6 +87,10 @@ pub fn snapshot(call: &Call) -> PveResult<i32> {
         conf.snapshots.remove(&snap);
         conf.main.kv.remove("lock");
         save_conf(host, vmid, &conf)?;
+        if interrupted {
+            eprintln!("snapshot create failed: starting cleanup");
+            return Err(PveError::die(e));
+        }
         return Err(PveError::die(format!("snapshot create failed: {e}")));
     }
     for (_, vol) in &vols {
@@ -203,20 +210,33 @@ pub fn delsnapshot(call: &Call) -> PveResult<i32> {
     let vmid = call.vmid();
     let snap = call.pos["snapname"].clone();
     let vols = {
-        let _g = lock_host(host)?;
+        let _g = super::lock_ct(host, vmid)?;
         let mut conf = load_conf(host, vmid)?;
         let Some(s) = conf.snapshots.get(&snap) else {
             return Err(PveError::die(format!("snapshot '{snap}' does not exist")));
         };
         let vols = volumes(s);
-        if !call.flag("force") {
-            check_lock(&conf)?;
+        // pve-guest-common src/PVE/AbstractConfig.pm `snapshot_delete`: `set_lock($vmid,
+        // 'snapshot-delete')` runs `check_lock` with or without `--force` (force only skips
+        // the replication check and volume errors); then the snapshot is marked
+        // `snapstate: delete`, so an interrupted delete leaves an incomplete snapshot.
+        check_lock(&conf)?;
+        if conf.is_template() {
+            return Err(PveError::die(
+                "you can't delete a snapshot if vm is a template",
+            ));
         }
         conf.main.set("lock", "snapshot-delete");
+        if let Some(s) = conf.snapshots.get_mut(&snap) {
+            s.set("snapstate", "delete");
+        }
         save_conf(host, vmid, &conf)?;
         vols
     };
     latency::sleep(host, "delsnapshot");
+    // Interrupted: no cleanup in `snapshot_delete`; `lock: snapshot-delete` and `snapstate:
+    // delete` stay.
+    crate::task::check()?;
     for (_, vol) in &vols {
         if let Some((sid, name)) = storage::parse_volid(vol) {
             let _ = remove_tree(&storage::snap_dir(host, sid, name, &snap));
@@ -226,7 +246,7 @@ pub fn delsnapshot(call: &Call) -> PveResult<i32> {
             }
         }
     }
-    let _g = lock_host(host)?;
+    let _g = super::lock_ct(host, vmid)?;
     let mut conf = load_conf(host, vmid)?;
     let removed = conf.snapshots.remove(&snap).unwrap_or_default();
     let new_parent = removed.get("parent").map(str::to_string);
@@ -254,7 +274,7 @@ pub fn rollback(call: &Call) -> PveResult<i32> {
     let vmid = call.vmid();
     let snap = call.pos["snapname"].clone();
     let vols = {
-        let _g = lock_host(host)?;
+        let _g = super::lock_ct(host, vmid)?;
         let mut conf = load_conf(host, vmid)?;
         let Some(s) = conf.snapshots.get(&snap) else {
             return Err(PveError::die(format!("snapshot '{snap}' does not exist")));
@@ -276,6 +296,13 @@ pub fn rollback(call: &Call) -> PveResult<i32> {
                 )));
             }
         }
+        // AbstractConfig.pm `snapshot_rollback`: an incomplete snapshot (`snapstate` prepare
+        // or delete) is refused before the lock check.
+        if let Some(st) = conf.snapshots[&snap].get("snapstate") {
+            return Err(PveError::die(format!(
+                "unable to rollback to incomplete snapshot (snapstate = {st})"
+            )));
+        }
         check_lock(&conf)?;
         if runtime::is_running(host, vmid) {
             runtime::set_stopped(host, vmid)?;
@@ -285,6 +312,8 @@ pub fn rollback(call: &Call) -> PveResult<i32> {
         vols
     };
     latency::sleep(host, "rollback");
+    // Interrupted: `lock: rollback` stays (no cleanup in `snapshot_rollback`).
+    crate::task::check()?;
     for (_, vol) in &vols {
         let (sid, name) = storage::parse_volid(vol).expect("checked");
         let dir = storage::vol_dir(host, sid, name);
@@ -292,7 +321,7 @@ pub fn rollback(call: &Call) -> PveResult<i32> {
         copy_tree(&storage::snap_dir(host, sid, name, &snap), &dir).map_err(PveError::die)?;
     }
     {
-        let _g = lock_host(host)?;
+        let _g = super::lock_ct(host, vmid)?;
         let mut conf = load_conf(host, vmid)?;
         let s = conf.snapshots[&snap].clone();
         let mut main = Section {
@@ -309,6 +338,9 @@ pub fn rollback(call: &Call) -> PveResult<i32> {
         }
         main.set("parent", snap.clone());
         conf.main = main;
+        // `__snapshot_apply_config` builds a fresh config (snapshots, unusedN, description and
+        // the snapshot's keys): pending changes are gone.
+        conf.pending = Section::default();
         save_conf(host, vmid, &conf)?;
     }
     if call.flag("start") {

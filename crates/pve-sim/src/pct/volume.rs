@@ -4,7 +4,7 @@
 use std::fs;
 
 use super::create::free_volume;
-use super::{Call, check_lock, load_conf, lock_host, parse_mp, print_mp, save_conf, volumes};
+use super::{Call, check_lock, load_conf, parse_mp, print_mp, save_conf, volumes};
 use crate::error::{PveError, PveResult};
 use crate::runtime;
 use crate::storage::{self, Feature};
@@ -12,7 +12,7 @@ use crate::storage::{self, Feature};
 pub fn template(call: &Call) -> PveResult<i32> {
     let host = call.host;
     let vmid = call.vmid();
-    let _g = lock_host(host)?;
+    let _g = super::lock_ct(host, vmid)?;
     let mut conf = load_conf(host, vmid)?;
     if !conf.snapshots.is_empty() {
         return Err(PveError::die(
@@ -63,7 +63,7 @@ pub fn template(call: &Call) -> PveResult<i32> {
 pub fn destroy(call: &Call) -> PveResult<i32> {
     let host = call.host;
     let vmid = call.vmid();
-    let _g = lock_host(host)?;
+    let _g = super::lock_ct(host, vmid)?;
     let conf = load_conf(host, vmid)?;
     if conf.main.get("protection") == Some("1") {
         return Err(PveError::die(format!(
@@ -116,7 +116,7 @@ pub fn destroy(call: &Call) -> PveResult<i32> {
 }
 
 pub fn unlock(call: &Call) -> PveResult<i32> {
-    let _g = lock_host(call.host)?;
+    let _g = super::lock_ct(call.host, call.vmid())?;
     let mut conf = load_conf(call.host, call.vmid())?;
     if conf.main.kv.remove("lock").is_none() {
         return Err(PveError::die("no lock found trying to remove any lock"));
@@ -127,7 +127,7 @@ pub fn unlock(call: &Call) -> PveResult<i32> {
 
 pub fn mount(call: &Call) -> PveResult<i32> {
     let vmid = call.vmid();
-    let _g = lock_host(call.host)?;
+    let _g = super::lock_ct(call.host, call.vmid())?;
     let mut conf = load_conf(call.host, vmid)?;
     check_lock(&conf)?;
     conf.main.set("lock", "mounted");
@@ -138,7 +138,7 @@ pub fn mount(call: &Call) -> PveResult<i32> {
 
 pub fn unmount(call: &Call) -> PveResult<i32> {
     let vmid = call.vmid();
-    let _g = lock_host(call.host)?;
+    let _g = super::lock_ct(call.host, call.vmid())?;
     let mut conf = load_conf(call.host, vmid)?;
     if conf.lock() != Some("mounted") {
         return Err(PveError::die(
@@ -156,7 +156,7 @@ pub fn resize(call: &Call) -> PveResult<i32> {
     let vmid = call.vmid();
     let disk = call.pos["disk"].clone();
     let req = call.pos["size"].clone();
-    let _g = lock_host(host)?;
+    let _g = super::lock_ct(host, vmid)?;
     let mut conf = load_conf(host, vmid)?;
     check_lock(&conf)?;
     let Some(cur) = conf.main.get(&disk).map(str::to_string) else {
