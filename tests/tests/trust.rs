@@ -665,7 +665,6 @@ fn a_step_that_ignores_sigterm_is_killed_after_the_grace_time() {
 }
 
 #[test]
-#[ignore = "needs sim2: task records (var/log/pve/tasks/active) and a clone worker that outlives a killed pct"]
 fn a_clone_whose_pct_was_killed_is_waited_for_not_repaired() {
     let host = host();
     host.establish(&["--only", "900"]).ok();
