@@ -293,6 +293,54 @@ pub fn shutdown_args(ctid: Ctid, timeout_s: u64, force: bool) -> Vec<String> {
     a
 }
 
+/// `resize CTID DISK <N>G`: grow a disk to N GiB (a bare size is absolute; Proxmox refuses to
+/// shrink).
+pub fn resize_args(ctid: Ctid, disk: &str, gib: u64) -> Vec<String> {
+    vec![
+        "resize".to_string(),
+        ctid.to_string(),
+        disk.to_string(),
+        format!("{gib}G"),
+    ]
+}
+
+/// `config CTID [--current 1] [--snapshot NAME]`.
+pub fn config_args(ctid: Ctid, current: bool, snapshot: Option<&str>) -> Vec<String> {
+    let mut a = vec!["config".to_string(), ctid.to_string()];
+    if current {
+        a.push("--current".into());
+        a.push("1".into());
+    }
+    if let Some(s) = snapshot {
+        a.push("--snapshot".into());
+        a.push(s.to_string());
+    }
+    a
+}
+
+/// Bytes of a Proxmox volume `size=` value (`32G`, `512M`, `1T`, `100K`, bare bytes), as
+/// PVE::JSONSchema::parse_size reads it.
+pub fn parse_disk_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last()? {
+        'K' | 'k' => (&s[..s.len() - 1], 1u64 << 10),
+        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
+        'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
+        'T' | 't' => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let v: f64 = num.parse().ok()?;
+    (v >= 0.0).then_some((v * mul as f64) as u64)
+}
+
+/// The `size=` of a disk value (`lxc-disks:subvol-901-disk-0,size=32G`) in bytes.
+pub fn disk_size_bytes(value: &str) -> Option<u64> {
+    value
+        .split(',')
+        .find_map(|p| p.strip_prefix("size="))
+        .and_then(parse_disk_size)
+}
+
 /// `exec CTID -- argv...`: `--` so arguments starting with `-` are never pct options.
 pub fn exec_args(ctid: Ctid, argv: &[&str]) -> Vec<String> {
     let mut a = vec!["exec".to_string(), ctid.to_string(), "--".into()];
@@ -512,7 +560,21 @@ impl PctClient {
 
     /// `pct config CTID` (pending values merged, as Proxmox shows them).
     pub fn config(&self, ctid: Ctid) -> Result<PctConfig> {
-        let out = self.pct(Some(ctid), vec!["config".into(), ctid.to_string()])?;
+        let out = self.pct(Some(ctid), config_args(ctid, false, None))?;
+        Ok(PctConfig::parse(&out.stdout))
+    }
+
+    /// `pct config CTID --current 1`: the values the CT runs with, without pending changes
+    /// (pve-container `PVE::API2::LXC::Config` `vm_config`: `current` skips
+    /// `PVE::GuestHelpers::config_with_pending_array`'s merge).
+    pub fn config_current(&self, ctid: Ctid) -> Result<PctConfig> {
+        let out = self.pct(Some(ctid), config_args(ctid, true, None))?;
+        Ok(PctConfig::parse(&out.stdout))
+    }
+
+    /// `pct config CTID --snapshot NAME`: the config a snapshot recorded.
+    pub fn config_snapshot(&self, ctid: Ctid, snapshot: &str) -> Result<PctConfig> {
+        let out = self.pct(Some(ctid), config_args(ctid, false, Some(snapshot)))?;
         Ok(PctConfig::parse(&out.stdout))
     }
 
@@ -581,6 +643,11 @@ impl PctClient {
             return Ok(());
         }
         self.pct(Some(ctid), set_delete_args(ctid, keys)).map(drop)
+    }
+
+    /// `pct resize CTID DISK <N>G` (grow only).
+    pub fn resize(&self, ctid: Ctid, disk: &str, gib: u64) -> Result<()> {
+        self.pct(Some(ctid), resize_args(ctid, disk, gib)).map(drop)
     }
 
     pub fn start(&self, ctid: Ctid) -> Result<()> {
@@ -923,6 +990,31 @@ mod tests {
         assert!(c.get("net0").unwrap().contains("hwaddr=BC:24:11:00:00:01"));
         assert_eq!(c.lxc.len(), 2);
         assert_eq!(c.lxc[0].0, "lxc.cgroup2.devices.allow");
+    }
+
+    #[test]
+    fn resize_and_config_argv_and_sizes() {
+        assert_eq!(
+            resize_args(Ctid(910), "rootfs", 128),
+            ["resize", "910", "rootfs", "128G"]
+        );
+        assert_eq!(
+            config_args(Ctid(910), true, None),
+            ["config", "910", "--current", "1"]
+        );
+        assert_eq!(
+            config_args(Ctid(910), false, Some("s")),
+            ["config", "910", "--snapshot", "s"]
+        );
+        assert_eq!(parse_disk_size("32G"), Some(32 << 30));
+        assert_eq!(parse_disk_size("512M"), Some(512 << 20));
+        assert_eq!(parse_disk_size("1T"), Some(1 << 40));
+        assert_eq!(parse_disk_size("x"), None);
+        assert_eq!(
+            disk_size_bytes("lxc-disks:subvol-901-disk-0,size=32G"),
+            Some(32 << 30)
+        );
+        assert_eq!(disk_size_bytes("lxc-disks:subvol-901-disk-0"), None);
     }
 
     #[test]

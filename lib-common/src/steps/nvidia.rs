@@ -392,7 +392,7 @@ fn check_host(ctid: Ctid, s: &NvidiaSettings) -> Result<DeviceMajors> {
 /// Make the main section end with `wanted` GPU lines; returns whether the file changed (or, in
 /// dry-run mode, would change).
 fn apply_conf(ctx: &StepContext, ctid: Ctid, wanted: &[String], majors: &[u32]) -> Result<bool> {
-    let mut conf = ConfFile::load(ctid)?;
+    let (_lock, mut conf) = ConfFile::load_locked(ctid, ctx.dry_run)?;
     let before: Vec<String> = conf
         .main_lines()
         .iter()
