@@ -765,6 +765,14 @@ impl PctClient {
             log::debug!("[{ctid}] pct {shown}");
         }
         let out = self.run_raw(&args)?;
+        if let Some(why) = exec_failed_in_proxmox(&out) {
+            return Err(Error::proxmox(format!(
+                "CT {ctid}: `pct exec` failed before running `{}` (exit {}): {why}",
+                args.get(3).map(String::as_str).unwrap_or(""),
+                out.code
+            ))
+            .into());
+        }
         // pct's own failures (before lxc-attach) exit 255 with a recognisable message.
         if out.code == 255 {
             if is_missing_ct(&out.stderr) {
@@ -780,6 +788,32 @@ impl PctClient {
         }
         Ok(out)
     }
+}
+
+/// Whether a `pct exec` result is a failure of Proxmox rather than of the command inside: the
+/// exit code of `pct exec` is the command's own once `lxc-attach` runs it (pve-container
+/// `PVE::CLI::pct` `exec`: `exec('lxc-attach', ...)`), so only two things tell them apart:
+/// - `lxc-attach` itself failed: its own `lxc-attach: <vmid>: ...` line on stderr (other than
+///   `Failed to exec`, which is the command not being found or runnable, 127/126);
+/// - pct died before `lxc-attach` (`die` in the Perl CLI): exit 255 with only a message on
+///   stderr and nothing on stdout. A command inside that exits 255 printing only to stderr is
+///   taken for this too; commands that report on stdout (`nvidia-smi`) are not.
+///
+/// Returns the message to report, `None` for a result of the command itself. "Missing CT" and
+/// "not running" are told apart later (preconditions, exit 3).
+fn exec_failed_in_proxmox(out: &ExecOutput) -> Option<String> {
+    if out.code == 0 {
+        return None;
+    }
+    let stderr = out.stderr.trim();
+    let attach = stderr
+        .lines()
+        .any(|l| l.starts_with("lxc-attach: ") && !l.contains("Failed to exec"));
+    let died = out.code == 255 && out.stdout.trim().is_empty() && !stderr.is_empty();
+    if (attach || died) && !is_missing_ct(stderr) && !stderr.contains("not running") {
+        return Some(tail_chars(stderr, 1500));
+    }
+    None
 }
 
 /// An exec argv for logs: a long script shows as its first line and length.
@@ -1090,6 +1124,55 @@ mod tests {
                 log.ends_with("bash\n-c\ntest -n \"$1\"\n_\na; rm -rf /\n"),
                 "{log}"
             );
+        }
+
+        #[test]
+        fn exec_failures_of_proxmox_are_exit_4_of_the_command_exit_5() {
+            let d = tempfile::tempdir().unwrap();
+            // pct died before lxc-attach.
+            let c = client(
+                d.path(),
+                "echo 'simulated fault: pct exec 9 apt-get' >&2; exit 255",
+                false,
+            );
+            let err = crate::guest::Guest::new(&c, Ctid(9))
+                .run(&["apt-get", "update"])
+                .unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 4, "{err:#}");
+            // lxc-attach could not attach.
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "echo 'lxc-attach: 9: ../src/lxc/attach.c: lxc_attach: 1140 Connection refused - Failed to get attach context' >&2; exit 1",
+                false,
+            );
+            let err = c.exec(Ctid(9), &["true"]).unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 4, "{err:#}");
+            // The command inside failed: its own code, a Guest error from Guest::run.
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "echo 'lxc-attach: 9: ../src/lxc/attach.c: lxc_attach_run_command: 1841 No such file or directory - Failed to exec \"nope\"' >&2; exit 127",
+                false,
+            );
+            assert_eq!(c.exec(Ctid(9), &["nope"]).unwrap().code, 127);
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "echo 'Failed to initialize NVML: Unknown Error'; exit 255",
+                false,
+            );
+            assert_eq!(c.exec(Ctid(9), &["nvidia-smi"]).unwrap().code, 255);
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "echo 'E: Unable to locate package nope' >&2; exit 100",
+                false,
+            );
+            let err = crate::guest::Guest::new(&c, Ctid(9))
+                .run(&["apt-get", "install", "nope"])
+                .unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 5, "{err:#}");
         }
 
         #[test]

@@ -292,8 +292,9 @@ fn guest_failure_is_exit_5_and_dry_run_changes_nothing() {
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
     assert_ne!(host.exec("910", &["dpkg", "-s", "docker-ce"]).code, 0);
 
+    // `pct exec` itself failing is a Proxmox failure (exit 4), not the command's (exit 5).
     host.set_faults("pct exec 910 apt-get\n");
-    let r = docker(&host, &[], &["910"]).expect_code(5);
+    let r = docker(&host, &[], &["910"]).expect_code(4);
     assert!(
         r.stderr.contains("CT 910") && r.stderr.contains("apt-get"),
         "{}",

@@ -305,8 +305,9 @@ fn proxmox_and_guest_failures_map_to_4_and_5_and_a_rerun_recovers() {
         0
     );
 
+    // `pct exec` itself failing is a Proxmox failure (exit 4), not the command's (exit 5).
     host.set_faults("pct exec 901 apt-get\n");
-    let r = nvidia(&host, &[], &["901"]).expect_code(5);
+    let r = nvidia(&host, &[], &["901"]).expect_code(4);
     assert!(
         r.stderr.contains("apt-get") && r.stderr.contains("901"),
         "{}",
