@@ -355,3 +355,37 @@ fn unprivileged_ct_without_keyctl_warns_and_fails_with_a_hint() {
         r.stderr
     );
 }
+
+#[test]
+fn features_only_pending_are_applied_by_a_restart() {
+    let host = Host::reference();
+    // 910 created without nesting, running; then nesting set while it runs: pending.
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["features"] = "keyctl=1".into());
+    host.run("create-lxc", ["910"]).ok();
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["features"] = "nesting=1,keyctl=1".into());
+    host.pct(&["set", "910", "--features", "nesting=1,keyctl=1"])
+        .ok();
+    let conf = host.conf(910).unwrap();
+    assert!(
+        conf.contains("[pve:pending]") && !host.conf_main(910).contains("nesting=1"),
+        "nesting is not pending:\n{conf}"
+    );
+    let mark = host.journal_mark();
+    let r = docker(&host, &[], &["910"]).ok();
+    assert!(r.stdout.contains("pending"), "{}", r.stdout);
+    let calls = host.mutating_since(mark);
+    let start = calls.iter().position(|c| c == "pct start 910");
+    let stop = calls
+        .iter()
+        .position(|c| c.starts_with("pct shutdown 910") || c == "pct stop 910");
+    assert!(
+        stop.is_some() && start.is_some() && stop < start,
+        "no restart: {calls:?}"
+    );
+    assert!(host.conf_main(910).contains("nesting=1"));
+    assert!(!host.conf(910).unwrap().contains("[pve:pending]"));
+    assert_eq!(
+        containers(&host, "910").stdout.split_whitespace().next(),
+        Some("portainer")
+    );
+}

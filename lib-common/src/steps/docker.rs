@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::config::{Ctid, PortainerRole};
 use crate::error::{Error, Result};
 use crate::guest::Guest;
-use crate::pct::CtStatus;
+use crate::pct::{CtStatus, PctConfig};
 use crate::step::{StepContext, ensure_running};
 use crate::steps::Outcome;
 use crate::steps::nvidia::FETCH_SCRIPT;
@@ -263,12 +263,31 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
         ensure_running(pct, ctid, ctx.ready_timeout())?;
         outcome = Outcome::Changed;
     }
-    let live = pct.config(ctid)?;
-    let live_features = crate::config::parse_features(live.get("features").unwrap_or(""));
-    if !live_features
-        .iter()
-        .any(|(k, v)| k == "nesting" && v == "1")
-    {
+    // What the CT runs with, not what `pct config` shows: a feature set while it ran waits in
+    // `[pve:pending]` until the next start, and Docker sees only the running values.
+    let mut live = pct.config_current(ctid)?;
+    if !ctx.dry_run {
+        let pending = pct.config(ctid)?;
+        let unprivileged = live.get("unprivileged") == Some("1");
+        let needed = |c: &PctConfig| {
+            has_feature(c, "nesting") && (!unprivileged || has_feature(c, "keyctl"))
+        };
+        if !needed(&live) && needed(&pending) {
+            ctx.say(
+                Some(ctid),
+                &format!(
+                    "features {:?} are pending until a restart (running with {:?}); restarting",
+                    pending.get("features").unwrap_or(""),
+                    live.get("features").unwrap_or("")
+                ),
+            );
+            pct.shutdown_or_stop(ctid, ctx.configs.hypervisor.shutdown_timeout_s())?;
+            ensure_running(pct, ctid, ctx.ready_timeout())?;
+            live = pct.config_current(ctid)?;
+            outcome = Outcome::Changed;
+        }
+    }
+    if !has_feature(&live, "nesting") {
         return Err(Error::precondition(format!(
             "CT {ctid} runs without nesting=1 (its features are {:?}) although its block asks for it\nhint: `pct set {ctid} --features {}` and restart it, or run clone-lxc/create-lxc for it",
             live.get("features").unwrap_or(""),
@@ -277,8 +296,7 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
         .into());
     }
     let unprivileged = live.get("unprivileged") == Some("1");
-    let lacks_keyctl =
-        unprivileged && !live_features.iter().any(|(k, v)| k == "keyctl" && v == "1");
+    let lacks_keyctl = unprivileged && !has_feature(&live, "keyctl");
     let guest = Guest::new(pct, ctid);
 
     let mut daemon_changed = false;
@@ -316,6 +334,13 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
         },
     );
     Ok(outcome)
+}
+
+/// Whether a config's `features` turn `name` on (`name=1`).
+fn has_feature(c: &PctConfig, name: &str) -> bool {
+    crate::config::parse_features(c.get("features").unwrap_or(""))
+        .iter()
+        .any(|(k, v)| k == name && v == "1")
 }
 
 /// Docker Engine from Docker's repository unless all its packages are installed.
