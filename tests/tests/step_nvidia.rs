@@ -23,9 +23,17 @@ lxc.mount.entry: /dev/nvidia-uvm-tools dev/nvidia-uvm-tools none bind,optional,c
 lxc.mount.entry: /dev/nvidia-caps dev/nvidia-caps none bind,optional,create=dir
 ";
 
+/// The reference host (PVE 8.4) passing GPUs by raw lxc lines (`behavior.gpu_passthrough`
+/// `lxc`; the devN mode has its own tests in `step_gpu_passthrough.rs`).
+fn host_lxc_mode() -> Host {
+    let host = Host::reference();
+    host.edit_hypervisor_config(|c| c["behavior"]["gpu_passthrough"] = "lxc".into());
+    host
+}
+
 /// The reference host with CT 901 created (running, no GPU lines yet).
 fn host_with_901() -> Host {
-    let host = Host::reference();
+    let host = host_lxc_mode();
     host.run("create-lxc", ["901"]).ok();
     host
 }
@@ -384,7 +392,7 @@ fn dry_run_changes_nothing_and_gpu_less_ct_is_left_alone() {
 
 #[test]
 fn clone_of_a_gpu_template_keeps_only_its_own_gpu_and_reuses_the_user_space() {
-    let host = Host::reference();
+    let host = host_lxc_mode();
     host.edit_lxc_config(|c| {
         c["lxc_configs"]["920"]["gpu_assignment"] = "0".into();
         c["lxc_configs"]["920"]["vllm_tensor_parallel_size"] = 1.into();
