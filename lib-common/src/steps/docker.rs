@@ -297,7 +297,7 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     }
     let unprivileged = live.get("unprivileged") == Some("1");
     let lacks_keyctl = unprivileged && !has_feature(&live, "keyctl");
-    let guest = Guest::new(pct, ctid);
+    let guest = Guest::new(pct, ctid).with_network_timeout(ctx.ready_timeout());
 
     let mut daemon_changed = false;
     if install_engine(ctx, &guest)? {

@@ -563,7 +563,7 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
         restarted = true;
         outcome = Outcome::Changed;
     }
-    let guest = Guest::new(pct, ctid);
+    let guest = Guest::new(pct, ctid).with_network_timeout(ctx.ready_timeout());
     // Configured is not enough: every node must be there inside. A CT started before its
     // passthrough was configured (an interrupted run, an edit by hand) needs a restart.
     if !ctx.dry_run {
