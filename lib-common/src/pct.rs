@@ -619,6 +619,21 @@ impl PctClient {
         Ok(out.stdout.trim().to_string())
     }
 
+    /// `pveversion -v`: one `package: version` line per Proxmox package (`pve-container: ...`,
+    /// `lxc-pve: ...`).
+    pub fn pveversion_verbose(&self) -> Result<String> {
+        let out = Self::spawn(&self.pveversion_path()?, "pveversion", &["-v".to_string()])?;
+        if out.code != 0 {
+            return Err(Error::precondition(format!(
+                "`pveversion -v` failed (exit {}): {}",
+                out.code,
+                out.tail(500)
+            ))
+            .into());
+        }
+        Ok(out.stdout)
+    }
+
     // -- mutating ----------------------------------------------------------------------------
 
     pub fn create(&self, spec: &CreateSpec) -> Result<()> {

@@ -152,8 +152,11 @@ fn portainer_server_ct_first_run_installs_second_run_changes_nothing() {
         "nvidia-ctk",
         "bash",
     ] {
+        // The smoke test runs every time (it checks, it changes nothing).
         assert!(
-            !execs.iter().any(|e| e.starts_with(bad)),
+            !execs
+                .iter()
+                .any(|e| e.starts_with(bad) && e != "docker run --rm hello-world"),
             "`{bad}` on the second run: {execs:?}"
         );
     }
@@ -388,4 +391,47 @@ fn features_only_pending_are_applied_by_a_restart() {
         containers(&host, "910").stdout.split_whitespace().next(),
         Some("portainer")
     );
+}
+
+/// A `docker` ahead of the guest's on PATH whose `run` fails like runc after its fix for
+/// CVE-2025-52881 under an old Proxmox AppArmor profile; everything else is the real double.
+fn docker_hit_by_runc_cve(host: &Host, ctid: &str) {
+    let script = r#"cat > /usr/local/sbin/docker <<'END'
+#!/bin/bash
+if [ "$1" = run ]; then
+    echo "docker: Error response from daemon: failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: open sysctl net.ipv4.ip_unprivileged_port_start file: reopen fd 8: permission denied: unknown" >&2
+    echo "Run 'docker run --help' for more information" >&2
+    exit 126
+fi
+exec /usr/local/bin/docker "$@"
+END
+chmod 0755 /usr/local/sbin/docker"#;
+    host.exec(ctid, &["bash", "-c", script]).ok();
+}
+
+#[test]
+fn docker_ends_with_a_smoke_test_and_diagnoses_the_runc_cve_failure() {
+    let host = host_with_910();
+    let mark = host.journal_mark();
+    docker(&host, &[], &["910"]).ok();
+    assert!(
+        host.execs_since(mark)
+            .iter()
+            .any(|e| e == "docker run --rm hello-world"),
+        "no smoke test run"
+    );
+    // The smoke test left no container behind.
+    assert_eq!(containers(&host, "910").stdout.lines().count(), 1);
+
+    docker_hit_by_runc_cve(&host, "910");
+    let r = docker(&host, &[], &["910"]).expect_code(5);
+    for want in [
+        "CVE-2025-52881",
+        "lxc-pve 6.0.5-2",
+        "pct reboot 910",
+        "pve-container: ",
+        "ip_unprivileged_port_start",
+    ] {
+        assert!(r.stderr.contains(want), "`{want}` missing in\n{}", r.stderr);
+    }
 }
