@@ -310,3 +310,28 @@ fn a_conf_edit_waits_for_the_config_lock_held_by_another_process() {
     assert!(status.success(), "{err}");
     assert_eq!(raw_gpu_lines(&host.conf_main(901)).len(), 9);
 }
+
+#[test]
+fn a_config_lock_that_stays_held_is_exit_6_and_nothing_changes() {
+    let host = host_901("8.4.1");
+    set_mode(&host, "lxc");
+    let lock_path = host.path("/run/lock/lxc/pve-config-901.lock");
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&lock_path)
+        .unwrap();
+    lock.lock().unwrap();
+    let conf = host.conf(901).unwrap();
+    let mark = host.journal_mark();
+    let r = nvidia(&host, &["901"]).expect_code(6);
+    assert!(
+        r.stderr.contains("pve-config-901.lock") && r.stderr.contains("CT 901"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(host.conf(901).unwrap(), conf);
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    drop(lock);
+}
