@@ -150,8 +150,20 @@ fn dry_run_prints_the_clone_and_settings() {
         r.stdout
     );
     assert!(r.stdout.contains("would run: pct set 902"), "{}", r.stdout);
+    assert!(!r.stdout.contains("pct resize"), "{}", r.stdout);
     no_mutations(&host, mark);
     assert!(host.conf(902).is_none());
+    // 910 asks 128 GB of 900's 32 GB.
+    let r = host
+        .run("clone-lxc", ["900", "base-snapshot", "910", "--dry-run"])
+        .ok();
+    assert!(
+        r.stdout.contains("would run: pct resize 910 rootfs 128G"),
+        "{}",
+        r.stdout
+    );
+    no_mutations(&host, mark);
+    assert!(host.conf(910).is_none());
 }
 
 #[test]

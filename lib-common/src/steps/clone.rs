@@ -81,6 +81,18 @@ pub fn run(ctx: &StepContext, source: Ctid, snapshot: &str, target: Ctid) -> Res
         full: true,
         storage: Some(spec.storage_pool.clone()),
     })?;
+    // In dry-run mode the clone does not exist for converge to look at: its disk is the
+    // source's.
+    if ctx.dry_run && source_disk.is_some_and(|b| b < gib_bytes(spec.storage_size_gb)) {
+        println!(
+            "would run: pct {}",
+            crate::pct::display_argv(&crate::pct::resize_args(
+                target,
+                "rootfs",
+                spec.storage_size_gb
+            ))
+        );
+    }
     converge(ctx, target, spec, true)?;
     Ok(Outcome::Changed)
 }
