@@ -164,6 +164,15 @@ fn real_steps_build_the_reference_tree_and_a_second_run_changes_nothing() {
             "CT {c} got GPU lines"
         );
     }
+    // Clones grow the root disk they inherit to their storage_size_gb.
+    for (c, size) in [(900, "32G"), (910, "128G"), (920, "64G"), (950, "100G")] {
+        let main = host.conf_main(c);
+        assert!(
+            main.lines()
+                .any(|l| l.starts_with("rootfs:") && l.ends_with(&format!(",size={size}"))),
+            "CT {c}: root disk is not {size}:\n{main}"
+        );
+    }
     // Every setup program ran (the reference has one per CT).
     let log = std::fs::read_to_string(host.log_file()).unwrap();
     for c in ALL {
