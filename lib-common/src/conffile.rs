@@ -7,12 +7,88 @@
 //!
 //! `pct set` cannot write `lxc.*` keys; this module is how they are edited. Everything else
 //! goes through `pct` ([`crate::pct`]).
+//!
+//! Every edit holds the lock `pct` itself takes for a config change ([`lock_conf`]), so it
+//! cannot race the GUI, a backup or a concurrent `pct set`: load, change and save happen
+//! between [`ConfFile::load_locked`] and dropping its [`ConfLock`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::config::Ctid;
 use crate::error::{Error, Result};
+
+/// How long an edit waits for a CT's config lock: Proxmox's own default
+/// (pve-common `PVE::Tools::lock_file_full`: `$timeout = 10 if !$timeout`;
+/// pve-guest-common `PVE::AbstractConfig::lock_config` passes 10).
+pub const CONF_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Host-absolute path of a CT's config lock (pve-container `PVE::LXC::Config::config_file_lock`:
+/// `/run/lock/lxc/pve-config-<vmid>.lock`).
+pub fn lock_path_abs(ctid: Ctid) -> String {
+    format!("/run/lock/lxc/pve-config-{ctid}.lock")
+}
+
+/// An exclusive `flock` on a CT's config lock file; released when dropped.
+#[derive(Debug)]
+pub struct ConfLock {
+    _file: std::fs::File,
+}
+
+/// Take CT `ctid`'s config lock as `pct` does (pve-common `PVE::Tools::lock_file_full`: open
+/// the file for appending, creating it, then an exclusive `flock`), waiting up to `timeout`.
+/// While it waits it says so once (on stderr and in the log, like Proxmox's "trying to acquire
+/// lock..."). Still held after `timeout`: a Timeout error (exit 6) naming the CT and the file.
+pub fn lock_conf(ctid: Ctid, timeout: Duration) -> Result<ConfLock> {
+    let abs = lock_path_abs(ctid);
+    let path = crate::paths::host_path(&abs);
+    let other = |what: &str, e: std::io::Error| -> anyhow::Error {
+        Error::new(
+            crate::error::ErrorKind::Other,
+            format!("cannot {what} `{}`: {e}", path.display()),
+        )
+        .into()
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| other("create the directory of", e))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(|e| other("open", e))?;
+    let start = Instant::now();
+    let mut said = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                if said {
+                    log::info!("[{ctid}] got the config lock `{abs}`");
+                }
+                return Ok(ConfLock { _file: file });
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(other("lock", e)),
+        }
+        if !said {
+            said = true;
+            eprintln!("[{ctid}] waiting for the config lock `{abs}` (held by another task)");
+            log::info!("[{ctid}] waiting for the config lock `{abs}` (held by another task)");
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::timeout(format!(
+                "CT {ctid}: cannot acquire the config lock `{abs}` within {} s: another task (pct, the GUI, a backup) holds it\nhint: wait for that task to finish and run this again",
+                crate::step::fmt_secs(timeout)
+            ))
+            .into());
+        }
+        let left = timeout.saturating_sub(start.elapsed());
+        std::thread::sleep(
+            crate::step::poll_interval(start.elapsed()).min(left.max(Duration::from_millis(1))),
+        );
+    }
+}
 
 /// A parsed conf file: its lines as read, and the edits made since.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +157,17 @@ impl ConfFile {
             .into());
         }
         Self::read(&path)
+    }
+
+    /// Take the CT's config lock ([`lock_conf`], [`CONF_LOCK_TIMEOUT`]), then read its conf.
+    /// Save before dropping the lock. In dry-run mode nothing is locked (nothing is written).
+    pub fn load_locked(ctid: Ctid, dry_run: bool) -> Result<(Option<ConfLock>, ConfFile)> {
+        let lock = if dry_run {
+            None
+        } else {
+            Some(lock_conf(ctid, CONF_LOCK_TIMEOUT)?)
+        };
+        Ok((lock, Self::load(ctid)?))
     }
 
     pub fn read(path: &Path) -> Result<ConfFile> {
@@ -242,7 +329,9 @@ impl ConfFile {
 
 /// Write `content` to `path` atomically: a temporary file in the same directory, fsync, rename
 /// over `path`, fsync the directory. The file keeps `path`'s permissions when it existed
-/// (0644 otherwise). A reader sees the old or the new content, never a mix.
+/// (0640 otherwise, the mode pmxcfs gives files under `/etc/pve`). The temporary file is in
+/// the same directory because pmxcfs renames only within a directory. A reader sees the old or
+/// the new content, never a mix.
 pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = path
@@ -262,7 +351,7 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
     };
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o644);
+        .unwrap_or(0o640);
     let result = (|| -> std::result::Result<(), Error> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -399,6 +488,20 @@ snaptime: 1700000100
             c.text(),
             "arch: amd64\nmemory: 512\nlxc.mount.entry: /a a none bind\n"
         );
+    }
+
+    #[test]
+    fn new_files_are_0640() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("new.conf");
+        write_atomic(&p, b"x\n").unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomic(&p, b"y\n").unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "an existing file keeps its mode");
     }
 
     #[test]

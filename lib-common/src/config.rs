@@ -311,6 +311,22 @@ pub struct Behavior {
     /// `pct shutdown --timeout` before the `pct stop` fallback (ours; optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout_s: Option<u64>,
+    /// How GPUs are passed through (ours; optional, default `auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_passthrough: Option<GpuPassthrough>,
+}
+
+/// `behavior.gpu_passthrough`: how lxc-nvidia passes GPUs into a container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuPassthrough {
+    /// `dev` on Proxmox VE 8.1 or newer (read from `pveversion`), `lxc` before.
+    #[default]
+    Auto,
+    /// Proxmox's `devN:` entries (`pct set --devN`); refused on hosts older than 8.1.
+    Dev,
+    /// Raw `lxc.cgroup2.devices.allow` / `lxc.mount.entry` lines in the conf file.
+    Lxc,
 }
 
 impl Network {
@@ -337,6 +353,9 @@ impl HypervisorConfig {
         self.behavior
             .ready_timeout_s
             .unwrap_or(DEFAULT_READY_TIMEOUT_S)
+    }
+    pub fn gpu_passthrough(&self) -> GpuPassthrough {
+        self.behavior.gpu_passthrough.unwrap_or_default()
     }
     pub fn shutdown_timeout_s(&self) -> u64 {
         self.behavior

@@ -15,6 +15,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use regex::Regex;
 
@@ -29,16 +30,79 @@ const TAIL: usize = 1500;
 pub static PACKAGE_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9+.-]+$").expect("valid regex"));
 
+/// What a command prints when the network is not up (yet): no name resolution, no route, no
+/// connection. apt (`Temporary failure resolving 'archive.ubuntu.com'`, `Could not connect
+/// to`), curl (`Could not resolve host`), pip (`Failed to establish a new connection: [Errno
+/// -3] Temporary failure in name resolution`), docker pull (`dial tcp: lookup
+/// registry-1.docker.io ...: no such host`, `i/o timeout`).
+pub const NETWORK_DOWN: &[&str] = &[
+    "temporary failure resolving",
+    "temporary failure in name resolution",
+    "could not resolve host",
+    "could not resolve '",
+    "name or service not known",
+    "no such host",
+    "network is unreachable",
+    "could not connect to",
+    "failed to establish a new connection",
+    "dial tcp: lookup",
+    "i/o timeout",
+    "tls handshake timeout",
+    "connection timed out",
+];
+
+/// Whether `out` says the network is down: it failed with one of [`NETWORK_DOWN`] (or curl's
+/// exit 6 "could not resolve host").
+pub fn network_down(out: &ExecOutput) -> bool {
+    if out.success() {
+        return false;
+    }
+    if out.code == 6 && out.stderr.to_ascii_lowercase().contains("curl") {
+        return true;
+    }
+    mentions_network_down(out)
+}
+
+fn mentions_network_down(out: &ExecOutput) -> bool {
+    let all = format!("{}\n{}", out.stdout, out.stderr).to_ascii_lowercase();
+    // apt reached some sources (`Hit:`/`Get:` lines): the network is up and only the failing
+    // source is wrong (a typo, a mirror that is gone); waiting will not help.
+    let reached_some = out
+        .stdout
+        .lines()
+        .any(|l| l.starts_with("Hit:") || l.starts_with("Get:"));
+    !reached_some && NETWORK_DOWN.iter().any(|p| all.contains(p))
+}
+
+/// First pause before retrying a command the network failed; doubled each time up to
+/// [`NETWORK_MAX_PAUSE`].
+pub const NETWORK_FIRST_PAUSE: Duration = Duration::from_millis(500);
+pub const NETWORK_MAX_PAUSE: Duration = Duration::from_secs(8);
+
 /// One container, as seen from inside.
 #[derive(Debug, Clone, Copy)]
 pub struct Guest<'a> {
     pct: &'a PctClient,
     ctid: Ctid,
+    /// How long a command that fails because the network is down is retried.
+    network_timeout: Duration,
 }
 
 impl<'a> Guest<'a> {
     pub fn new(pct: &'a PctClient, ctid: Ctid) -> Guest<'a> {
-        Guest { pct, ctid }
+        Guest {
+            pct,
+            ctid,
+            network_timeout: Duration::from_secs(crate::config::DEFAULT_READY_TIMEOUT_S),
+        }
+    }
+
+    /// Retry commands the network fails for up to `timeout` (steps pass
+    /// `behavior.ready_timeout_s`: a network still coming up after a start is waited for as
+    /// long as the start itself).
+    pub fn with_network_timeout(mut self, timeout: Duration) -> Guest<'a> {
+        self.network_timeout = timeout;
+        self
     }
 
     pub fn ctid(&self) -> Ctid {
@@ -93,9 +157,17 @@ impl<'a> Guest<'a> {
             .collect())
     }
 
-    /// `apt-get update`.
+    /// `apt-get update`. apt reports sources it could not reach as warnings and exits 0, so
+    /// a network that is down shows only in its output: that is retried and, when it stays
+    /// down, an error too (an install from stale or empty lists would fail less clearly).
     pub fn apt_update(&self) -> Result<()> {
-        self.run(&["apt-get", "update", "-q"]).map(drop)
+        let argv = ["apt-get", "update", "-q"];
+        self.with_network_retry(
+            &display_argv(&argv),
+            || self.pct.exec(self.ctid, &argv),
+            |out| out.success() && !mentions_network_down(out),
+        )
+        .map(drop)
     }
 
     /// `apt-get install -y PACKAGES` with no questions (debconf non-interactive) and changed
@@ -142,17 +214,80 @@ impl<'a> Guest<'a> {
         .into())
     }
 
-    /// Run `argv` (may change the guest); a non-zero exit is a Guest error.
+    /// Run `argv` (may change the guest); a non-zero exit is a Guest error. A failure that
+    /// says the network is down (apt, curl, pip, `docker pull`/`run`: [`NETWORK_DOWN`]) is
+    /// retried with back-off for up to the network timeout.
     pub fn run(&self, argv: &[&str]) -> Result<ExecOutput> {
-        let out = self.pct.exec(self.ctid, argv)?;
-        self.check(&display_argv(argv), out)
+        self.with_network_retry(
+            &display_argv(argv),
+            || self.pct.exec(self.ctid, argv),
+            ExecOutput::success,
+        )
     }
 
     /// Run a bash script with `args` as `$1`, `$2`, ... (may change the guest); a non-zero exit
-    /// is a Guest error. `label` names the script in messages (e.g. `install nvidia runfile`).
+    /// is a Guest error, retried as [`Guest::run`] when the network is down. `label` names the
+    /// script in messages (e.g. `install nvidia runfile`).
     pub fn run_script(&self, label: &str, script: &str, args: &[&str]) -> Result<ExecOutput> {
-        let out = self.pct.exec_script(self.ctid, script, args)?;
-        self.check(label, out)
+        self.with_network_retry(
+            label,
+            || self.pct.exec_script(self.ctid, script, args),
+            ExecOutput::success,
+        )
+    }
+
+    /// Run `once` until `ok` says it succeeded. A result that says the network is down is
+    /// retried after a pause (from [`NETWORK_FIRST_PAUSE`], doubling, at most
+    /// [`NETWORK_MAX_PAUSE`]) until the network timeout has passed; then a Guest error with
+    /// the last error. Any other failure is a Guest error at once.
+    fn with_network_retry(
+        &self,
+        what: &str,
+        once: impl Fn() -> Result<ExecOutput>,
+        ok: impl Fn(&ExecOutput) -> bool,
+    ) -> Result<ExecOutput> {
+        let start = Instant::now();
+        let mut pause = NETWORK_FIRST_PAUSE;
+        let mut attempt = 1u32;
+        loop {
+            let out = once()?;
+            if ok(&out) {
+                if attempt > 1 {
+                    log::info!(
+                        "[{}] `{what}` succeeded at attempt {attempt}: the network is up",
+                        self.ctid
+                    );
+                }
+                return Ok(out);
+            }
+            let down = !out.success() && network_down(&out)
+                || out.success() && mentions_network_down(&out);
+            if !down || self.pct.dry_run() {
+                return self.check(what, out);
+            }
+            let left = self.network_timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(Error::guest(format!(
+                    "CT {}: `{what}` failed inside the container: the network stayed down ({attempt} attempts over {} s; behavior.ready_timeout_s bounds the wait); last error (exit {}): {}\nhint: check the container's network (`pct exec {} -- cat /etc/resolv.conf`, its gateway and bridge)",
+                    self.ctid,
+                    crate::step::fmt_secs(start.elapsed()),
+                    out.code,
+                    out.tail(TAIL),
+                    self.ctid
+                ))
+                .into());
+            }
+            let wait = pause.min(left);
+            log::warn!(
+                "[{}] `{what}`: the network is not up yet (attempt {attempt}: {}); retrying in {} s",
+                self.ctid,
+                out.tail(200),
+                crate::step::fmt_secs(wait)
+            );
+            std::thread::sleep(wait);
+            pause = (pause * 2).min(NETWORK_MAX_PAUSE);
+            attempt += 1;
+        }
     }
 
     /// Run a read-only `argv` (also in dry-run mode) and return its output whatever its exit.
@@ -320,6 +455,64 @@ mod tests {
         assert!(msg.contains("CT 950"), "{msg}");
         assert!(msg.contains("apt-get install -y nope"), "{msg}");
         assert!(msg.contains("Unable to locate package"), "{msg}");
+    }
+
+    #[test]
+    fn network_failures_are_retried_until_the_network_is_up() {
+        let d = tempfile::tempdir().unwrap();
+        // Fails twice the way apt does without DNS, then works.
+        let count = d.path().join("count");
+        let pct = fake_pct(
+            d.path(),
+            &format!(
+                "n=$(cat '{c}' 2>/dev/null || echo 0); n=$((n+1)); echo $n > '{c}'\n[ $n -le 2 ] && {{ echo \"E: Failed to fetch http://archive.ubuntu.com/x  Temporary failure resolving 'archive.ubuntu.com'\" >&2; exit 100; }}\nexit 0",
+                c = count.display()
+            ),
+        );
+        let g = Guest::new(&pct, Ctid(950)).with_network_timeout(Duration::from_secs(30));
+        g.run(&["apt-get", "install", "-y", "curl"]).unwrap();
+        assert_eq!(std::fs::read_to_string(&count).unwrap().trim(), "3");
+
+        // Other failures are not retried.
+        let d = tempfile::tempdir().unwrap();
+        let count = d.path().join("count");
+        let pct = fake_pct(
+            d.path(),
+            &format!(
+                "n=$(cat '{c}' 2>/dev/null || echo 0); echo $((n+1)) > '{c}'\necho 'E: Unable to locate package nope' >&2; exit 100",
+                c = count.display()
+            ),
+        );
+        let g = Guest::new(&pct, Ctid(950)).with_network_timeout(Duration::from_secs(30));
+        let err = g.run(&["apt-get", "install", "nope"]).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), 5);
+        assert_eq!(std::fs::read_to_string(&count).unwrap().trim(), "1");
+    }
+
+    #[test]
+    fn a_network_that_stays_down_reports_the_last_error() {
+        let d = tempfile::tempdir().unwrap();
+        // apt-get update exits 0 with warnings when it cannot resolve anything.
+        let pct = fake_pct(
+            d.path(),
+            "echo \"W: Failed to fetch http://archive.ubuntu.com/ubuntu/dists/noble/InRelease  Temporary failure resolving 'archive.ubuntu.com'\" >&2; exit 0",
+        );
+        let g = Guest::new(&pct, Ctid(950)).with_network_timeout(Duration::ZERO);
+        let err = g.apt_update().unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), 5);
+        let msg = err.to_string();
+        assert!(msg.contains("network stayed down"), "{msg}");
+        assert!(msg.contains("Temporary failure resolving"), "{msg}");
+        let d = tempfile::tempdir().unwrap();
+        let pct = fake_pct(
+            d.path(),
+            "echo 'curl: (6) Could not resolve host: download.docker.com' >&2; exit 6",
+        );
+        let g = Guest::new(&pct, Ctid(950)).with_network_timeout(Duration::ZERO);
+        let err = g
+            .run_script("download", "curl -fsSL \"$1\"", &["https://x/"])
+            .unwrap_err();
+        assert!(err.to_string().contains("Could not resolve host"), "{err}");
     }
 
     #[test]

@@ -103,6 +103,31 @@ pub fn nvidia_majors() -> Vec<u32> {
     v
 }
 
+/// `(major, minor)` of Proxmox VE from `pveversion` output
+/// (`pve-manager/8.4.1/2a5fa54a8503f96d (running kernel: 6.8.12-11-pve)`).
+pub fn parse_pve_version(text: &str) -> Option<(u32, u32)> {
+    let rest = text.split("pve-manager/").nth(1)?;
+    let version = rest.split(['/', ' ']).next()?;
+    let mut it = version.split('.');
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Proxmox VE from which `devN:` device passthrough exists: 8.1 (pve-container 5.0.7).
+pub const DEVN_SINCE: (u32, u32) = (8, 1);
+
+/// The name of group `gid` in the host's `/etc/group`, if it has one.
+pub fn group_name(gid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(host_path("/etc/group")).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let _pw = f.next()?;
+        (f.next()?.parse::<u32>().ok()? == gid).then(|| name.to_string())
+    })
+}
+
 /// One storage of `/etc/pve/storage.cfg`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageDef {
@@ -206,6 +231,21 @@ mod tests {
         assert_eq!(m["nvidia-uvm"], 508);
         assert_eq!(m["nvidia-frontend"], 195);
         assert!(!m.contains_key("sd"));
+    }
+
+    #[test]
+    fn pve_versions() {
+        assert_eq!(
+            parse_pve_version(
+                "pve-manager/8.4.1/2a5fa54a8503f96d (running kernel: 6.8.12-11-pve)\n"
+            ),
+            Some((8, 4))
+        );
+        assert_eq!(parse_pve_version("pve-manager/9.1.2/abc"), Some((9, 1)));
+        assert_eq!(parse_pve_version("pve-manager/8.0.4/x"), Some((8, 0)));
+        assert_eq!(parse_pve_version("garbage"), None);
+        let newer = |v: (u32, u32)| v >= DEVN_SINCE;
+        assert!(newer((8, 4)) && newer((9, 0)) && !newer((8, 0)));
     }
 
     #[test]

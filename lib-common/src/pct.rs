@@ -293,6 +293,54 @@ pub fn shutdown_args(ctid: Ctid, timeout_s: u64, force: bool) -> Vec<String> {
     a
 }
 
+/// `resize CTID DISK <N>G`: grow a disk to N GiB (a bare size is absolute; Proxmox refuses to
+/// shrink).
+pub fn resize_args(ctid: Ctid, disk: &str, gib: u64) -> Vec<String> {
+    vec![
+        "resize".to_string(),
+        ctid.to_string(),
+        disk.to_string(),
+        format!("{gib}G"),
+    ]
+}
+
+/// `config CTID [--current 1] [--snapshot NAME]`.
+pub fn config_args(ctid: Ctid, current: bool, snapshot: Option<&str>) -> Vec<String> {
+    let mut a = vec!["config".to_string(), ctid.to_string()];
+    if current {
+        a.push("--current".into());
+        a.push("1".into());
+    }
+    if let Some(s) = snapshot {
+        a.push("--snapshot".into());
+        a.push(s.to_string());
+    }
+    a
+}
+
+/// Bytes of a Proxmox volume `size=` value (`32G`, `512M`, `1T`, `100K`, bare bytes), as
+/// PVE::JSONSchema::parse_size reads it.
+pub fn parse_disk_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last()? {
+        'K' | 'k' => (&s[..s.len() - 1], 1u64 << 10),
+        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
+        'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
+        'T' | 't' => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let v: f64 = num.parse().ok()?;
+    (v >= 0.0).then_some((v * mul as f64) as u64)
+}
+
+/// The `size=` of a disk value (`lxc-disks:subvol-901-disk-0,size=32G`) in bytes.
+pub fn disk_size_bytes(value: &str) -> Option<u64> {
+    value
+        .split(',')
+        .find_map(|p| p.strip_prefix("size="))
+        .and_then(parse_disk_size)
+}
+
 /// `exec CTID -- argv...`: `--` so arguments starting with `-` are never pct options.
 pub fn exec_args(ctid: Ctid, argv: &[&str]) -> Vec<String> {
     let mut a = vec!["exec".to_string(), ctid.to_string(), "--".into()];
@@ -527,7 +575,21 @@ impl PctClient {
 
     /// `pct config CTID` (pending values merged, as Proxmox shows them).
     pub fn config(&self, ctid: Ctid) -> Result<PctConfig> {
-        let out = self.pct(Some(ctid), vec!["config".into(), ctid.to_string()])?;
+        let out = self.pct(Some(ctid), config_args(ctid, false, None))?;
+        Ok(PctConfig::parse(&out.stdout))
+    }
+
+    /// `pct config CTID --current 1`: the values the CT runs with, without pending changes
+    /// (pve-container `PVE::API2::LXC::Config` `vm_config`: `current` skips
+    /// `PVE::GuestHelpers::config_with_pending_array`'s merge).
+    pub fn config_current(&self, ctid: Ctid) -> Result<PctConfig> {
+        let out = self.pct(Some(ctid), config_args(ctid, true, None))?;
+        Ok(PctConfig::parse(&out.stdout))
+    }
+
+    /// `pct config CTID --snapshot NAME`: the config a snapshot recorded.
+    pub fn config_snapshot(&self, ctid: Ctid, snapshot: &str) -> Result<PctConfig> {
+        let out = self.pct(Some(ctid), config_args(ctid, false, Some(snapshot)))?;
         Ok(PctConfig::parse(&out.stdout))
     }
 
@@ -570,6 +632,21 @@ impl PctClient {
             .into());
         }
         Ok(out.stdout.trim().to_string())
+    }
+
+    /// `pveversion -v`: one `package: version` line per Proxmox package (`pve-container: ...`,
+    /// `lxc-pve: ...`).
+    pub fn pveversion_verbose(&self) -> Result<String> {
+        let out = Self::spawn(&self.pveversion_path()?, "pveversion", &["-v".to_string()])?;
+        if out.code != 0 {
+            return Err(Error::precondition(format!(
+                "`pveversion -v` failed (exit {}): {}",
+                out.code,
+                out.tail(500)
+            ))
+            .into());
+        }
+        Ok(out.stdout)
     }
 
     // -- mutating ----------------------------------------------------------------------------
@@ -645,6 +722,11 @@ impl PctClient {
             return Ok(());
         }
         self.pct(Some(ctid), set_delete_args(ctid, keys)).map(drop)
+    }
+
+    /// `pct resize CTID DISK <N>G` (grow only).
+    pub fn resize(&self, ctid: Ctid, disk: &str, gib: u64) -> Result<()> {
+        self.pct(Some(ctid), resize_args(ctid, disk, gib)).map(drop)
     }
 
     pub fn start(&self, ctid: Ctid) -> Result<()> {
@@ -778,6 +860,14 @@ impl PctClient {
             log::debug!("[{ctid}] pct {shown}");
         }
         let out = self.run_raw(&args)?;
+        if let Some(why) = exec_failed_in_proxmox(&out) {
+            return Err(Error::proxmox(format!(
+                "CT {ctid}: `pct exec` failed before running `{}` (exit {}): {why}",
+                args.get(3).map(String::as_str).unwrap_or(""),
+                out.code
+            ))
+            .into());
+        }
         // pct's own failures (before lxc-attach) exit 255 with a recognisable message.
         if out.code == 255 {
             if is_missing_ct(&out.stderr) {
@@ -793,6 +883,32 @@ impl PctClient {
         }
         Ok(out)
     }
+}
+
+/// Whether a `pct exec` result is a failure of Proxmox rather than of the command inside: the
+/// exit code of `pct exec` is the command's own once `lxc-attach` runs it (pve-container
+/// `PVE::CLI::pct` `exec`: `exec('lxc-attach', ...)`), so only two things tell them apart:
+/// - `lxc-attach` itself failed: its own `lxc-attach: <vmid>: ...` line on stderr (other than
+///   `Failed to exec`, which is the command not being found or runnable, 127/126);
+/// - pct died before `lxc-attach` (`die` in the Perl CLI): exit 255 with only a message on
+///   stderr and nothing on stdout. A command inside that exits 255 printing only to stderr is
+///   taken for this too; commands that report on stdout (`nvidia-smi`) are not.
+///
+/// Returns the message to report, `None` for a result of the command itself. "Missing CT" and
+/// "not running" are told apart later (preconditions, exit 3).
+fn exec_failed_in_proxmox(out: &ExecOutput) -> Option<String> {
+    if out.code == 0 {
+        return None;
+    }
+    let stderr = out.stderr.trim();
+    let attach = stderr
+        .lines()
+        .any(|l| l.starts_with("lxc-attach: ") && !l.contains("Failed to exec"));
+    let died = out.code == 255 && out.stdout.trim().is_empty() && !stderr.is_empty();
+    if (attach || died) && !is_missing_ct(stderr) && !stderr.contains("not running") {
+        return Some(tail_chars(stderr, 1500));
+    }
+    None
 }
 
 /// An exec argv for logs: a long script shows as its first line and length.
@@ -1021,6 +1137,31 @@ mod tests {
     }
 
     #[test]
+    fn resize_and_config_argv_and_sizes() {
+        assert_eq!(
+            resize_args(Ctid(910), "rootfs", 128),
+            ["resize", "910", "rootfs", "128G"]
+        );
+        assert_eq!(
+            config_args(Ctid(910), true, None),
+            ["config", "910", "--current", "1"]
+        );
+        assert_eq!(
+            config_args(Ctid(910), false, Some("s")),
+            ["config", "910", "--snapshot", "s"]
+        );
+        assert_eq!(parse_disk_size("32G"), Some(32 << 30));
+        assert_eq!(parse_disk_size("512M"), Some(512 << 20));
+        assert_eq!(parse_disk_size("1T"), Some(1 << 40));
+        assert_eq!(parse_disk_size("x"), None);
+        assert_eq!(
+            disk_size_bytes("lxc-disks:subvol-901-disk-0,size=32G"),
+            Some(32 << 30)
+        );
+        assert_eq!(disk_size_bytes("lxc-disks:subvol-901-disk-0"), None);
+    }
+
+    #[test]
     fn display_quotes_specials() {
         assert_eq!(
             display_argv(&["set", "900", "--hostname", "a b", "it's"]),
@@ -1093,6 +1234,55 @@ mod tests {
                 log.ends_with("bash\n-c\ntest -n \"$1\"\n_\na; rm -rf /\n"),
                 "{log}"
             );
+        }
+
+        #[test]
+        fn exec_failures_of_proxmox_are_exit_4_of_the_command_exit_5() {
+            let d = tempfile::tempdir().unwrap();
+            // pct died before lxc-attach.
+            let c = client(
+                d.path(),
+                "echo 'simulated fault: pct exec 9 apt-get' >&2; exit 255",
+                false,
+            );
+            let err = crate::guest::Guest::new(&c, Ctid(9))
+                .run(&["apt-get", "update"])
+                .unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 4, "{err:#}");
+            // lxc-attach could not attach.
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "echo 'lxc-attach: 9: ../src/lxc/attach.c: lxc_attach: 1140 Connection refused - Failed to get attach context' >&2; exit 1",
+                false,
+            );
+            let err = c.exec(Ctid(9), &["true"]).unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 4, "{err:#}");
+            // The command inside failed: its own code, a Guest error from Guest::run.
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "echo 'lxc-attach: 9: ../src/lxc/attach.c: lxc_attach_run_command: 1841 No such file or directory - Failed to exec \"nope\"' >&2; exit 127",
+                false,
+            );
+            assert_eq!(c.exec(Ctid(9), &["nope"]).unwrap().code, 127);
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "echo 'Failed to initialize NVML: Unknown Error'; exit 255",
+                false,
+            );
+            assert_eq!(c.exec(Ctid(9), &["nvidia-smi"]).unwrap().code, 255);
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "echo 'E: Unable to locate package nope' >&2; exit 100",
+                false,
+            );
+            let err = crate::guest::Guest::new(&c, Ctid(9))
+                .run(&["apt-get", "install", "nope"])
+                .unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 5, "{err:#}");
         }
 
         #[test]

@@ -145,7 +145,7 @@ impl<'a> Ct<'a> {
             ctx,
             ctid,
             spec,
-            guest: Guest::new(&ctx.pct, ctid),
+            guest: Guest::new(&ctx.pct, ctid).with_network_timeout(ctx.ready_timeout()),
             apt_updated: Cell::new(false),
             changes: Cell::new(0),
         })

@@ -268,6 +268,11 @@ pub fn wait_ready(pct: &PctClient, ctid: Ctid, timeout: Duration) -> Result<()> 
                         out.tail(200)
                     )
                 }
+                // lxc-attach cannot attach yet (the CT's init is still coming up): a failure
+                // of `pct exec` itself, but the CT runs; poll exec again.
+                Err(e) if crate::error::kind_of(&e) == crate::error::ErrorKind::Proxmox => {
+                    last = format!("{e:#}");
+                }
                 Err(e) => {
                     last = format!("{e:#}");
                     running = false;

@@ -491,6 +491,7 @@ pub fn check_documents(
         }
     };
     check_lxc(docs.lxc_path, cts, &untyped, &mut semantic);
+    check_clone_disk_sizes(docs.lxc_path, cts, &mut semantic);
     if let Some(hv) = &hv {
         check_cross(docs.hypervisor_path, hv, docs.lxc_path, cts, &mut semantic);
     }
@@ -930,6 +931,30 @@ fn check_lxc(
                 cycle[0]
             ),
         );
+    }
+}
+
+/// A clone inherits its source's root disk, which Proxmox can grow (`pct resize`) but never
+/// shrink: a clone may not ask for less `storage_size_gb` than its explicit clone source.
+fn check_clone_disk_sizes(file: &Path, cts: &BTreeMap<Ctid, ContainerSpec>, s: &mut Semantic) {
+    for (&id, ct) in cts {
+        let Some(src) = ct.clone_source().filter(|&c| c != id) else {
+            continue;
+        };
+        // A source that is no template is reported by `check_lxc`; one error per mistake.
+        let Some(sct) = cts.get(&src).filter(|s| s.is_template()) else {
+            continue;
+        };
+        if ct.storage_size_gb < sct.storage_size_gb {
+            s.error(
+                file,
+                ptr(id, "storage_size_gb"),
+                format!(
+                    "CT {id}: storage_size_gb {} is smaller than the {} GB root disk of its clone source {src}; a clone inherits that disk and Proxmox cannot shrink it (set at least {})",
+                    ct.storage_size_gb, sct.storage_size_gb, sct.storage_size_gb
+                ),
+            );
+        }
     }
 }
 

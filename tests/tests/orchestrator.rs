@@ -123,16 +123,20 @@ fn assert_up_to_date_run(host: &Host, r: &Run, mark: usize, cts: &[u32]) {
     }
 }
 
-/// The main section of a CT's conf has GPU passthrough for its GPUs.
+/// The main section of a CT's conf has GPU passthrough for its GPUs: `devN` entries, which
+/// `behavior.gpu_passthrough` `auto` picks on the reference host (PVE 8.4).
 #[track_caller]
 fn assert_gpu_passthrough(host: &Host, ctid: u32) {
     let main = host.conf_main(ctid);
+    assert!(
+        !main.contains("lxc.cgroup2"),
+        "CT {ctid}: raw lines in\n{main}"
+    );
     for want in [
-        "lxc.cgroup2.devices.allow: c 195:* rwm",
-        "/dev/nvidia0 dev/nvidia0",
-        "/dev/nvidia1 dev/nvidia1",
-        "/dev/nvidiactl",
-        "/dev/nvidia-uvm",
+        ": /dev/nvidia0,mode=0666",
+        ": /dev/nvidia1,mode=0666",
+        ": /dev/nvidiactl,mode=0666",
+        ": /dev/nvidia-uvm,mode=0666",
     ] {
         assert!(
             main.contains(want),
@@ -158,6 +162,15 @@ fn real_steps_build_the_reference_tree_and_a_second_run_changes_nothing() {
         assert!(
             !host.conf_main(c).contains("nvidia"),
             "CT {c} got GPU lines"
+        );
+    }
+    // Clones grow the root disk they inherit to their storage_size_gb.
+    for (c, size) in [(900, "32G"), (910, "128G"), (920, "64G"), (950, "100G")] {
+        let main = host.conf_main(c);
+        assert!(
+            main.lines()
+                .any(|l| l.starts_with("rootfs:") && l.ends_with(&format!(",size={size}"))),
+            "CT {c}: root disk is not {size}:\n{main}"
         );
     }
     // Every setup program ran (the reference has one per CT).

@@ -150,8 +150,20 @@ fn dry_run_prints_the_clone_and_settings() {
         r.stdout
     );
     assert!(r.stdout.contains("would run: pct set 902"), "{}", r.stdout);
+    assert!(!r.stdout.contains("pct resize"), "{}", r.stdout);
     no_mutations(&host, mark);
     assert!(host.conf(902).is_none());
+    // 910 asks 128 GB of 900's 32 GB.
+    let r = host
+        .run("clone-lxc", ["900", "base-snapshot", "910", "--dry-run"])
+        .ok();
+    assert!(
+        r.stdout.contains("would run: pct resize 910 rootfs 128G"),
+        "{}",
+        r.stdout
+    );
+    no_mutations(&host, mark);
+    assert!(host.conf(910).is_none());
 }
 
 #[test]
@@ -175,4 +187,124 @@ fn failed_set_after_clone_exits_4_and_a_rerun_converges() {
     );
     assert!(!conf.contains("nvidia"), "{conf}");
     assert!(host.is_running(902));
+}
+
+/// The `hwaddr=` of a CT's `net0`.
+fn mac_of(host: &Host, ctid: u32) -> String {
+    let conf = host.conf_main(ctid);
+    let net0 = conf
+        .lines()
+        .find(|l| l.starts_with("net0:"))
+        .unwrap_or_else(|| panic!("no net0 in\n{conf}"));
+    net0.split(',')
+        .find_map(|p| p.strip_prefix("hwaddr="))
+        .unwrap_or_else(|| panic!("no hwaddr in {net0}"))
+        .to_string()
+}
+
+#[test]
+fn a_clone_without_mac_address_keeps_its_mac() {
+    let host = host_with_template();
+    host.edit_lxc_config(|c| {
+        c["lxc_configs"]["902"]
+            .as_object_mut()
+            .unwrap()
+            .remove("mac_address");
+    });
+    host.run("clone-lxc", ["900", "base-snapshot", "902"]).ok();
+    let mac = mac_of(&host, 902);
+    // Not the source's: Proxmox gives the clone its own.
+    assert_ne!(mac, mac_of(&host, 900));
+
+    let mark = host.journal_mark();
+    host.run("clone-lxc", ["900", "base-snapshot", "902"]).ok();
+    no_mutations(&host, mark);
+    assert_eq!(mac_of(&host, 902), mac);
+
+    // Another change to net0 keeps the MAC too.
+    host.edit_lxc_config(|c| {
+        c["lxc_configs"]["902"]["network_config"]["ip"] = "10.0.0.232/24".into();
+        c["lxc_configs"]["902"]["static_ip"] = "10.0.0.232/24".into();
+    });
+    let mark = host.journal_mark();
+    host.run("clone-lxc", ["900", "base-snapshot", "902"]).ok();
+    let set = host.mutating_since(mark);
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert!(set[0].contains(&format!("hwaddr={mac}")), "{set:?}");
+    assert_eq!(mac_of(&host, 902), mac);
+    assert!(host.conf_main(902).contains("ip=10.0.0.232/24"));
+}
+
+/// `size=` of a CT's rootfs.
+fn rootfs_size(host: &Host, ctid: u32) -> String {
+    let conf = host.conf_main(ctid);
+    let rootfs = conf
+        .lines()
+        .find(|l| l.starts_with("rootfs:"))
+        .unwrap_or_else(|| panic!("no rootfs in\n{conf}"));
+    rootfs
+        .split(',')
+        .find_map(|p| p.strip_prefix("size="))
+        .unwrap_or_else(|| panic!("no size in {rootfs}"))
+        .to_string()
+}
+
+#[test]
+fn clones_grow_their_root_disk_to_storage_size_gb() {
+    let host = host_with_template();
+    assert_eq!(rootfs_size(&host, 900), "32G");
+    // The reference asks 128 GB for 910 and 100 GB for 950 (their chains start at 900's 32 GB).
+    for (ct, size) in [(910, "128G"), (950, "100G")] {
+        let id = ct.to_string();
+        let mark = host.journal_mark();
+        host.run("clone-lxc", ["900", "base-snapshot", &id]).ok();
+        assert_eq!(rootfs_size(&host, ct), size);
+        let resizes: Vec<String> = host
+            .mutating_since(mark)
+            .into_iter()
+            .filter(|c| c.starts_with("pct resize"))
+            .collect();
+        assert_eq!(resizes, [format!("pct resize {id} rootfs {size}")]);
+        // Converged: a second run resizes nothing.
+        let mark = host.journal_mark();
+        host.run("clone-lxc", ["900", "base-snapshot", &id]).ok();
+        no_mutations(&host, mark);
+    }
+    assert_eq!(rootfs_size(&host, 900), "32G", "the source is untouched");
+}
+
+#[test]
+fn a_clone_asking_less_than_its_source_is_a_config_error() {
+    let host = host_with_template();
+    // Validation: an explicit clone source with a bigger disk.
+    host.edit_lxc_config(|c| {
+        c["lxc_configs"]["902"]["storage_size_gb"] = 16.into();
+    });
+    let r = host.run("establish", ["--validate"]).expect_code(2);
+    assert!(
+        r.stdout.contains("storage_size_gb") || r.stderr.contains("storage_size_gb"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    // The step checks the real source too, before it changes anything: 910 asks 16 GB of a
+    // source whose snapshot has 32 GB (its block names 902, which is not what is cloned here).
+    host.edit_lxc_config(|c| {
+        c["lxc_configs"]["902"]["storage_size_gb"] = 32.into();
+        c["lxc_configs"]["910"]["storage_size_gb"] = 32.into();
+    });
+    host.run("establish", ["--validate"]).ok();
+    host.pct(&["resize", "900", "rootfs", "40G"]).ok();
+    host.pct(&["snapshot", "900", "big-snapshot"]).ok();
+    let mark = host.journal_mark();
+    let r = host
+        .run("clone-lxc", ["900", "big-snapshot", "910"])
+        .expect_code(2);
+    assert!(
+        r.stderr.contains("storage_size_gb") && r.stderr.contains("40G"),
+        "{}",
+        r.stderr
+    );
+    no_mutations(&host, mark);
+    assert!(host.conf(910).is_none());
 }

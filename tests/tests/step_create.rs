@@ -165,6 +165,22 @@ fn pct_failure_exits_4_and_leaves_nothing_behind() {
 }
 
 #[test]
+fn failed_pct_start_exits_4() {
+    let host = Host::reference();
+    host.set_faults("pct start 900 1\n");
+    let r = host.run("create-lxc", ["900"]).expect_code(4);
+    assert!(
+        r.stderr.contains("CT 900") && r.stderr.contains("pct start"),
+        "{}",
+        r.stderr
+    );
+    assert!(!host.is_running(900));
+    // The next run starts the CT it created.
+    host.run("create-lxc", ["900"]).ok();
+    assert!(host.is_running(900));
+}
+
+#[test]
 fn installed_drop_in_path_runs_the_step() {
     let host = Host::reference();
     host.install();

@@ -152,8 +152,11 @@ fn portainer_server_ct_first_run_installs_second_run_changes_nothing() {
         "nvidia-ctk",
         "bash",
     ] {
+        // The smoke test runs every time (it checks, it changes nothing).
         assert!(
-            !execs.iter().any(|e| e.starts_with(bad)),
+            !execs
+                .iter()
+                .any(|e| e.starts_with(bad) && e != "docker run --rm hello-world"),
             "`{bad}` on the second run: {execs:?}"
         );
     }
@@ -292,8 +295,9 @@ fn guest_failure_is_exit_5_and_dry_run_changes_nothing() {
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
     assert_ne!(host.exec("910", &["dpkg", "-s", "docker-ce"]).code, 0);
 
+    // `pct exec` itself failing is a Proxmox failure (exit 4), not the command's (exit 5).
     host.set_faults("pct exec 910 apt-get\n");
-    let r = docker(&host, &[], &["910"]).expect_code(5);
+    let r = docker(&host, &[], &["910"]).expect_code(4);
     assert!(
         r.stderr.contains("CT 910") && r.stderr.contains("apt-get"),
         "{}",
@@ -353,4 +357,81 @@ fn unprivileged_ct_without_keyctl_warns_and_fails_with_a_hint() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn features_only_pending_are_applied_by_a_restart() {
+    let host = Host::reference();
+    // 910 created without nesting, running; then nesting set while it runs: pending.
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["features"] = "keyctl=1".into());
+    host.run("create-lxc", ["910"]).ok();
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["features"] = "nesting=1,keyctl=1".into());
+    host.pct(&["set", "910", "--features", "nesting=1,keyctl=1"])
+        .ok();
+    let conf = host.conf(910).unwrap();
+    assert!(
+        conf.contains("[pve:pending]") && !host.conf_main(910).contains("nesting=1"),
+        "nesting is not pending:\n{conf}"
+    );
+    let mark = host.journal_mark();
+    let r = docker(&host, &[], &["910"]).ok();
+    assert!(r.stdout.contains("pending"), "{}", r.stdout);
+    let calls = host.mutating_since(mark);
+    let start = calls.iter().position(|c| c == "pct start 910");
+    let stop = calls
+        .iter()
+        .position(|c| c.starts_with("pct shutdown 910") || c == "pct stop 910");
+    assert!(
+        stop.is_some() && start.is_some() && stop < start,
+        "no restart: {calls:?}"
+    );
+    assert!(host.conf_main(910).contains("nesting=1"));
+    assert!(!host.conf(910).unwrap().contains("[pve:pending]"));
+    assert_eq!(
+        containers(&host, "910").stdout.split_whitespace().next(),
+        Some("portainer")
+    );
+}
+
+/// A `docker` ahead of the guest's on PATH whose `run` fails like runc after its fix for
+/// CVE-2025-52881 under an old Proxmox AppArmor profile; everything else is the real double.
+fn docker_hit_by_runc_cve(host: &Host, ctid: &str) {
+    let script = r#"cat > /usr/local/sbin/docker <<'END'
+#!/bin/bash
+if [ "$1" = run ]; then
+    echo "docker: Error response from daemon: failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: open sysctl net.ipv4.ip_unprivileged_port_start file: reopen fd 8: permission denied: unknown" >&2
+    echo "Run 'docker run --help' for more information" >&2
+    exit 126
+fi
+exec /usr/local/bin/docker "$@"
+END
+chmod 0755 /usr/local/sbin/docker"#;
+    host.exec(ctid, &["bash", "-c", script]).ok();
+}
+
+#[test]
+fn docker_ends_with_a_smoke_test_and_diagnoses_the_runc_cve_failure() {
+    let host = host_with_910();
+    let mark = host.journal_mark();
+    docker(&host, &[], &["910"]).ok();
+    assert!(
+        host.execs_since(mark)
+            .iter()
+            .any(|e| e == "docker run --rm hello-world"),
+        "no smoke test run"
+    );
+    // The smoke test left no container behind.
+    assert_eq!(containers(&host, "910").stdout.lines().count(), 1);
+
+    docker_hit_by_runc_cve(&host, "910");
+    let r = docker(&host, &[], &["910"]).expect_code(5);
+    for want in [
+        "CVE-2025-52881",
+        "lxc-pve 6.0.5-2",
+        "pct reboot 910",
+        "pve-container: ",
+        "ip_unprivileged_port_start",
+    ] {
+        assert!(r.stderr.contains(want), "`{want}` missing in\n{}", r.stderr);
+    }
 }

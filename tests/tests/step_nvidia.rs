@@ -23,9 +23,17 @@ lxc.mount.entry: /dev/nvidia-uvm-tools dev/nvidia-uvm-tools none bind,optional,c
 lxc.mount.entry: /dev/nvidia-caps dev/nvidia-caps none bind,optional,create=dir
 ";
 
+/// The reference host (PVE 8.4) passing GPUs by raw lxc lines (`behavior.gpu_passthrough`
+/// `lxc`; the devN mode has its own tests in `step_gpu_passthrough.rs`).
+fn host_lxc_mode() -> Host {
+    let host = Host::reference();
+    host.edit_hypervisor_config(|c| c["behavior"]["gpu_passthrough"] = "lxc".into());
+    host
+}
+
 /// The reference host with CT 901 created (running, no GPU lines yet).
 fn host_with_901() -> Host {
-    let host = Host::reference();
+    let host = host_lxc_mode();
     host.run("create-lxc", ["901"]).ok();
     host
 }
@@ -305,8 +313,9 @@ fn proxmox_and_guest_failures_map_to_4_and_5_and_a_rerun_recovers() {
         0
     );
 
+    // `pct exec` itself failing is a Proxmox failure (exit 4), not the command's (exit 5).
     host.set_faults("pct exec 901 apt-get\n");
-    let r = nvidia(&host, &[], &["901"]).expect_code(5);
+    let r = nvidia(&host, &[], &["901"]).expect_code(4);
     assert!(
         r.stderr.contains("apt-get") && r.stderr.contains("901"),
         "{}",
@@ -383,7 +392,7 @@ fn dry_run_changes_nothing_and_gpu_less_ct_is_left_alone() {
 
 #[test]
 fn clone_of_a_gpu_template_keeps_only_its_own_gpu_and_reuses_the_user_space() {
-    let host = Host::reference();
+    let host = host_lxc_mode();
     host.edit_lxc_config(|c| {
         c["lxc_configs"]["920"]["gpu_assignment"] = "0".into();
         c["lxc_configs"]["920"]["vllm_tensor_parallel_size"] = 1.into();

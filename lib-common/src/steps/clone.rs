@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::conffile::{ConfFile, parse_lxc_line, parse_setting_line};
 use crate::config::{ContainerSpec, Ctid, parse_features};
 use crate::error::{Error, Result};
-use crate::pct::{CloneSpec, CtStatus, PctConfig, net0_value};
+use crate::pct::{CloneSpec, CtStatus, PctConfig, disk_size_bytes, net0_value};
 use crate::step::{StepContext, wait_ready};
 use crate::steps::{Outcome, check_block, check_snapshot_name};
 
@@ -52,6 +52,24 @@ pub fn run(ctx: &StepContext, source: Ctid, snapshot: &str, target: Ctid) -> Res
         ))
         .into());
     }
+    // Proxmox cannot shrink a disk: a clone asking for less than its source's root disk is a
+    // configuration error, found before anything changes (validation checks the same between
+    // configured sizes).
+    let source_disk = pct
+        .config_snapshot(source, snapshot)?
+        .get("rootfs")
+        .and_then(disk_size_bytes);
+    if let Some(bytes) = source_disk
+        && bytes > gib_bytes(spec.storage_size_gb)
+    {
+        return Err(Error::config(format!(
+            "CT {target}: lxc_configs.\"{target}\".storage_size_gb is {} but the root disk of its clone source CT {source} (snapshot '{snapshot}') is {}; a clone inherits that disk and Proxmox cannot shrink it\nhint: set storage_size_gb to at least {}",
+            spec.storage_size_gb,
+            fmt_gib(bytes),
+            bytes.div_ceil(1 << 30)
+        ))
+        .into());
+    }
     ctx.say(
         Some(target),
         &format!("full clone of CT {source} at snapshot '{snapshot}'"),
@@ -64,6 +82,18 @@ pub fn run(ctx: &StepContext, source: Ctid, snapshot: &str, target: Ctid) -> Res
         full: true,
         storage: Some(spec.storage_pool.clone()),
     })?;
+    // In dry-run mode the clone does not exist for converge to look at: its disk is the
+    // source's.
+    if ctx.dry_run && source_disk.is_some_and(|b| b < gib_bytes(spec.storage_size_gb)) {
+        println!(
+            "would run: pct {}",
+            crate::pct::display_argv(&crate::pct::resize_args(
+                target,
+                "rootfs",
+                spec.storage_size_gb
+            ))
+        );
+    }
     converge(ctx, target, spec, true)?;
     Ok(Outcome::Changed)
 }
@@ -95,8 +125,17 @@ pub fn settings_diff(
             set.push(("features", want_features.to_string()));
         }
     }
-    let want_net = net0_value(spec);
-    if !same_net(&want_net, current.get("net0").unwrap_or("")) {
+    let have_net = current.get("net0").unwrap_or("");
+    let mut want_net = net0_value(spec);
+    // Proxmox gives an interface set without `hwaddr` a new random MAC (proxmox.md, "net[n]"):
+    // a block without mac_address keeps the MAC the CT already has, so converging never
+    // changes it (nor re-plugs the NIC).
+    if spec.mac_address.is_none()
+        && let Some(mac) = net_hwaddr(have_net)
+    {
+        want_net.push_str(&format!(",hwaddr={mac}"));
+    }
+    if !same_net(&want_net, have_net) {
         set.push(("net0", want_net));
     }
     (set, delete)
@@ -104,6 +143,15 @@ pub fn settings_diff(
 
 fn sorted_pairs(s: &str) -> BTreeMap<String, String> {
     parse_features(s).into_iter().collect()
+}
+
+/// The `hwaddr` of a `netN` value, if it has one.
+pub fn net_hwaddr(net: &str) -> Option<String> {
+    parse_features(net)
+        .into_iter()
+        .find(|(k, _)| k == "hwaddr")
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
 }
 
 /// Same interface settings: Proxmox adds `type=veth` and may reorder keys or change the MAC's
@@ -190,6 +238,9 @@ pub(crate) fn converge(
         pct.set_delete(target, &delete)?;
         outcome = Outcome::Changed;
     }
+    if grow_rootfs(ctx, target, spec, &current)? {
+        outcome = Outcome::Changed;
+    }
     let inherited_unpriv = current.get("unprivileged") == Some("1");
     if !(fresh && ctx.dry_run) && inherited_unpriv != spec.unprivileged {
         log::warn!(
@@ -232,6 +283,55 @@ pub(crate) fn converge(
     Ok(outcome)
 }
 
+fn gib_bytes(gib: u64) -> u64 {
+    gib.saturating_mul(1 << 30)
+}
+
+/// `32G`, or `31.5G` for sizes that are not whole GiB.
+fn fmt_gib(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 30) {
+        format!("{}G", bytes >> 30)
+    } else {
+        format!("{:.1}G", bytes as f64 / (1u64 << 30) as f64)
+    }
+}
+
+/// Grow the root disk to `storage_size_gb` with `pct resize CTID rootfs <N>G` when it is
+/// smaller (a clone inherits its source's disk). A larger disk is left as it is, with a
+/// warning: Proxmox cannot shrink. Returns whether it resized.
+fn grow_rootfs(
+    ctx: &StepContext,
+    target: Ctid,
+    spec: &ContainerSpec,
+    current: &PctConfig,
+) -> Result<bool> {
+    let Some(have) = current.get("rootfs").and_then(disk_size_bytes) else {
+        return Ok(false);
+    };
+    let want = gib_bytes(spec.storage_size_gb);
+    if have > want {
+        log::warn!(
+            "[{target}] the root disk is {} but lxc_configs.\"{target}\".storage_size_gb is {}; Proxmox cannot shrink a disk, it stays as it is",
+            fmt_gib(have),
+            spec.storage_size_gb
+        );
+        return Ok(false);
+    }
+    if have == want {
+        return Ok(false);
+    }
+    ctx.say(
+        Some(target),
+        &format!(
+            "growing the root disk from {} to {}G",
+            fmt_gib(have),
+            spec.storage_size_gb
+        ),
+    );
+    ctx.pct.resize(target, "rootfs", spec.storage_size_gb)?;
+    Ok(true)
+}
+
 /// Remove inherited GPU passthrough lines from the target's main section. Returns whether it
 /// changed (or, in dry-run mode, would change) the file.
 fn strip_gpu_lines(ctx: &StepContext, target: Ctid) -> Result<bool> {
@@ -239,7 +339,7 @@ fn strip_gpu_lines(ctx: &StepContext, target: Ctid) -> Result<bool> {
     if ctx.dry_run && !path.exists() {
         return Ok(false);
     }
-    let mut conf = ConfFile::load(target)?;
+    let (_lock, mut conf) = ConfFile::load_locked(target, ctx.dry_run)?;
     let majors = crate::host::nvidia_majors();
     let removed: Vec<String> = conf
         .main_lines()
@@ -313,6 +413,24 @@ mod tests {
         let cfg = PctConfig::parse("cores: 2\nhostname: gpu\nmemory: 2048\nfeatures: nesting=1\n");
         let (_, del) = settings_diff(&s2, &cfg);
         assert_eq!(del, ["features"]);
+    }
+
+    #[test]
+    fn a_block_without_mac_keeps_the_mac_the_ct_has() {
+        let mut s = spec("gpu");
+        s.mac_address = None;
+        let have = "cores: 2\nfeatures: keyctl=1,nesting=1\nhostname: gpu\nmemory: 2048\nnet0: name=eth0,bridge=vmbr0,gw=10.0.0.1,hwaddr=BC:24:11:5E:7A:01,ip=10.0.0.200/24,type=veth\n";
+        assert_eq!(settings_diff(&s, &PctConfig::parse(have)), (vec![], vec![]));
+        // Another difference in net0: set with the MAC it has, never a new one.
+        s.network_config.ip = "10.0.0.210/24".into();
+        let (set, _) = settings_diff(&s, &PctConfig::parse(have));
+        assert_eq!(set.len(), 1);
+        assert!(set[0].1.contains("hwaddr=BC:24:11:5E:7A:01"), "{set:?}");
+        assert!(set[0].1.contains("ip=10.0.0.210/24"), "{set:?}");
+        // A block with a MAC still wins.
+        s.mac_address = Some("52:54:00:AA:BB:CC".into());
+        let (set, _) = settings_diff(&s, &PctConfig::parse(have));
+        assert!(set[0].1.contains("hwaddr=52:54:00:AA:BB:CC"), "{set:?}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::config::{Ctid, PortainerRole};
 use crate::error::{Error, Result};
 use crate::guest::Guest;
-use crate::pct::CtStatus;
+use crate::pct::{CtStatus, PctConfig};
 use crate::step::{StepContext, ensure_running};
 use crate::steps::Outcome;
 use crate::steps::nvidia::FETCH_SCRIPT;
@@ -263,12 +263,31 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
         ensure_running(pct, ctid, ctx.ready_timeout())?;
         outcome = Outcome::Changed;
     }
-    let live = pct.config(ctid)?;
-    let live_features = crate::config::parse_features(live.get("features").unwrap_or(""));
-    if !live_features
-        .iter()
-        .any(|(k, v)| k == "nesting" && v == "1")
-    {
+    // What the CT runs with, not what `pct config` shows: a feature set while it ran waits in
+    // `[pve:pending]` until the next start, and Docker sees only the running values.
+    let mut live = pct.config_current(ctid)?;
+    if !ctx.dry_run {
+        let pending = pct.config(ctid)?;
+        let unprivileged = live.get("unprivileged") == Some("1");
+        let needed = |c: &PctConfig| {
+            has_feature(c, "nesting") && (!unprivileged || has_feature(c, "keyctl"))
+        };
+        if !needed(&live) && needed(&pending) {
+            ctx.say(
+                Some(ctid),
+                &format!(
+                    "features {:?} are pending until a restart (running with {:?}); restarting",
+                    pending.get("features").unwrap_or(""),
+                    live.get("features").unwrap_or("")
+                ),
+            );
+            pct.shutdown_or_stop(ctid, ctx.configs.hypervisor.shutdown_timeout_s())?;
+            ensure_running(pct, ctid, ctx.ready_timeout())?;
+            live = pct.config_current(ctid)?;
+            outcome = Outcome::Changed;
+        }
+    }
+    if !has_feature(&live, "nesting") {
         return Err(Error::precondition(format!(
             "CT {ctid} runs without nesting=1 (its features are {:?}) although its block asks for it\nhint: `pct set {ctid} --features {}` and restart it, or run clone-lxc/create-lxc for it",
             live.get("features").unwrap_or(""),
@@ -277,9 +296,8 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
         .into());
     }
     let unprivileged = live.get("unprivileged") == Some("1");
-    let lacks_keyctl =
-        unprivileged && !live_features.iter().any(|(k, v)| k == "keyctl" && v == "1");
-    let guest = Guest::new(pct, ctid);
+    let lacks_keyctl = unprivileged && !has_feature(&live, "keyctl");
+    let guest = Guest::new(pct, ctid).with_network_timeout(ctx.ready_timeout());
 
     let mut daemon_changed = false;
     if install_engine(ctx, &guest)? {
@@ -304,6 +322,9 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     if !no_daemon_yet {
         verify(&guest)?;
     }
+    if !no_daemon_yet {
+        smoke_test(ctx, &guest, unprivileged, lacks_keyctl)?;
+    }
     if portainer(ctx, &guest, &settings, no_daemon_yet, lacks_keyctl)? {
         outcome = Outcome::Changed;
     }
@@ -316,6 +337,13 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
         },
     );
     Ok(outcome)
+}
+
+/// Whether a config's `features` turn `name` on (`name=1`).
+fn has_feature(c: &PctConfig, name: &str) -> bool {
+    crate::config::parse_features(c.get("features").unwrap_or(""))
+        .iter()
+        .any(|(k, v)| k == name && v == "1")
 }
 
 /// Docker Engine from Docker's repository unless all its packages are installed.
@@ -503,6 +531,93 @@ fn verify(guest: &Guest) -> Result<()> {
     Ok(())
 }
 
+/// The image of the smoke test: tiny, prints a greeting and exits 0.
+pub const SMOKE_IMAGE: &str = "hello-world";
+
+/// What runc prints when it cannot start a container in an unprivileged LXC container after
+/// its fix for CVE-2025-52881 (runc 1.2.8 / 1.3.3 / 1.4.0-rc.3, November 2025): the host's
+/// AppArmor profile for containers refuses runc's reopened procfs file descriptors
+/// (opencontainers/runc#4968, moby/moby#51405). Proxmox fixed it in lxc-pve 6.0.5-2
+/// (proxmox/lxc `debian/changelog`: "fix #7006: do not restrict /proc or /sys if nesting is
+/// enabled", 2025-11-13); pve-container 6.0.16 depends on lxc-pve >= 6.0.5-3 (pve-container
+/// commit 855b2d1, `debian/control`).
+pub const RUNC_SYSCTL_DENIED: &str = "open sysctl net.ipv4.ip_unprivileged_port_start";
+
+/// Whether a failed `docker run` is the CVE-2025-52881 runc/AppArmor failure.
+pub fn is_runc_sysctl_denied(message: &str) -> bool {
+    message.contains(RUNC_SYSCTL_DENIED) && message.contains("permission denied")
+}
+
+/// The diagnosis and remedy for [`is_runc_sysctl_denied`], with the host's package versions
+/// (`pveversion -v` lines, when readable).
+pub fn runc_sysctl_diagnosis(ctid: Ctid, unprivileged: bool, host_versions: &str) -> String {
+    let versions: Vec<&str> = host_versions
+        .lines()
+        .filter(|l| l.starts_with("lxc-pve:") || l.starts_with("pve-container:"))
+        .collect();
+    format!(
+        "CT {ctid}: Docker cannot start containers: runc's fix for CVE-2025-52881 (runc 1.2.8/1.3.3 and later, shipped with containerd.io/docker-ce since November 2025) is refused by the host's AppArmor profile for LXC containers{}.\nThe host has {}.\nhint: update the Proxmox host (`apt update && apt full-upgrade`): lxc-pve 6.0.5-2 or newer on Proxmox VE 9 (it stops restricting /proc and /sys in containers with nesting; pve-container 6.0.16 and later pull in lxc-pve 6.0.5-3), lxc-pve 6.0.0-2 or newer on Proxmox VE 8 where offered, else upgrade the host to Proxmox VE 9; then restart CT {ctid} (`pct reboot {ctid}`) and run this step again. Until then, holding containerd.io at a version with an older runc inside the container is the workaround.",
+        if unprivileged {
+            " (unprivileged container)"
+        } else {
+            ""
+        },
+        if versions.is_empty() {
+            "unknown package versions (`pveversion -v` did not list lxc-pve/pve-container)"
+                .to_string()
+        } else {
+            versions.join(", ")
+        }
+    )
+}
+
+/// `docker run --rm hello-world`: a container really starts (image, runc, cgroups, AppArmor),
+/// not only the daemon answering. Recognises the CVE-2025-52881 runc failure and says how to
+/// fix it. When the image cannot be pulled because the network stays down, warns and goes on
+/// (Docker's own checks passed; the smoke test needs the image).
+fn smoke_test(
+    ctx: &StepContext,
+    guest: &Guest,
+    unprivileged: bool,
+    lacks_keyctl: bool,
+) -> Result<()> {
+    let ctid = guest.ctid();
+    if ctx.dry_run {
+        println!("would run: pct exec {ctid} -- docker run --rm {SMOKE_IMAGE} (smoke test)");
+        return Ok(());
+    }
+    match guest.run(&["docker", "run", "--rm", SMOKE_IMAGE]) {
+        Ok(_) => {
+            log::info!("[{ctid}] smoke test: `docker run --rm {SMOKE_IMAGE}` ran a container");
+            Ok(())
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            if is_runc_sysctl_denied(&msg) {
+                let versions = ctx.pct.pveversion_verbose().unwrap_or_default();
+                return Err(Error::guest(format!(
+                    "{}\n(docker said: {})",
+                    runc_sysctl_diagnosis(ctid, unprivileged, &versions),
+                    msg.lines()
+                        .find(|l| l.contains(RUNC_SYSCTL_DENIED))
+                        .unwrap_or("")
+                        .trim()
+                ))
+                .into());
+            }
+            if msg.contains("network stayed down") {
+                log::warn!(
+                    "[{ctid}] smoke test skipped: `{SMOKE_IMAGE}` cannot be pulled while the network is down ({msg})"
+                );
+                return Ok(());
+            }
+            Err(keyctl_hint(ctid, e, lacks_keyctl).context(format!(
+                "CT {ctid}: the Docker smoke test (`docker run --rm {SMOKE_IMAGE}`) failed: the daemon answers but cannot run a container"
+            )))
+        }
+    }
+}
+
 /// The `docker run` argv of a Portainer role (without `docker`).
 pub fn portainer_run_args(s: &DockerSettings) -> Option<Vec<String>> {
     let v = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<String>>();
@@ -592,17 +707,9 @@ fn portainer(
             ctx.say(Some(ctid), &format!("starting Portainer ({name})"));
             let mut argv = vec!["docker"];
             argv.extend(args.iter().map(String::as_str));
-            guest.run(&argv).map_err(|e| {
-                let msg = format!("{e:#}");
-                if lacks_keyctl && msg.contains("keyring") {
-                    Error::guest(format!(
-                        "{msg}\nhint: CT {ctid} is unprivileged without keyctl=1; add keyctl=1 to lxc_configs.\"{ctid}\".features, apply it (`pct set {ctid} --features nesting=1,keyctl=1`, restart) and run this step again"
-                    ))
-                    .into()
-                } else {
-                    e
-                }
-            })?;
+            guest
+                .run(&argv)
+                .map_err(|e| keyctl_hint(ctid, e, lacks_keyctl))?;
             true
         }
     };
@@ -628,6 +735,20 @@ fn portainer(
         }
     }
     Ok(changed)
+}
+
+/// A failed `docker run` in an unprivileged CT without keyctl=1 (runc cannot create its
+/// session keyring): the error with the hint that fixes it.
+fn keyctl_hint(ctid: Ctid, e: anyhow::Error, lacks_keyctl: bool) -> anyhow::Error {
+    let msg = format!("{e:#}");
+    if lacks_keyctl && msg.contains("keyring") {
+        Error::guest(format!(
+            "{msg}\nhint: CT {ctid} is unprivileged without keyctl=1; add keyctl=1 to lxc_configs.\"{ctid}\".features, apply it (`pct set {ctid} --features nesting=1,keyctl=1`, restart) and run this step again"
+        ))
+        .into()
+    } else {
+        e
+    }
 }
 
 /// `docker inspect` state of a container, `None` when there is none of that name.
@@ -673,6 +794,27 @@ mod tests {
             let e = parse_daemon_json(Ctid(910), bad).unwrap_err();
             assert_eq!(crate::error::exit_code(&e), 5, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_runc_cve_failure_is_recognised_with_its_remedy() {
+        let docker = "docker: Error response from daemon: failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: open sysctl net.ipv4.ip_unprivileged_port_start file: reopen fd 8: permission denied: unknown";
+        assert!(is_runc_sysctl_denied(docker));
+        assert!(!is_runc_sysctl_denied(
+            "unable to join session keyring: unable to create session key: permission denied"
+        ));
+        let d = runc_sysctl_diagnosis(
+            Ctid(910),
+            true,
+            "proxmox-ve: 8.4.0\npve-container: 5.2.7\nlxc-pve: 6.0.0-1\n",
+        );
+        assert!(d.contains("CVE-2025-52881"), "{d}");
+        assert!(d.contains("pve-container: 5.2.7, lxc-pve: 6.0.0-1"), "{d}");
+        assert!(
+            d.contains("lxc-pve 6.0.0-2") && d.contains("lxc-pve 6.0.5-2"),
+            "{d}"
+        );
+        assert!(d.contains("pct reboot 910"), "{d}");
     }
 
     #[test]

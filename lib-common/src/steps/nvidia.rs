@@ -4,11 +4,15 @@
 //! 1. Host: every assigned `/dev/nvidiaN` exists, the loaded driver
 //!    (`/proc/driver/nvidia/version`) is the configured version, the device majors come from
 //!    `/proc/devices` (uvm and caps are dynamic).
-//! 2. Config: the main section of `/etc/pve/lxc/<id>.conf` ends with exactly this CT's
-//!    passthrough lines (others, e.g. a GPU inherited from a template, are removed) through
-//!    [`ConfFile`] (atomic, never into a snapshot section); the CT restarts only when the file
-//!    changed.
-//! 3. Guest: unless `nvidia-smi` already reports the configured version, the `.run` installer is
+//! 2. Config, by `behavior.gpu_passthrough` ([`choose_mode`]): `devN` entries set with
+//!    `pct set --devN` (PVE >= 8.1, the `auto` default there), or raw lines at the end of the
+//!    main section of `/etc/pve/lxc/<id>.conf` through [`ConfFile`] (under the config lock,
+//!    atomic, never into a snapshot section). Exactly this CT's devices, in one form: the other
+//!    form's GPU entries and other GPUs (e.g. inherited from a template) are removed.
+//! 3. Live: LXC reads passthrough at start, so the CT is restarted when the change is not live
+//!    (raw lines changed while it ran, `devN` pending) and whenever a node is missing inside;
+//!    the step ends with every assigned node present in the guest.
+//! 4. Guest: unless `nvidia-smi` already reports the configured version, the `.run` installer is
 //!    downloaded once into the host cache, pushed in and run without its kernel module; then the
 //!    CUDA repository (from `nvidia_repo_url`), the CUDA toolkit and `nvtop` (never
 //!    `cuda-drivers`), and a final `nvidia-smi` check.
@@ -19,12 +23,13 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::conffile::{ConfFile, lxc_line};
-use crate::config::{ContainerSpec, Ctid, LxcConfigFile, parse_gpu_assignment};
+use crate::conffile::{ConfFile, lxc_line, parse_lxc_line};
+use crate::config::{ContainerSpec, Ctid, GpuPassthrough, LxcConfigFile, parse_gpu_assignment};
 use crate::error::{Error, ErrorKind, Result};
 use crate::guest::Guest;
+use crate::host::DEVN_SINCE;
 use crate::paths::{CACHE_DIR, host_path};
-use crate::pct::CtStatus;
+use crate::pct::{CtStatus, PctConfig};
 use crate::step::{StepContext, wait_ready};
 use crate::steps::Outcome;
 use crate::steps::clone::is_gpu_line;
@@ -276,6 +281,236 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// How this run passes GPUs through (`behavior.gpu_passthrough` on this host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `devN:` entries, set with `pct set --devN` (PVE >= 8.1).
+    Dev,
+    /// Raw `lxc.cgroup2.devices.allow` / `lxc.mount.entry` lines in the conf file.
+    Lxc,
+}
+
+/// The mode for `setting` on a host whose `pveversion` says `version` (`None`: unreadable).
+/// `auto` is `dev` from 8.1 on and `lxc` before (and when the version cannot be read: raw
+/// lines work on every version); `dev` on an older host is a precondition error.
+pub fn choose_mode(
+    ctid: Ctid,
+    setting: GpuPassthrough,
+    version: Option<(u32, u32)>,
+) -> Result<Mode> {
+    let new_enough = version.is_some_and(|v| v >= DEVN_SINCE);
+    match setting {
+        GpuPassthrough::Lxc => Ok(Mode::Lxc),
+        GpuPassthrough::Auto if new_enough => Ok(Mode::Dev),
+        GpuPassthrough::Auto => Ok(Mode::Lxc),
+        GpuPassthrough::Dev if new_enough => Ok(Mode::Dev),
+        GpuPassthrough::Dev => Err(Error::precondition(format!(
+            "CT {ctid}: behavior.gpu_passthrough is \"dev\" but this host runs Proxmox VE {}; devN passthrough needs 8.1 or newer (pve-container 5.0.7)\nhint: upgrade the host, or set behavior.gpu_passthrough to \"auto\" or \"lxc\"",
+            version.map_or("of an unknown version".to_string(), |(a, b)| format!("{a}.{b}"))
+        ))
+        .into()),
+    }
+}
+
+/// Read `pveversion` and choose the mode for this run.
+fn resolve_mode(ctx: &StepContext, ctid: Ctid) -> Result<Mode> {
+    let setting = ctx.configs.hypervisor.gpu_passthrough();
+    let text = ctx.pct.pveversion()?;
+    let version = crate::host::parse_pve_version(&text);
+    if version.is_none() {
+        log::warn!("[{ctid}] cannot read the Proxmox VE version from `pveversion` ({text:?})");
+    }
+    let mode = choose_mode(ctid, setting, version)?;
+    log::info!(
+        "[{ctid}] GPU passthrough by {} (behavior.gpu_passthrough {setting:?}, Proxmox VE {})",
+        match mode {
+            Mode::Dev => "devN entries",
+            Mode::Lxc => "raw lxc lines",
+        },
+        version.map_or("unknown".into(), |(a, b)| format!("{a}.{b}"))
+    );
+    Ok(mode)
+}
+
+/// The host's device nodes a container with `gpus` needs, as host-absolute paths, those that
+/// exist: `/dev/nvidiaN`, `nvidiactl`, `nvidia-uvm`, `nvidia-uvm-tools`, and the
+/// `nvidia-caps` nodes (each node for devN, which passes single devices; the directory for a
+/// bind mount).
+pub fn device_nodes(gpus: &[u32], mode: Mode) -> Vec<String> {
+    let mut v: Vec<String> = gpus.iter().map(|g| format!("/dev/nvidia{g}")).collect();
+    for n in ["nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"] {
+        let p = format!("/dev/{n}");
+        if crate::host::exists(&p) {
+            v.push(p);
+        }
+    }
+    let caps = "/dev/nvidia-caps";
+    match mode {
+        Mode::Lxc if crate::host::exists(caps) => v.push(caps.into()),
+        Mode::Lxc => {}
+        Mode::Dev => {
+            let mut nodes: Vec<String> = std::fs::read_dir(host_path(caps))
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+                        .map(|e| format!("{caps}/{}", e.file_name().to_string_lossy()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            nodes.sort();
+            v.extend(nodes);
+        }
+    }
+    v
+}
+
+/// The `devN` value for a host node: `PATH,mode=0666` (NVIDIA's nodes are world read-write;
+/// Proxmox's default would be 0660 root-only, pve-container `PVE::LXC::create_passthrough_device_node`),
+/// plus `gid=` of the node's group when that is the host's `video` or `render` group (as the
+/// community scripts pass `/dev/dri` nodes).
+pub fn dev_value(node: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut v = format!("{node},mode=0666");
+    if let Ok(m) = std::fs::metadata(host_path(node))
+        && m.gid() != 0
+        && crate::host::group_name(m.gid()).is_some_and(|g| g == "video" || g == "render")
+    {
+        v.push_str(&format!(",gid={}", m.gid()));
+    }
+    v
+}
+
+/// The path of a `devN` value (`/dev/x,mode=..` or `...,path=/dev/x`; `path` is the
+/// property string's default key).
+fn dev_path(value: &str) -> String {
+    dev_props(value).remove("path").unwrap_or_default()
+}
+
+/// A `devN` value as key/value pairs (the path under `path`), so that the order of options
+/// does not count as a difference.
+fn dev_props(value: &str) -> std::collections::BTreeMap<String, String> {
+    value
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => ("path".to_string(), p.to_string()),
+        })
+        .collect()
+}
+
+fn is_dev_key(k: &str) -> bool {
+    k.strip_prefix("dev")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The `pct set` pairs and `--delete` keys that make the CT's GPU `devN` entries (in `cfg`, as
+/// `pct config` shows them, pending values merged) equal `wanted` (node paths). Entries for
+/// other devices are kept; new entries take the lowest free indices.
+pub fn dev_changes(
+    cfg: &PctConfig,
+    wanted: &[(String, String)],
+) -> (Vec<(String, String)>, Vec<String>) {
+    let mut set = Vec::new();
+    let mut delete = Vec::new();
+    let mut done: Vec<&str> = Vec::new();
+    let mut keys: Vec<(&String, &String)> =
+        cfg.settings.iter().filter(|(k, _)| is_dev_key(k)).collect();
+    keys.sort_by_key(|(k, _)| k[3..].parse::<u32>().unwrap_or(u32::MAX));
+    for (k, v) in &keys {
+        let path = dev_path(v);
+        if !path.starts_with("/dev/nvidia") {
+            continue;
+        }
+        match wanted.iter().find(|(p, _)| *p == path) {
+            Some((p, want)) if !done.contains(&p.as_str()) => {
+                done.push(p);
+                if dev_props(v) != dev_props(want) {
+                    set.push(((*k).clone(), want.clone()));
+                }
+            }
+            _ => delete.push((*k).clone()),
+        }
+    }
+    let mut used: Vec<u32> = keys
+        .iter()
+        .filter_map(|(k, _)| k[3..].parse().ok())
+        .collect();
+    for (p, want) in wanted {
+        if done.contains(&p.as_str()) {
+            continue;
+        }
+        let free = (0u32..).find(|i| !used.contains(i)).expect("a free index");
+        used.push(free);
+        set.push((format!("dev{free}"), want.clone()));
+    }
+    (set, delete)
+}
+
+/// Make the CT's GPU `devN` entries equal `wanted` with `pct set` (which takes Proxmox's
+/// config lock and checks the devices). Returns whether it changed (or would change) anything.
+fn apply_dev(ctx: &StepContext, ctid: Ctid, wanted: &[(String, String)]) -> Result<bool> {
+    let pct = &ctx.pct;
+    let cfg = pct.config(ctid)?;
+    let (set, delete) = dev_changes(&cfg, wanted);
+    if !delete.is_empty() {
+        let keys: Vec<&str> = delete.iter().map(String::as_str).collect();
+        pct.set_delete(ctid, &keys)?;
+    }
+    if !set.is_empty() {
+        let pairs: Vec<(&str, &str)> = set.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        pct.set(ctid, &pairs)?;
+    }
+    if !set.is_empty() || !delete.is_empty() {
+        ctx.say(
+            Some(ctid),
+            &format!(
+                "GPU devN entries: {} set, {} removed",
+                set.len(),
+                delete.len()
+            ),
+        );
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Whether a `devN` change waits in `[pve:pending]` for the next start.
+fn dev_pending(ctx: &StepContext, ctid: Ctid) -> Result<bool> {
+    if ctx.dry_run {
+        return Ok(false);
+    }
+    let merged = ctx.pct.config(ctid)?;
+    let current = ctx.pct.config_current(ctid)?;
+    let devs = |c: &PctConfig| -> Vec<(String, String)> {
+        c.settings
+            .iter()
+            .filter(|(k, _)| is_dev_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    Ok(devs(&merged) != devs(&current))
+}
+
+/// The nodes of `nodes` missing inside the running CT (one `pct exec`).
+fn missing_in_guest(guest: &Guest, nodes: &[String]) -> Result<Vec<String>> {
+    let args: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let out = guest.query_script(
+        r#"for p in "$@"; do [ -e "$p" ] || printf '%s\n' "$p"; done"#,
+        &args,
+    )?;
+    if !out.success() {
+        return Err(Error::guest(format!(
+            "CT {}: cannot check its device nodes (exit {}): {}",
+            guest.ctid(),
+            out.code,
+            out.tail(300)
+        ))
+        .into());
+    }
+    Ok(out.stdout.lines().map(str::to_string).collect())
+}
+
 /// Run the step for `ctid`.
 pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     let spec = ctx.container(ctid)?;
@@ -283,40 +518,77 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     let pct = &ctx.pct;
     let status = pct.require_exists(ctid)?;
 
-    let majors = if settings.gpus.is_empty() {
-        None
+    let (majors, mode) = if settings.gpus.is_empty() {
+        (None, None)
     } else {
-        Some(check_host(ctid, &settings)?)
+        let majors = check_host(ctid, &settings)?;
+        (Some(majors), Some(resolve_mode(ctx, ctid)?))
     };
-    let wanted = match &majors {
-        Some(m) => passthrough_lines(&settings.gpus, m),
-        None => Vec::new(),
+    // Each mode converges the other form away: switching modes leaves only one.
+    let raw_wanted = match (mode, &majors) {
+        (Some(Mode::Lxc), Some(m)) => passthrough_lines(&settings.gpus, m),
+        _ => Vec::new(),
     };
-    let conf_changed = apply_conf(ctx, ctid, &wanted, &gpu_majors(majors.as_ref()))?;
-    let mut outcome = if conf_changed {
+    let nodes = mode.map_or(Vec::new(), |m| device_nodes(&settings.gpus, m));
+    let dev_wanted: Vec<(String, String)> = if mode == Some(Mode::Dev) {
+        nodes.iter().map(|n| (n.clone(), dev_value(n))).collect()
+    } else {
+        Vec::new()
+    };
+    let raw_changed = apply_conf(ctx, ctid, &raw_wanted, &gpu_majors(majors.as_ref()))?;
+    let dev_changed = apply_dev(ctx, ctid, &dev_wanted)?;
+    let mut outcome = if raw_changed || dev_changed {
         Outcome::Changed
     } else {
         Outcome::Unchanged
     };
+    let running = status == CtStatus::Running;
+    // Raw lines apply only at a start; devN changes too unless Proxmox hot-plugged them.
+    let needs_restart = running && (raw_changed || dev_pending(ctx, ctid)?);
 
     if settings.gpus.is_empty() {
         ctx.say(
             Some(ctid),
             "gpu_assignment is none: no GPU passthrough, no NVIDIA user space",
         );
-        if conf_changed && status == CtStatus::Running {
+        if needs_restart {
             restart(ctx, ctid, true)?;
         }
         return Ok(outcome);
     }
 
-    // Raw lxc keys apply at the next start.
-    if conf_changed || status != CtStatus::Running {
-        restart(ctx, ctid, status == CtStatus::Running)?;
+    let mut restarted = false;
+    if needs_restart || !running {
+        restart(ctx, ctid, running)?;
+        restarted = true;
         outcome = Outcome::Changed;
     }
+    let guest = Guest::new(pct, ctid).with_network_timeout(ctx.ready_timeout());
+    // Configured is not enough: every node must be there inside. A CT started before its
+    // passthrough was configured (an interrupted run, an edit by hand) needs a restart.
+    if !ctx.dry_run {
+        let mut missing = missing_in_guest(&guest, &nodes)?;
+        if !missing.is_empty() && !restarted {
+            ctx.say(
+                Some(ctid),
+                &format!(
+                    "passthrough is configured but not live ({} missing inside); restarting",
+                    missing.join(", ")
+                ),
+            );
+            restart(ctx, ctid, true)?;
+            outcome = Outcome::Changed;
+            missing = missing_in_guest(&guest, &nodes)?;
+        }
+        if !missing.is_empty() {
+            return Err(Error::proxmox(format!(
+                "CT {ctid}: {} missing inside the container after a start although its passthrough is configured\nhint: check `pct config {ctid}` and `pct start {ctid} --debug`",
+                missing.join(", ")
+            ))
+            .into());
+        }
+    }
 
-    let guest = Guest::new(pct, ctid);
     if install_user_space(ctx, &guest, &settings)? {
         outcome = Outcome::Changed;
     }
@@ -392,14 +664,16 @@ fn check_host(ctid: Ctid, s: &NvidiaSettings) -> Result<DeviceMajors> {
 /// Make the main section end with `wanted` GPU lines; returns whether the file changed (or, in
 /// dry-run mode, would change).
 fn apply_conf(ctx: &StepContext, ctid: Ctid, wanted: &[String], majors: &[u32]) -> Result<bool> {
-    let mut conf = ConfFile::load(ctid)?;
+    // Raw lines only; `devN` entries are `pct set`'s (apply_dev).
+    let is_raw_gpu = |l: &str| parse_lxc_line(l).is_some() && is_gpu_line(l, majors);
+    let (_lock, mut conf) = ConfFile::load_locked(ctid, ctx.dry_run)?;
     let before: Vec<String> = conf
         .main_lines()
         .iter()
-        .filter(|l| is_gpu_line(l, majors))
+        .filter(|l| is_raw_gpu(l))
         .cloned()
         .collect();
-    if !conf.replace_main_lines(|l| is_gpu_line(l, majors), wanted) {
+    if !conf.replace_main_lines(is_raw_gpu, wanted) {
         return Ok(false);
     }
     // `pct set` refuses a locked CT (backup, snapshot, migrate, ...); so does this edit.
@@ -691,6 +965,56 @@ mod tests {
         let l = passthrough_lines(&[1], &no_uvm);
         assert_eq!(l.iter().filter(|l| l.contains("cgroup2")).count(), 1);
         assert!(l.iter().all(|l| !l.contains("/dev/nvidia0 ")));
+    }
+
+    #[test]
+    fn modes_by_setting_and_version() {
+        let c = Ctid(901);
+        use GpuPassthrough::*;
+        assert_eq!(choose_mode(c, Auto, Some((8, 4))).unwrap(), Mode::Dev);
+        assert_eq!(choose_mode(c, Auto, Some((8, 1))).unwrap(), Mode::Dev);
+        assert_eq!(choose_mode(c, Auto, Some((9, 0))).unwrap(), Mode::Dev);
+        assert_eq!(choose_mode(c, Auto, Some((8, 0))).unwrap(), Mode::Lxc);
+        assert_eq!(choose_mode(c, Auto, None).unwrap(), Mode::Lxc);
+        assert_eq!(choose_mode(c, Lxc, Some((9, 1))).unwrap(), Mode::Lxc);
+        assert_eq!(choose_mode(c, Dev, Some((8, 2))).unwrap(), Mode::Dev);
+        let e = choose_mode(c, Dev, Some((7, 4))).unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), 3);
+        assert!(e.to_string().contains("7.4") && e.to_string().contains("8.1"));
+    }
+
+    #[test]
+    fn dev_changes_keep_others_fix_values_and_fill_free_indices() {
+        let cfg = PctConfig::parse(
+            "dev0: /dev/fuse\ndev1: /dev/nvidia1,mode=0666\ndev2: path=/dev/nvidia0,mode=0600\ndev4: /dev/nvidia0,mode=0666\nmemory: 512\n",
+        );
+        let want = vec![
+            (
+                "/dev/nvidia0".to_string(),
+                "/dev/nvidia0,mode=0666".to_string(),
+            ),
+            (
+                "/dev/nvidiactl".to_string(),
+                "/dev/nvidiactl,mode=0666".to_string(),
+            ),
+        ];
+        let (set, delete) = dev_changes(&cfg, &want);
+        // dev2 holds nvidia0 with another mode: set in place; dev4 is a duplicate, dev1 not wanted.
+        assert_eq!(
+            set,
+            vec![
+                ("dev2".to_string(), "/dev/nvidia0,mode=0666".to_string()),
+                ("dev3".to_string(), "/dev/nvidiactl,mode=0666".to_string()),
+            ]
+        );
+        assert_eq!(delete, ["dev1", "dev4"]);
+        // Converged: nothing to do; option order does not matter.
+        let cfg =
+            PctConfig::parse("dev0: /dev/nvidia0,mode=0666\ndev1: mode=0666,path=/dev/nvidiactl\n");
+        assert_eq!(dev_changes(&cfg, &want), (vec![], vec![]));
+        // Nothing wanted: every GPU entry goes, others stay.
+        let cfg = PctConfig::parse("dev0: /dev/fuse\ndev1: /dev/nvidia0,mode=0666\n");
+        assert_eq!(dev_changes(&cfg, &[]), (vec![], vec!["dev1".to_string()]));
     }
 
     #[test]
