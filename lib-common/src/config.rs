@@ -358,9 +358,10 @@ pub fn read_file(path: &Path) -> Result<String, Error> {
     })
 }
 
-/// Parse JSON text into an untyped value; syntax errors name the file, line and column.
+/// Parse JSON text into an untyped value; syntax errors and duplicate keys name the file, line
+/// and column.
 pub fn parse_json(path: &Path, text: &str) -> Result<serde_json::Value, Error> {
-    serde_json::from_str(text).map_err(|e| {
+    crate::json::from_str_strict(text).map_err(|e| {
         Error::config(format!(
             "{}:{}:{}: invalid JSON: {e}",
             path.display(),

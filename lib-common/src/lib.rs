@@ -4,6 +4,7 @@
 //! - [`cli`]: command-line definitions shared with `cargo xtask` (man page, completions).
 //! - [`config`]: the typed model of both JSON files and loading them.
 //! - [`error`]: the error kinds and the one place they become exit codes.
+//! - [`json`]: strict JSON reading (duplicate keys are errors).
 //! - [`install`]: the installed layout (xtask install, the Debian package, the test harness).
 //! - [`paths`]: PREFIX, `PHOENIX_HOST_ROOT`, config file locations.
 //! - [`logging`]: the shared log file format.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod install;
+pub mod json;
 pub mod logging;
 pub mod orchestrator;
 pub mod paths;

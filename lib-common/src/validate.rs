@@ -20,6 +20,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::config::{self, Configs, ContainerSpec, Ctid, HypervisorConfig, LxcConfigFile};
+use crate::json::escape_pointer;
 use crate::paths;
 
 /// The shipped schemas, compiled into every binary (used when PREFIX/etc lacks them).
@@ -293,10 +294,6 @@ impl Schema {
     }
 }
 
-fn escape_pointer(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
-}
-
 fn exists(p: &Path) -> bool {
     p.is_file()
 }
@@ -428,7 +425,7 @@ pub fn read_document(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Value> 
             return None;
         }
     };
-    match serde_json::from_str(&text) {
+    match crate::json::from_str_strict(&text) {
         Ok(v) => Some(v),
         Err(e) => {
             let mut d = Diagnostic::error(path, "", format!("invalid JSON: {e}"));

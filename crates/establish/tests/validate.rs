@@ -147,3 +147,33 @@ fn building_needs_the_installed_step_programs() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+/// The reference file's text with `"lxc_configs": {}` added after the last key: with
+/// `serde_json`'s silent last-wins this emptied the list.
+#[test]
+fn duplicate_keys_are_refused_naming_key_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = repo().join("tests/fixtures/upstream-214aa23");
+    let text_in = std::fs::read_to_string(dir.join("phoenix_lxc_configs.json")).unwrap();
+    let end = text_in.rfind('}').unwrap();
+    let doubled = format!(
+        "{},\n\"lxc_configs\": {{}}\n}}\n",
+        text_in[..end].trim_end()
+    );
+    let line = doubled.lines().count() - 1;
+    let lxc_path = tmp.path().join("lxc.json");
+    std::fs::write(&lxc_path, &doubled).unwrap();
+    let out = run(
+        tmp.path(),
+        &dir.join("phoenix_hypervisor_config.json"),
+        &lxc_path,
+        &["--validate"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("error: {}:{line}:", lxc_path.display()))
+            && err.contains("duplicate key 'lxc_configs'"),
+        "{err}"
+    );
+}
