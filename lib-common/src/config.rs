@@ -6,60 +6,18 @@
 //! beyond types (schema, semantic rules) lives in `validate`.
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
-/// A Proxmox VMID (100..=999999999), the key of a container block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Ctid(pub u32);
-
-impl Ctid {
-    pub const MIN: u32 = 100;
-    pub const MAX: u32 = 999_999_999;
-}
-
-impl fmt::Display for Ctid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl FromStr for Ctid {
-    type Err = String;
-    /// Proxmox's `pve-vmid` format: `^[1-9][0-9]{2,8}$`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = (3..=9).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_digit())
-            && !s.starts_with('0');
-        if !ok {
-            return Err(format!(
-                "'{s}' is not a valid Proxmox CTID (an integer 100..999999999)"
-            ));
-        }
-        Ok(Ctid(s.parse().map_err(|_| {
-            format!("'{s}' is not a valid Proxmox CTID")
-        })?))
-    }
-}
-
-impl TryFrom<String> for Ctid {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<Ctid> for String {
-    fn from(c: Ctid) -> String {
-        c.0.to_string()
-    }
-}
+pub use crate::types::Ctid;
+use crate::types::{
+    Bridge, DriverVersion, Features, GpuAssignment, Hostname, IfaceName, ImageRef, Ipv4Cidr,
+    MacAddr, ModelName, OsTemplate, SnapshotName, StorageId,
+};
 
 // ---------------------------------------------------------------------------------------------
 // phoenix_lxc_configs.json
@@ -69,7 +27,7 @@ impl From<Ctid> for String {
 pub struct LxcConfigFile {
     #[serde(rename = "$schema")]
     pub schema: String,
-    pub nvidia_driver_version: String,
+    pub nvidia_driver_version: DriverVersion,
     pub nvidia_repo_url: String,
     pub nvidia_runfile_url: String,
     pub lxc_configs: BTreeMap<Ctid, ContainerSpec>,
@@ -78,11 +36,14 @@ pub struct LxcConfigFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
-    pub name: String,
-    pub bridge: String,
+    /// The interface name inside the container (`eth0`).
+    pub name: IfaceName,
+    /// The host bridge (`vmbr0`).
+    pub bridge: Bridge,
     /// IPv4 with CIDR, e.g. `10.0.0.200/24`.
-    pub ip: String,
-    pub gw: String,
+    pub ip: Ipv4Cidr,
+    /// The default gateway.
+    pub gw: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,37 +58,57 @@ pub enum PortainerRole {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerSpec {
-    pub name: String,
+    /// The hostname.
+    pub name: Hostname,
     pub memory_mb: u64,
     pub cores: u32,
     /// The OS template (ostemplate) a base container is created from.
-    pub template: String,
-    pub storage_pool: String,
+    pub template: OsTemplate,
+    pub storage_pool: StorageId,
     pub storage_size_gb: u64,
     pub network_config: NetworkConfig,
     /// `nesting=1,keyctl=1`; may be empty (`""`) or absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub features: Option<String>,
+    pub features: Option<Features>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub static_ip: Option<String>,
+    pub static_ip: Option<Ipv4Cidr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac_address: Option<String>,
+    pub mac_address: Option<MacAddr>,
     /// `none` or GPU indices `0,1`. Absent means `none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu_assignment: Option<String>,
+    pub gpu_assignment: Option<GpuAssignment>,
     pub portainer_role: PortainerRole,
     pub unprivileged: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vllm_model: Option<String>,
+    /// `null` or `""` mean none.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
+    pub vllm_model: Option<ModelName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vllm_tensor_parallel_size: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_template: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template_snapshot_name: Option<String>,
-    /// The CTID (as a string, as upstream writes it) of the template to clone from.
+    pub template_snapshot_name: Option<SnapshotName>,
+    /// The template to clone from (a string in the file, as upstream writes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clone_from_template_ctid: Option<String>,
+    pub clone_from_template_ctid: Option<Ctid>,
+}
+
+/// `null`, absent and `""` are `None`; anything else must parse as `T`.
+fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 impl ContainerSpec {
@@ -135,24 +116,27 @@ impl ContainerSpec {
         self.is_template.unwrap_or(false)
     }
 
-    /// The clone source, if the block names one (the schema guarantees digits; semantic
-    /// validation guarantees it is defined).
+    /// The clone source, if the block names one (validation guarantees it is defined).
     pub fn clone_source(&self) -> Option<Ctid> {
         self.clone_from_template_ctid
-            .as_deref()
-            .and_then(|s| s.parse().ok())
     }
 
     /// `features` as `(key, value)` pairs in the written order; empty for `""` or absent.
     pub fn feature_pairs(&self) -> Vec<(String, String)> {
-        parse_features(self.features.as_deref().unwrap_or(""))
+        self.features
+            .as_ref()
+            .map(|f| f.pairs().to_vec())
+            .unwrap_or_default()
     }
 
     /// `features` has `key=1`.
     pub fn feature_enabled(&self, key: &str) -> bool {
-        self.feature_pairs()
-            .iter()
-            .any(|(k, v)| k == key && v == "1")
+        self.features.as_ref().is_some_and(|f| f.enabled(key))
+    }
+
+    /// The address `net0` gets: `static_ip` when set, else `network_config.ip`.
+    pub fn ip(&self) -> Ipv4Cidr {
+        self.static_ip.unwrap_or(self.network_config.ip)
     }
 
     /// The `features` value Proxmox gets for this CT when it is (or, for a clone, turned out)
@@ -186,7 +170,10 @@ impl ContainerSpec {
 
     /// The assigned GPU indices; empty for `none` or absent.
     pub fn gpus(&self) -> Vec<u32> {
-        parse_gpu_assignment(self.gpu_assignment.as_deref().unwrap_or("none"))
+        self.gpu_assignment
+            .as_ref()
+            .map(|g| g.gpus().to_vec())
+            .unwrap_or_default()
     }
 
     pub fn has_gpus(&self) -> bool {
@@ -194,10 +181,11 @@ impl ContainerSpec {
     }
 
     pub fn wants_vllm(&self) -> bool {
-        self.vllm_model.as_deref().is_some_and(|m| !m.is_empty())
+        self.vllm_model.is_some()
     }
 }
 
+/// A `features` value as Proxmox writes it in a conf (not ours to validate):
 /// `nesting=1,keyctl=1` → `[("nesting","1"),("keyctl","1")]`; blanks ignored.
 pub fn parse_features(s: &str) -> Vec<(String, String)> {
     s.split(',')
@@ -210,8 +198,8 @@ pub fn parse_features(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `none` → `[]`; `0,1` → `[0, 1]` (sorted, unique). Unparseable entries are dropped here; the
-/// schema rejects them first.
+/// A GPU list from elsewhere than the configuration (e.g. an environment variable a step
+/// gets): `none` → `[]`; `0,1` → `[0, 1]` (sorted, unique); unparseable entries are dropped.
 pub fn parse_gpu_assignment(s: &str) -> Vec<u32> {
     if s.trim() == "none" {
         return Vec::new();
@@ -272,9 +260,9 @@ pub const DEFAULT_PORTAINER_AGENT_IMAGE: &str = "portainer/agent:2.33.1-lts";
 #[serde(deny_unknown_fields)]
 pub struct DockerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub portainer_server_image: Option<String>,
+    pub portainer_server_image: Option<ImageRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub portainer_agent_image: Option<String>,
+    pub portainer_agent_image: Option<ImageRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -405,15 +393,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ctid_parsing_follows_pve_vmid() {
-        assert_eq!("900".parse::<Ctid>().unwrap(), Ctid(900));
-        assert_eq!("999999999".parse::<Ctid>().unwrap(), Ctid(999_999_999));
-        for bad in ["99", "0100", "1000000000", "abc", "", "-100", "1e3"] {
-            assert!(bad.parse::<Ctid>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn keyctl_is_added_for_docker_in_unprivileged_cts_only() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/fixtures/upstream-214aa23/phoenix_lxc_configs.json");
@@ -425,13 +404,13 @@ mod tests {
         let mut ct = lxc.lxc_configs[&Ctid(902)].clone();
         assert_eq!(ct.proxmox_features(true), "nesting=1,keyctl=1");
         assert_eq!(ct.proxmox_features(false), "nesting=1");
-        ct.features = Some("nesting=1,keyctl=0".into());
+        ct.features = Some("nesting=1,keyctl=0".parse().unwrap());
         assert_eq!(
             ct.proxmox_features(true),
             "nesting=1,keyctl=0",
             "an explicit keyctl=0 is respected"
         );
-        ct.features = Some(String::new());
+        ct.features = Some("".parse().unwrap());
         assert_eq!(ct.proxmox_features(true), "", "no Docker, nothing added");
     }
 

@@ -2,6 +2,7 @@
 //! setup plugins) are thin `main.rs` files over it.
 //!
 //! - [`cli`]: command-line definitions shared with `cargo xtask` (man page, completions).
+//! - [`types`]: the domain's values (hostnames, storage IDs, MACs, ...), each format parsed once.
 //! - [`config`]: the typed model of both JSON files and loading them.
 //! - [`error`]: the error kinds and the one place they become exit codes.
 //! - [`json`]: strict JSON reading (duplicate keys are errors).
@@ -26,6 +27,7 @@ pub mod logging;
 pub mod orchestrator;
 pub mod paths;
 pub mod plan;
+pub mod types;
 pub mod validate;
 
 pub use error::{Error, ErrorKind, Result};

@@ -140,11 +140,11 @@ pub fn parse_listsnapshot(text: &str) -> Vec<String> {
 /// The MAC goes inside net0 (`--hwaddress` is not a pct option); `ip` prefers `static_ip`.
 pub fn net0_value(spec: &ContainerSpec) -> String {
     let net = &spec.network_config;
-    let ip = spec.static_ip.as_deref().unwrap_or(&net.ip);
-    let mut v = format!("name={},bridge={},ip={ip}", net.name, net.bridge);
-    if !net.gw.is_empty() {
-        v.push_str(&format!(",gw={}", net.gw));
-    }
+    let ip = spec.ip();
+    let mut v = format!(
+        "name={},bridge={},ip={ip},gw={}",
+        net.name, net.bridge, net.gw
+    );
     if let Some(mac) = spec.mac_address.as_deref() {
         v.push_str(&format!(",hwaddr={mac}"));
     }
@@ -172,11 +172,11 @@ impl CreateSpec {
     pub fn from_spec(ctid: Ctid, spec: &ContainerSpec) -> CreateSpec {
         CreateSpec {
             ctid,
-            ostemplate: spec.template.clone(),
-            hostname: spec.name.clone(),
+            ostemplate: spec.template.to_string(),
+            hostname: spec.name.to_string(),
             memory_mb: spec.memory_mb,
             cores: spec.cores,
-            storage: spec.storage_pool.clone(),
+            storage: spec.storage_pool.to_string(),
             rootfs_gb: spec.storage_size_gb,
             net0: net0_value(spec),
             features: spec.proxmox_features(spec.unprivileged),
@@ -805,10 +805,10 @@ mod tests {
     /// The reference base template 900 (empty features), from the steps' test block.
     pub(crate) fn spec_900() -> ContainerSpec {
         let mut s = crate::steps::tests::spec("BaseTemplate");
-        s.features = Some("".into());
-        s.static_ip = Some("10.0.0.200/24".into());
+        s.features = Some("".parse().unwrap());
+        s.static_ip = Some("10.0.0.200/24".parse().unwrap());
         s.is_template = Some(true);
-        s.template_snapshot_name = Some("base-snapshot".into());
+        s.template_snapshot_name = Some("base-snapshot".parse().unwrap());
         s
     }
 
@@ -839,7 +839,7 @@ mod tests {
         );
         assert!(!a.iter().any(|x| x == "--hwaddress" || x == "--features"));
         let mut s = spec_900();
-        s.features = Some("nesting=1".into());
+        s.features = Some("nesting=1".parse().unwrap());
         s.unprivileged = false;
         let a = CreateSpec::from_spec(Ctid(902), &s).args();
         let i = a.iter().position(|x| x == "--features").unwrap();

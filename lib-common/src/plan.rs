@@ -124,7 +124,8 @@ pub fn plan(lxc: &LxcConfigFile) -> Plan {
         let snapshot_of = |src: Ctid| {
             lxc.lxc_configs
                 .get(&src)
-                .and_then(|s| s.template_snapshot_name.clone())
+                .and_then(|s| s.template_snapshot_name.as_ref())
+                .map(ToString::to_string)
                 .unwrap_or_default()
         };
         let (action, reason) = if let Some(src) = ct.clone_source() {
@@ -141,7 +142,7 @@ pub fn plan(lxc: &LxcConfigFile) -> Plan {
         } else if ct.is_template() {
             (
                 Action::Create {
-                    ostemplate: ct.template.clone(),
+                    ostemplate: ct.template.to_string(),
                 },
                 "template without clone_from_template_ctid: create from its ostemplate".into(),
             )
@@ -162,7 +163,7 @@ pub fn plan(lxc: &LxcConfigFile) -> Plan {
         } else {
             (
                 Action::Create {
-                    ostemplate: ct.template.clone(),
+                    ostemplate: ct.template.to_string(),
                 },
                 format!(
                     "no clone_from_template_ctid and no template fits (needs: {}; unprivileged {}): create from its ostemplate",
@@ -269,9 +270,9 @@ mod tests {
     ) {
         let mut ct = lxc.lxc_configs[&Ctid(910)].clone();
         ct.clone_from_template_ctid = None;
-        ct.gpu_assignment = Some(if gpu { "0" } else { "none" }.into());
-        ct.features = Some(if docker { "nesting=1" } else { "" }.into());
-        ct.vllm_model = vllm.then(|| "m".into());
+        ct.gpu_assignment = Some(if gpu { "0" } else { "none" }.parse().unwrap());
+        ct.features = Some(if docker { "nesting=1" } else { "" }.parse().unwrap());
+        ct.vllm_model = vllm.then(|| "m".parse().unwrap());
         ct.unprivileged = unpriv;
         lxc.lxc_configs.insert(Ctid(id), ct);
     }
@@ -287,7 +288,7 @@ mod tests {
         assert_eq!(
             plan.entries[&Ctid(900)].action,
             Action::Create {
-                ostemplate: lxc.lxc_configs[&Ctid(900)].template.clone()
+                ostemplate: lxc.lxc_configs[&Ctid(900)].template.to_string()
             }
         );
         assert_eq!(
@@ -306,10 +307,10 @@ mod tests {
         let mut lxc = reference();
         // 100 clones 920; 905 is a template cloned from 950's sibling chain end.
         let mut c100 = lxc.lxc_configs[&Ctid(950)].clone();
-        c100.name = "early".into();
+        c100.name = "early".parse().unwrap();
         lxc.lxc_configs.insert(Ctid(100), c100);
         let mut t = lxc.lxc_configs[&Ctid(902)].clone();
-        t.clone_from_template_ctid = Some("920".into());
+        t.clone_from_template_ctid = Some("920".parse().unwrap());
         lxc.lxc_configs.insert(Ctid(905), t);
         assert_eq!(
             dependency_order(&lxc),
@@ -357,7 +358,7 @@ mod tests {
     fn template_choice_ties_go_to_the_lowest_ctid() {
         let mut lxc = reference();
         let mut t = lxc.lxc_configs[&Ctid(902)].clone();
-        t.template_snapshot_name = Some("other".into());
+        t.template_snapshot_name = Some("other".parse().unwrap());
         lxc.lxc_configs.insert(Ctid(899), t.clone());
         lxc.lxc_configs.insert(Ctid(904), t);
         standard(&mut lxc, 201, false, true, false, true);
@@ -387,7 +388,7 @@ mod tests {
         lxc.lxc_configs
             .get_mut(&Ctid(900))
             .unwrap()
-            .clone_from_template_ctid = Some("950".into());
+            .clone_from_template_ctid = Some("950".parse().unwrap());
         let plan = plan(&lxc);
         let order = plan.order();
         assert_eq!(order.len(), 7);

@@ -36,6 +36,7 @@ pub struct CommonArgs {
 
 fn parse_ctid(s: &str) -> std::result::Result<Ctid, String> {
     s.parse()
+        .map_err(|e: crate::types::ParseError| e.to_string())
 }
 
 /// `STEP [--dry-run] CTID` (create-lxc, lxc-nvidia, lxc-docker, setup-<ctid>).

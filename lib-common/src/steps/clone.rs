@@ -59,9 +59,9 @@ pub fn run(ctx: &StepContext, source: Ctid, snapshot: &str, target: Ctid) -> Res
         source,
         target,
         snapname: Some(snapshot.to_string()),
-        hostname: spec.name.clone(),
+        hostname: spec.name.to_string(),
         full: true,
-        storage: Some(spec.storage_pool.clone()),
+        storage: Some(spec.storage_pool.to_string()),
     })?;
     converge(ctx, target, spec, true)?;
     Ok(Outcome::Changed)
@@ -75,7 +75,7 @@ pub fn settings_diff(
     let mut set = Vec::new();
     let mut delete = Vec::new();
     if current.get("hostname") != Some(spec.name.as_str()) {
-        set.push(("hostname", spec.name.clone()));
+        set.push(("hostname", spec.name.to_string()));
     }
     if current.get("memory") != Some(spec.memory_mb.to_string().as_str()) {
         set.push(("memory", spec.memory_mb.to_string()));
@@ -308,7 +308,7 @@ mod tests {
         assert!(set[2].1.contains("hwaddr=52:54:00:AA:BB:CC"));
         assert!(del.is_empty());
         let mut s2 = spec("gpu");
-        s2.features = Some(String::new());
+        s2.features = Some("".parse().unwrap());
         let cfg = PctConfig::parse("cores: 2\nhostname: gpu\nmemory: 2048\nfeatures: nesting=1\n");
         let (_, del) = settings_diff(&s2, &cfg);
         assert_eq!(del, ["features"]);
@@ -317,7 +317,7 @@ mod tests {
     #[test]
     fn an_unprivileged_clone_that_runs_docker_gets_keyctl() {
         let mut s = spec("dock");
-        s.features = Some("nesting=1".into());
+        s.features = Some("nesting=1".parse().unwrap());
         let base = "cores: 2\nfeatures: nesting=1\nhostname: dock\nmemory: 2048\nnet0: name=eth0,bridge=vmbr0,gw=10.0.0.1,hwaddr=52:54:00:aa:bb:cc,ip=10.0.0.200/24,type=veth\n";
         // The source decides: unprivileged inherited -> keyctl=1 added; privileged -> as written.
         let (set, _) = settings_diff(&s, &PctConfig::parse(&format!("{base}unprivileged: 1\n")));

@@ -738,10 +738,10 @@ mod tests {
     #[test]
     fn settings_from_block_and_env() {
         let mut spec = crate::steps::tests::spec("gpu");
-        spec.gpu_assignment = Some("0,1".into());
+        spec.gpu_assignment = Some("0,1".parse().unwrap());
         let lxc = LxcConfigFile {
             schema: String::new(),
-            nvidia_driver_version: "580.76.05".into(),
+            nvidia_driver_version: "580.76.05".parse().unwrap(),
             nvidia_repo_url: "https://r/x86_64/".into(),
             nvidia_runfile_url: "https://d/580.76.05/NVIDIA-Linux-x86_64-580.76.05.run".into(),
             lxc_configs: Default::default(),

@@ -246,7 +246,12 @@ fn schema_reports_every_problem_with_its_path() {
             .any(|l| l.contains("missing required key 'cores'"))
     );
     assert!(text.iter().any(|l| l.contains("'99' is not a valid CTID")));
-    assert!(text.iter().any(|l| l.contains("is not a \"ipv4\"")));
+    assert!(
+        text.iter()
+            .any(|l| l
+                .contains("network.portainer_server_ip '10.0.0.999' is not a valid IPv4 address")),
+        "{text:#?}"
+    );
 }
 
 #[test]
@@ -405,18 +410,13 @@ fn duplicates_are_errors_on_the_later_ct() {
 fn names_must_be_hostnames() {
     let (hv, mut lxc) = reference();
     ct(&mut lxc, "950").insert("name".into(), json!("vllm_qwen"));
-    // The semantic message replaces the schema's pattern error at the same path.
+    // The parse message replaces the schema's pattern error at the same path (accepted and
+    // refused hostnames: `types::tests`).
     assert_one_error(
         &check(&hv, &lxc),
         "/lxc_configs/950/name",
         &["CT 950", "'_'"],
     );
-    for bad in ["-web", "web-", "a..b", "wéb", &"a".repeat(64)] {
-        assert!(hostname_problem(bad).is_some(), "{bad}");
-    }
-    for good in ["web01", "vllmQwen3Coder", "a.b-c.d", "1", &"a".repeat(63)] {
-        assert_eq!(hostname_problem(good), None, "{good}");
-    }
 }
 
 #[test]
@@ -428,10 +428,6 @@ fn macs_must_be_unicast() {
         "/lxc_configs/950/mac_address",
         &["CT 950", "multicast", "52:54:00:67:89:B0"],
     );
-    assert!(mac_problem("01:00:5e:00:00:01").is_some());
-    assert!(mac_problem("52:54:00:67:89").is_some());
-    assert_eq!(mac_problem("BC:24:11:5E:7A:01"), None);
-    assert_eq!(mac_problem("02:00:00:00:00:01"), None);
 }
 
 #[test]
@@ -467,6 +463,7 @@ fn snapshot_names_follow_proxmox() {
         "current",
         "vzdump",
         "has space",
+        "configured-state",
         &format!("s{}", "x".repeat(40)),
     ] {
         let (hv, mut lxc) = reference();
@@ -476,9 +473,6 @@ fn snapshot_names_follow_proxmox() {
             "/lxc_configs/920/template_snapshot_name",
             &["CT 920"],
         );
-    }
-    for good in ["ab", "Base_1-x", &format!("s{}", "x".repeat(39))] {
-        assert_eq!(snapshot_name_problem(good), None, "{good}");
     }
 }
 
