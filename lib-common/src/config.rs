@@ -22,17 +22,24 @@ use crate::types::{
 // ---------------------------------------------------------------------------------------------
 // phoenix_lxc_configs.json
 
+/// `phoenix_lxc_configs.json`: the NVIDIA settings and the container blocks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LxcConfigFile {
+    /// The `$schema` reference as written (not used to find the schema).
     #[serde(rename = "$schema")]
     pub schema: String,
+    /// The NVIDIA driver version the host runs and containers get.
     pub nvidia_driver_version: DriverVersion,
+    /// The CUDA apt repository (`deb [signed-by=...] <url> /`).
     pub nvidia_repo_url: String,
+    /// The driver's `.run` installer, downloaded once on the host.
     pub nvidia_runfile_url: String,
+    /// The container and template blocks by CTID.
     pub lxc_configs: BTreeMap<Ctid, ContainerSpec>,
 }
 
+/// A block's `net0`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
@@ -46,11 +53,15 @@ pub struct NetworkConfig {
     pub gw: Ipv4Addr,
 }
 
+/// What a container runs of Portainer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PortainerRole {
+    /// The Portainer server.
     Server,
+    /// A Portainer agent registered with `network.portainer_server_ip`.
     Agent,
+    /// Neither.
     None,
 }
 
@@ -60,24 +71,33 @@ pub enum PortainerRole {
 pub struct ContainerSpec {
     /// The hostname.
     pub name: Hostname,
+    /// `--memory`, MiB.
     pub memory_mb: u64,
+    /// `--cores`.
     pub cores: u32,
     /// The OS template (ostemplate) a base container is created from.
     pub template: OsTemplate,
+    /// The storage of the root disk (`--storage`, `--rootfs <pool>:<gb>`).
     pub storage_pool: StorageId,
+    /// Root disk size, GiB.
     pub storage_size_gb: u64,
+    /// `net0`.
     pub network_config: NetworkConfig,
     /// `nesting=1,keyctl=1`; may be empty (`""`) or absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Features>,
+    /// Legacy duplicate of `network_config.ip`; wins when set (a difference is a warning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_ip: Option<Ipv4Cidr>,
+    /// `hwaddr` of `net0`; Proxmox picks one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_address: Option<MacAddr>,
     /// `none` or GPU indices `0,1`. Absent means `none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_assignment: Option<GpuAssignment>,
+    /// Portainer server, agent or none.
     pub portainer_role: PortainerRole,
+    /// Set at creation (a clone inherits its source's).
     pub unprivileged: bool,
     /// `null` or `""` mean none.
     #[serde(
@@ -86,10 +106,13 @@ pub struct ContainerSpec {
         deserialize_with = "empty_as_none"
     )]
     pub vllm_model: Option<ModelName>,
+    /// vLLM `--tensor-parallel-size`; at most the number of GPUs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vllm_tensor_parallel_size: Option<u32>,
+    /// This block is a template others are cloned from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_template: Option<bool>,
+    /// The snapshot a template's clones are made from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_snapshot_name: Option<SnapshotName>,
     /// The template to clone from (a string in the file, as upstream writes it).
@@ -112,6 +135,7 @@ where
 }
 
 impl ContainerSpec {
+    /// `is_template`, absent meaning false.
     pub fn is_template(&self) -> bool {
         self.is_template.unwrap_or(false)
     }
@@ -176,10 +200,12 @@ impl ContainerSpec {
             .unwrap_or_default()
     }
 
+    /// Any GPU assigned.
     pub fn has_gpus(&self) -> bool {
         !self.gpus().is_empty()
     }
 
+    /// vLLM is set up (a model is named).
     pub fn wants_vllm(&self) -> bool {
         self.vllm_model.is_some()
     }
@@ -213,73 +239,108 @@ pub fn parse_gpu_assignment(s: &str) -> Vec<u32> {
 // ---------------------------------------------------------------------------------------------
 // phoenix_hypervisor_config.json
 
+/// `phoenix_hypervisor_config.json`: host paths, network, defaults and behaviour.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HypervisorConfig {
+    /// The `$schema` reference as written.
     #[serde(rename = "$schema")]
     pub schema: String,
+    /// Configuration version.
     pub version: String,
+    /// Who wrote it.
     pub author: String,
+    /// Host paths.
     pub core_paths: CorePaths,
+    /// Registry and Portainer addresses.
     pub network: Network,
     /// Pinned Portainer images (later upstream revision); defaults in [`DockerSettings`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerSettings>,
+    /// Upstream's defaults (kept for compatibility).
     pub proxmox_defaults: ProxmoxDefaults,
+    /// Run behaviour.
     pub behavior: Behavior,
 }
 
+/// Host-absolute paths (read under `PHOENIX_HOST_ROOT`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorePaths {
+    /// The LXC configuration file.
     pub lxc_config_file: String,
+    /// Its schema (used when the file exists).
     pub lxc_config_schema_file: String,
+    /// Hugging Face token file.
     pub hf_token_file: String,
+    /// Docker Hub token file.
     pub docker_token_file: String,
+    /// Shared directory of Docker images and contexts.
     pub docker_images_path: String,
+    /// Directory of the initial-setup marker.
     pub hypervisor_marker_dir: String,
+    /// The marker written when initial setup succeeded.
     pub hypervisor_marker: String,
 }
 
+/// Network settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
+    /// External Docker registry.
     pub external_registry_url: String,
     /// Optional in our schema: only containers with `portainer_role: agent` need it (semantic
     /// validation enforces that). Empty when absent.
     #[serde(default)]
     pub portainer_server_ip: String,
+    /// Portainer UI port (HTTPS).
     pub portainer_server_port: u16,
+    /// Portainer agent port.
     pub portainer_agent_port: u16,
 }
 
+/// The Portainer server image when `docker.portainer_server_image` is absent.
 pub const DEFAULT_PORTAINER_SERVER_IMAGE: &str = "portainer/portainer-ce:2.33.1-lts";
+/// The Portainer agent image when `docker.portainer_agent_image` is absent.
 pub const DEFAULT_PORTAINER_AGENT_IMAGE: &str = "portainer/agent:2.33.1-lts";
 
+/// Pinned Docker images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DockerSettings {
+    /// The Portainer server image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portainer_server_image: Option<ImageRef>,
+    /// The Portainer agent image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portainer_agent_image: Option<ImageRef>,
 }
 
+/// Upstream's Proxmox defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxmoxDefaults {
+    /// ZFS dataset of the container storage (informational).
     pub zfs_lxc_pool: String,
+    /// Upstream's container defaults (every block states its own values).
     pub lxc: LxcDefaults,
 }
 
+/// Upstream's container defaults (informational).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LxcDefaults {
+    /// Cores.
     pub cores: u32,
+    /// Memory, MiB.
     pub memory_mb: u64,
+    /// Network as upstream wrote it.
     pub network_config: String,
+    /// Features as upstream wrote it.
     pub features: String,
+    /// Security profile as upstream wrote it.
     pub security: String,
+    /// Nesting as upstream wrote it.
     pub nesting: u8,
 }
 
@@ -288,10 +349,13 @@ pub const DEFAULT_READY_TIMEOUT_S: u64 = 120;
 /// Default seconds `pct shutdown --timeout` waits before falling back to `pct stop`.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_S: u64 = 60;
 
+/// Run behaviour.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Behavior {
+    /// Destroy a container this run created when its build fails.
     pub rollback_on_failure: bool,
+    /// Log at debug level.
     pub debug_mode: bool,
     /// Seconds to wait for `pct exec CTID -- uptime` to succeed after a start (ours; optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,23 +373,27 @@ impl Network {
 }
 
 impl HypervisorConfig {
+    /// The Portainer server image (pinned default when absent).
     pub fn portainer_server_image(&self) -> &str {
         self.docker
             .as_ref()
             .and_then(|d| d.portainer_server_image.as_deref())
             .unwrap_or(DEFAULT_PORTAINER_SERVER_IMAGE)
     }
+    /// The Portainer agent image (pinned default when absent).
     pub fn portainer_agent_image(&self) -> &str {
         self.docker
             .as_ref()
             .and_then(|d| d.portainer_agent_image.as_deref())
             .unwrap_or(DEFAULT_PORTAINER_AGENT_IMAGE)
     }
+    /// Seconds to wait for a started container (default 120).
     pub fn ready_timeout_s(&self) -> u64 {
         self.behavior
             .ready_timeout_s
             .unwrap_or(DEFAULT_READY_TIMEOUT_S)
     }
+    /// `pct shutdown --timeout` seconds (default 60).
     pub fn shutdown_timeout_s(&self) -> u64 {
         self.behavior
             .shutdown_timeout_s
@@ -370,9 +438,13 @@ pub fn from_value<T: serde::de::DeserializeOwned>(
 /// Both files, loaded and typed (not yet validated: see `validate`).
 #[derive(Debug, Clone)]
 pub struct Configs {
+    /// Where the hypervisor configuration was read.
     pub hypervisor_path: PathBuf,
+    /// Where the LXC configuration was read.
     pub lxc_path: PathBuf,
+    /// The hypervisor configuration.
     pub hypervisor: HypervisorConfig,
+    /// The LXC configuration.
     pub lxc: LxcConfigFile,
 }
 

@@ -21,7 +21,9 @@ use crate::paths::installed_name;
 /// What an install did, for the caller to print.
 #[derive(Debug, Default)]
 pub struct InstallReport {
+    /// Files written (new or changed).
     pub written: Vec<PathBuf>,
+    /// Files already as they should be.
     pub unchanged: Vec<PathBuf>,
     /// Files left alone on purpose (existing configs, drop-in scripts), with why.
     pub kept: Vec<(PathBuf, String)>,

@@ -17,6 +17,11 @@
 //! - [`orchestrator`]: `phoenix_establish_hypervisor` (lock, step runner, pipeline per CT, `--jobs`).
 //! - [`step`]: the frame of every step program (arguments, logging, configs, exit codes) and `wait_ready`.
 //! - [`sdk`]: the setup-plugin SDK (`phoenix_hypervisor_setup_<CTID>` programs), with an example.
+//! - [`plan`]: create or clone, and from which template, for each container.
+//!
+//! `ARCHITECTURE.md` at the repository root maps the code and states its invariants.
+
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod config;
@@ -24,17 +29,28 @@ pub mod error;
 pub mod install;
 pub mod json;
 pub mod logging;
-pub mod orchestrator;
 pub mod paths;
 pub mod plan;
 pub mod types;
 pub mod validate;
 
 pub use error::{Error, ErrorKind, Result};
+
+// Modules whose public items are not all documented yet (each is being changed on another
+// branch; their docs come with the merge). Remove an `allow` once its module is documented.
+#[allow(missing_docs)]
 pub mod conffile;
+#[allow(missing_docs)]
 pub mod guest;
+#[allow(missing_docs)]
 pub mod host;
+#[allow(missing_docs)]
+pub mod orchestrator;
+#[allow(missing_docs)]
 pub mod pct;
+#[allow(missing_docs)]
 pub mod sdk;
+#[allow(missing_docs)]
 pub mod step;
+#[allow(missing_docs)]
 pub mod steps;

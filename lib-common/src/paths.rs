@@ -6,10 +6,15 @@ use std::path::{Path, PathBuf};
 
 /// Default install prefix on a Proxmox host.
 pub const DEFAULT_PREFIX: &str = "/usr/local/phoenix_hypervisor";
+/// File name of the hypervisor configuration.
 pub const HYPERVISOR_CONFIG_NAME: &str = "phoenix_hypervisor_config.json";
+/// File name of the LXC configuration.
 pub const LXC_CONFIG_NAME: &str = "phoenix_lxc_configs.json";
+/// File name of the LXC configuration's schema.
 pub const LXC_SCHEMA_NAME: &str = "phoenix_lxc_configs.schema.json";
+/// File name of the hypervisor configuration's schema.
 pub const HYPERVISOR_SCHEMA_NAME: &str = "phoenix_hypervisor_config.schema.json";
+/// File name of the initial-setup marker.
 pub const MARKER_NAME: &str = ".phoenix_hypervisor_initialized";
 /// Host-absolute path of the run lock.
 pub const LOCK_FILE: &str = "/run/lock/phoenix_hypervisor.lock";
@@ -48,14 +53,17 @@ pub fn under_root(root: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// PREFIX/bin.
 pub fn bin_dir() -> PathBuf {
     prefix().join("bin")
 }
 
+/// PREFIX/etc.
 pub fn etc_dir() -> PathBuf {
     prefix().join("etc")
 }
 
+/// PREFIX/lib.
 pub fn lib_dir() -> PathBuf {
     prefix().join("lib")
 }

@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 
 use crate::config::{ContainerSpec, Ctid};
 use crate::error::{Error, Result};
+use crate::types::{Hostname, OsTemplate, SnapshotName, StorageId};
 
 /// Power state of a container as `pct status` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,11 +157,11 @@ pub fn net0_value(spec: &ContainerSpec) -> String {
 pub struct CreateSpec {
     pub ctid: Ctid,
     /// Host-absolute path (or a `storage:vztmpl/...` volid), passed unprefixed.
-    pub ostemplate: String,
-    pub hostname: String,
+    pub ostemplate: OsTemplate,
+    pub hostname: Hostname,
     pub memory_mb: u64,
     pub cores: u32,
-    pub storage: String,
+    pub storage: StorageId,
     pub rootfs_gb: u64,
     pub net0: String,
     /// Omitted when empty.
@@ -172,11 +173,11 @@ impl CreateSpec {
     pub fn from_spec(ctid: Ctid, spec: &ContainerSpec) -> CreateSpec {
         CreateSpec {
             ctid,
-            ostemplate: spec.template.to_string(),
-            hostname: spec.name.to_string(),
+            ostemplate: spec.template.clone(),
+            hostname: spec.name.clone(),
             memory_mb: spec.memory_mb,
             cores: spec.cores,
-            storage: spec.storage_pool.to_string(),
+            storage: spec.storage_pool.clone(),
             rootfs_gb: spec.storage_size_gb,
             net0: net0_value(spec),
             features: spec.proxmox_features(spec.unprivileged),
@@ -190,15 +191,15 @@ impl CreateSpec {
         let mut a = vec![
             "create".to_string(),
             self.ctid.to_string(),
-            self.ostemplate.clone(),
+            self.ostemplate.to_string(),
             "--hostname".into(),
-            self.hostname.clone(),
+            self.hostname.to_string(),
             "--memory".into(),
             self.memory_mb.to_string(),
             "--cores".into(),
             self.cores.to_string(),
             "--storage".into(),
-            self.storage.clone(),
+            self.storage.to_string(),
             "--rootfs".into(),
             format!("{}:{}", self.storage, self.rootfs_gb),
             "--net0".into(),
@@ -219,12 +220,12 @@ impl CreateSpec {
 pub struct CloneSpec {
     pub source: Ctid,
     pub target: Ctid,
-    pub snapname: Option<String>,
-    pub hostname: String,
+    pub snapname: Option<SnapshotName>,
+    pub hostname: Hostname,
     /// Full clone (`--full 1`); linked otherwise (`--full 0`).
     pub full: bool,
     /// Target storage; only allowed with `full`.
-    pub storage: Option<String>,
+    pub storage: Option<StorageId>,
 }
 
 impl CloneSpec {
@@ -237,10 +238,10 @@ impl CloneSpec {
         ];
         if let Some(s) = &self.snapname {
             a.push("--snapname".into());
-            a.push(s.clone());
+            a.push(s.to_string());
         }
         a.push("--hostname".into());
-        a.push(self.hostname.clone());
+        a.push(self.hostname.to_string());
         a.push("--full".into());
         a.push(bool01(self.full).into());
         // Proxmox refuses --storage for linked clones.
@@ -248,7 +249,7 @@ impl CloneSpec {
             && let Some(st) = &self.storage
         {
             a.push("--storage".into());
-            a.push(st.clone());
+            a.push(st.to_string());
         }
         a
     }
@@ -852,10 +853,10 @@ mod tests {
         let mut c = CloneSpec {
             source: Ctid(900),
             target: Ctid(901),
-            snapname: Some("base-snapshot".into()),
-            hostname: "gpu".into(),
+            snapname: Some("base-snapshot".parse().unwrap()),
+            hostname: "gpu".parse().unwrap(),
             full: true,
-            storage: Some("lxc-disks".into()),
+            storage: Some("lxc-disks".parse().unwrap()),
         };
         assert_eq!(
             c.args(),

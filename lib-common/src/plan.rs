@@ -21,12 +21,16 @@ use crate::config::{ContainerSpec, Ctid, LxcConfigFile};
 /// What a container needs, as far as template choice is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Capabilities {
+    /// Has GPUs.
     pub gpu: bool,
+    /// Runs Docker.
     pub docker: bool,
+    /// Serves a vLLM model.
     pub vllm: bool,
 }
 
 impl Capabilities {
+    /// What `ct` needs.
     pub fn of(ct: &ContainerSpec) -> Self {
         Capabilities {
             gpu: ct.has_gpus(),
@@ -34,6 +38,7 @@ impl Capabilities {
             vllm: ct.wants_vllm(),
         }
     }
+    /// How many capabilities.
     pub fn count(self) -> usize {
         usize::from(self.gpu) + usize::from(self.docker) + usize::from(self.vllm)
     }
@@ -61,15 +66,25 @@ impl fmt::Display for Capabilities {
     }
 }
 
+/// How a container comes to exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// `pct create CTID <ostemplate>`.
-    Create { ostemplate: String },
+    Create {
+        /// The block's `template`.
+        ostemplate: String,
+    },
     /// `pct clone SOURCE CTID --snapname SNAPSHOT`.
-    Clone { source: Ctid, snapshot: String },
+    Clone {
+        /// The template cloned from.
+        source: Ctid,
+        /// Its `template_snapshot_name`.
+        snapshot: String,
+    },
 }
 
 impl Action {
+    /// The clone source, if cloned.
     pub fn source(&self) -> Option<Ctid> {
         match self {
             Action::Create { .. } => None,
@@ -81,7 +96,9 @@ impl Action {
 /// The decision for one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
+    /// The container.
     pub ctid: Ctid,
+    /// Create or clone.
     pub action: Action,
     /// Why, for people (`--dry-run`, logs).
     pub reason: String,
@@ -90,6 +107,7 @@ pub struct Planned {
 /// The decision for every container, keyed by CTID.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
+    /// Each container's plan, by CTID.
     pub entries: BTreeMap<Ctid, Planned>,
 }
 

@@ -28,20 +28,25 @@ use crate::types::{
 /// The shipped schemas, compiled into every binary (used when PREFIX/etc lacks them).
 pub const EMBEDDED_HYPERVISOR_SCHEMA: &str =
     include_str!("../../etc/phoenix_hypervisor_config.schema.json");
+/// The shipped LXC schema, compiled in.
 pub const EMBEDDED_LXC_SCHEMA: &str = include_str!("../../etc/phoenix_lxc_configs.schema.json");
 
 // ---------------------------------------------------------------------------------------------
 // Diagnostics
 
+/// How bad a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
+    /// Invalid: nothing is done.
     Error,
+    /// Worth knowing; the run goes on.
     Warning,
 }
 
 /// One problem found in a file. `Display` gives `<file>[:line:col][: <pointer>]: <message>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// Error or warning.
     pub severity: Severity,
     /// The file concerned (a config file or a schema file).
     pub file: PathBuf,
@@ -51,6 +56,7 @@ pub struct Diagnostic {
     pub position: Option<(usize, usize)>,
     /// The container the problem belongs to, where there is one.
     pub ctid: Option<Ctid>,
+    /// What is wrong and what to do.
     pub message: String,
 }
 
@@ -71,12 +77,15 @@ impl Diagnostic {
             message: msg,
         }
     }
+    /// An error at `pointer` of `file`.
     pub fn error(file: &Path, pointer: impl Into<String>, message: String) -> Self {
         Self::new(Severity::Error, file, pointer, message)
     }
+    /// A warning at `pointer` of `file`.
     pub fn warning(file: &Path, pointer: impl Into<String>, message: String) -> Self {
         Self::new(Severity::Warning, file, pointer, message)
     }
+    /// An error, not a warning.
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -106,13 +115,16 @@ impl fmt::Display for Diagnostic {
 /// Every diagnostic of a failed validation (errors and warnings, in file order).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Report {
+    /// Errors and warnings, grouped by file and CT.
     pub diagnostics: Vec<Diagnostic>,
 }
 
 impl Report {
+    /// The errors.
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
         self.diagnostics.iter().filter(|d| d.is_error())
     }
+    /// The warnings.
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
         self.diagnostics.iter().filter(|d| !d.is_error())
     }
@@ -158,7 +170,9 @@ impl From<Report> for crate::Error {
 /// the production setting; tests build one by hand so they need no environment variables.
 #[derive(Debug, Clone)]
 pub struct Sources {
+    /// The hypervisor configuration file.
     pub hypervisor_config: PathBuf,
+    /// The LXC configuration file.
     pub lxc_config: PathBuf,
     /// PREFIX/etc, where installed schemas are looked for.
     pub etc_dir: PathBuf,
@@ -167,6 +181,7 @@ pub struct Sources {
 }
 
 impl Sources {
+    /// The locations the environment names (`HYPERVISOR_CONFIG_FILE`, `LXC_CONFIG_FILE`, `PHOENIX_ROOT`, `PHOENIX_HOST_ROOT`).
     pub fn from_env() -> Self {
         Sources {
             hypervisor_config: paths::hypervisor_config_file(),
@@ -180,7 +195,9 @@ impl Sources {
 /// Where a schema came from (for messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SchemaSource {
+    /// A schema file.
     File(PathBuf),
+    /// The copy compiled into the binary, by file name.
     Embedded(&'static str),
 }
 
@@ -201,6 +218,7 @@ impl fmt::Display for SchemaSource {
 
 /// A compiled draft-07 schema with format assertion on.
 pub struct Schema {
+    /// Where it came from.
     pub source: SchemaSource,
     validator: jsonschema::Validator,
 }
@@ -233,6 +251,7 @@ impl Schema {
         Ok(Schema { source, validator })
     }
 
+    /// The compiled-in hypervisor schema.
     pub fn embedded_hypervisor() -> Schema {
         Self::compile(
             SchemaSource::Embedded(paths::HYPERVISOR_SCHEMA_NAME),
@@ -241,6 +260,7 @@ impl Schema {
         .expect("the embedded hypervisor schema compiles (tested)")
     }
 
+    /// The compiled-in LXC schema.
     pub fn embedded_lxc() -> Schema {
         Self::compile(
             SchemaSource::Embedded(paths::LXC_SCHEMA_NAME),
@@ -430,9 +450,13 @@ pub fn read_document(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Value> 
 
 /// The two parsed documents to check (either may be missing after a read/parse error).
 pub struct Documents<'a> {
+    /// Where the hypervisor configuration was read.
     pub hypervisor_path: &'a Path,
+    /// Its parsed JSON, if it was read.
     pub hypervisor: Option<&'a Value>,
+    /// Where the LXC configuration was read.
     pub lxc_path: &'a Path,
+    /// Its parsed JSON, if it was read.
     pub lxc: Option<&'a Value>,
 }
 
@@ -440,7 +464,9 @@ pub struct Documents<'a> {
 /// diagnostic (errors and warnings).
 #[derive(Debug)]
 pub struct Outcome {
+    /// The typed configurations, when both documents deserialized.
     pub configs: Option<Configs>,
+    /// Every diagnostic.
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -785,19 +811,19 @@ fn check_lxc(
 
     for (&id, ct) in cts {
         // Clone source.
-        if let Some(raw) = &ct.clone_from_template_ctid {
+        if let Some(src) = ct.clone_from_template_ctid {
             let p = ptr(id, "clone_from_template_ctid");
-            match Some((*raw, cts.get(raw))) {
-                None => {}
-                Some((src, None)) if untyped.contains(&src) => {}
-                Some((src, None)) => s.error(
+            match cts.get(&src) {
+                // A broken source block is reported where it is broken.
+                None if untyped.contains(&src) => {}
+                None => s.error(
                     file,
                     p,
                     format!(
                         "CT {id}: clone_from_template_ctid {src} names a container not defined in lxc_configs (define CT {src} as a template or fix the CTID)"
                     ),
                 ),
-                Some((src, Some(sct))) => {
+                Some(sct) => {
                     if !sct.is_template() {
                         s.error(
                             file,

@@ -280,10 +280,10 @@ fn argvs_for(lxc: &LxcConfigFile) -> Vec<Vec<String>> {
                 CloneSpec {
                     source: src,
                     target: *ctid,
-                    snapname: Some(snap.to_string()),
-                    hostname: spec.name.to_string(),
+                    snapname: Some(snap.clone()),
+                    hostname: spec.name.clone(),
                     full: true,
-                    storage: Some(spec.storage_pool.to_string()),
+                    storage: Some(spec.storage_pool.clone()),
                 }
                 .args(),
             );

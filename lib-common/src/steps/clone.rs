@@ -18,7 +18,7 @@ use crate::steps::{Outcome, check_block, check_snapshot_name};
 pub fn run(ctx: &StepContext, source: Ctid, snapshot: &str, target: Ctid) -> Result<Outcome> {
     let spec = ctx.container(target)?;
     check_block(target, spec)?;
-    check_snapshot_name("SOURCE_SNAPSHOT", snapshot)?;
+    let snapname = check_snapshot_name("SOURCE_SNAPSHOT", snapshot)?;
     if source == target {
         return Err(Error::config(format!(
             "CT {target}: SOURCE_CTID and TARGET_CTID are the same ({source})"
@@ -58,10 +58,10 @@ pub fn run(ctx: &StepContext, source: Ctid, snapshot: &str, target: Ctid) -> Res
     pct.clone_ct(&CloneSpec {
         source,
         target,
-        snapname: Some(snapshot.to_string()),
-        hostname: spec.name.to_string(),
+        snapname: Some(snapname),
+        hostname: spec.name.clone(),
         full: true,
-        storage: Some(spec.storage_pool.to_string()),
+        storage: Some(spec.storage_pool.clone()),
     })?;
     converge(ctx, target, spec, true)?;
     Ok(Outcome::Changed)

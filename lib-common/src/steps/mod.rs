@@ -62,9 +62,9 @@ pub fn check_block(ctid: Ctid, spec: &ContainerSpec) -> Result<()> {
 
 /// A snapshot name a configuration may use ([`crate::types::SnapshotName`]); else a config
 /// error naming `what`.
-pub fn check_snapshot_name(what: &str, name: &str) -> Result<()> {
+pub fn check_snapshot_name(what: &str, name: &str) -> Result<crate::types::SnapshotName> {
     match name.parse::<crate::types::SnapshotName>() {
-        Ok(_) => Ok(()),
+        Ok(s) => Ok(s),
         Err(e) => Err(Error::config(format!("{what}: {e}")).into()),
     }
 }
