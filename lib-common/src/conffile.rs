@@ -8,7 +8,6 @@
 //! `pct set` cannot write `lxc.*` keys; this module is how they are edited. Everything else
 //! goes through `pct` ([`crate::pct`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::config::Ctid;
@@ -230,46 +229,13 @@ impl ConfFile {
 /// over `path`, fsync the directory. The file keeps `path`'s permissions when it existed
 /// (0644 otherwise). A reader sees the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let fail = |what: &str, e: std::io::Error| {
+    crate::fsutil::replace_file(path, content, None).map_err(|e| {
         Error::new(
             crate::error::ErrorKind::Other,
-            format!("cannot {what} `{}`: {e}", path.display()),
+            format!("cannot replace `{}`: {e}", path.display()),
         )
-    };
-    let mode = std::fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o644);
-    let result = (|| -> std::result::Result<(), Error> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| fail("create a temporary file next to", e))?;
-        f.write_all(content).map_err(|e| fail("write", e))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(|e| fail("set permissions of", e))?;
-        f.sync_all().map_err(|e| fail("sync", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| fail("replace", e))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(Into::into)
+        .into()
+    })
 }
 
 #[cfg(test)]

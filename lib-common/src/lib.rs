@@ -4,7 +4,9 @@
 //! - [`cli`]: command-line definitions shared with `cargo xtask` (man page, completions).
 //! - [`types`]: the domain's values (hostnames, storage IDs, MACs, ...), each format parsed once.
 //! - [`config`]: the typed model of both JSON files and loading them.
+//! - [`env`]: the names of the environment variables.
 //! - [`error`]: the error kinds and the one place they become exit codes.
+//! - [`fsutil`]: the one atomic file replacement.
 //! - [`json`]: strict JSON reading (duplicate keys are errors).
 //! - [`install`]: the installed layout (xtask install, the Debian package, the test harness).
 //! - [`paths`]: PREFIX, `PHOENIX_HOST_ROOT`, config file locations.
@@ -25,7 +27,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod env;
 pub mod error;
+pub mod fsutil;
 pub mod install;
 pub mod json;
 pub mod logging;

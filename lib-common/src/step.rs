@@ -19,12 +19,9 @@ use crate::config::{Configs, ContainerSpec, Ctid};
 use crate::error::{Error, Result};
 use crate::pct::{CtStatus, PctClient};
 
-/// Installed program names (without `.sh`), used as the log's program field.
-pub const INITIAL_SETUP: &str = "phoenix_hypervisor_initial_setup";
-pub const CREATE_LXC: &str = "phoenix_hypervisor_create_lxc";
-pub const CLONE_LXC: &str = "phoenix_hypervisor_clone_lxc";
-pub const LXC_NVIDIA: &str = "phoenix_hypervisor_lxc_nvidia";
-pub const LXC_DOCKER: &str = "phoenix_hypervisor_lxc_docker";
+/// Installed program names (without `.sh`), used as the log's program field; the table is
+/// [`crate::paths::PROGRAMS`].
+pub use crate::paths::{CLONE_LXC, CREATE_LXC, INITIAL_SETUP, LXC_DOCKER, LXC_NVIDIA};
 
 /// Options every step takes.
 #[derive(Debug, Clone, Default, Args)]

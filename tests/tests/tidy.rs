@@ -179,10 +179,33 @@ fn only_the_conf_module_writes_under_etc_pve() {
 
 #[test]
 fn phoenix_host_root_is_read_in_one_place() {
-    let bad = offenders(&["PHOENIX_HOST_ROOT"], &["lib-common/src/paths.rs"]);
+    // The name is spelled in lib-common/src/env.rs and read in lib-common/src/paths.rs.
+    let bad = offenders(
+        &["PHOENIX_HOST_ROOT", "env::HOST_ROOT"],
+        &["lib-common/src/env.rs", "lib-common/src/paths.rs"],
+    );
     assert!(
         bad.is_empty(),
         "PHOENIX_HOST_ROOT is read only by lib-common/src/paths.rs (use paths::host_path):\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn one_atomic_file_replacement() {
+    // Files are replaced through lib-common/src/fsutil.rs; the other renames move what is not
+    // written by us into place.
+    let bad = offenders(
+        &["fs::rename("],
+        &[
+            "lib-common/src/fsutil.rs",
+            "lib-common/src/install.rs", // swaps a symlink into place
+            "lib-common/src/steps/nvidia.rs", // moves curl's finished download into the cache
+        ],
+    );
+    assert!(
+        bad.is_empty(),
+        "replace files with lib_common::fsutil::replace_file:\n{}",
         bad.join("\n")
     );
 }
