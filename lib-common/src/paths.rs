@@ -16,8 +16,6 @@ pub const LXC_CONFIG_NAME: &str = "phoenix_lxc_configs.json";
 pub const LXC_SCHEMA_NAME: &str = "phoenix_lxc_configs.schema.json";
 /// File name of the hypervisor configuration's schema.
 pub const HYPERVISOR_SCHEMA_NAME: &str = "phoenix_hypervisor_config.schema.json";
-/// File name of the initial-setup marker.
-pub const MARKER_NAME: &str = ".phoenix_hypervisor_initialized";
 /// Host-absolute path of the run lock.
 pub const LOCK_FILE: &str = "/run/lock/phoenix_hypervisor.lock";
 /// Host-absolute default log file.
@@ -63,11 +61,6 @@ pub fn bin_dir() -> PathBuf {
 /// PREFIX/etc.
 pub fn etc_dir() -> PathBuf {
     prefix().join("etc")
-}
-
-/// PREFIX/lib.
-pub fn lib_dir() -> PathBuf {
-    prefix().join("lib")
 }
 
 /// `HYPERVISOR_CONFIG_FILE`, else PREFIX/etc/phoenix_hypervisor_config.json.

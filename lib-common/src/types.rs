@@ -146,13 +146,6 @@ macro_rules! text_type {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ctid(pub u32);
 
-impl Ctid {
-    /// The smallest VMID.
-    pub const MIN: u32 = 100;
-    /// The largest VMID.
-    pub const MAX: u32 = 999_999_999;
-}
-
 impl fmt::Display for Ctid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)

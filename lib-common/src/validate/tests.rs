@@ -570,3 +570,47 @@ fn token_files_others_can_read_warn_with_the_mode() {
     let d = check_with_root(&hv, &lxc, root.path());
     assert!(!d.iter().any(|d| d.file == Path::new("hv.json")));
 }
+
+#[test]
+fn parse_reports_every_bad_value_at_its_pointer_in_one_run() {
+    let (mut hv, mut lxc) = reference();
+    hv["docker"]["portainer_agent_image"] = json!("portainer/agent:2.33.1-lts; reboot");
+    lxc["nvidia_driver_version"] = json!("580.76.05;reboot");
+    lxc["lxc_configs"]["900"]["network_config"]["bridge"] = json!("vmbr0,ip=dhcp");
+    lxc["lxc_configs"]["900"]["storage_pool"] = json!("lxc;disks");
+    lxc["lxc_configs"]["950"]["template"] = json!("../t.tar.zst");
+    let d = check(&hv, &lxc);
+    let mut got: Vec<(&str, &str)> = errors(&d)
+        .iter()
+        .map(|e| (e.file.to_str().unwrap(), e.pointer.as_str()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("hv.json", "/docker/portainer_agent_image"),
+            ("lxc.json", "/lxc_configs/900/network_config/bridge"),
+            ("lxc.json", "/lxc_configs/900/storage_pool"),
+            ("lxc.json", "/lxc_configs/950/template"),
+            ("lxc.json", "/nvidia_driver_version"),
+        ],
+        "{d:#?}"
+    );
+    // Each names the field and the value.
+    for (field, value) in [
+        (
+            "docker.portainer_agent_image",
+            "portainer/agent:2.33.1-lts; reboot",
+        ),
+        ("nvidia_driver_version", "580.76.05;reboot"),
+        ("network_config.bridge", "vmbr0,ip=dhcp"),
+        ("storage_pool", "lxc;disks"),
+        ("template", "../t.tar.zst"),
+    ] {
+        let needle = format!("{field} '{value}' is not a valid");
+        assert!(
+            d.iter().any(|e| e.message.contains(&needle)),
+            "{needle}: {d:#?}"
+        );
+    }
+}
