@@ -224,18 +224,6 @@ pub fn parse_features(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A GPU list from elsewhere than the configuration (e.g. an environment variable a step
-/// gets): `none` → `[]`; `0,1` → `[0, 1]` (sorted, unique); unparseable entries are dropped.
-pub fn parse_gpu_assignment(s: &str) -> Vec<u32> {
-    if s.trim() == "none" {
-        return Vec::new();
-    }
-    let mut v: Vec<u32> = s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
-    v.sort_unstable();
-    v.dedup();
-    v
-}
-
 // ---------------------------------------------------------------------------------------------
 // phoenix_hypervisor_config.json
 
@@ -496,8 +484,6 @@ mod tests {
                 ("keyctl".into(), "1".into())
             ]
         );
-        assert_eq!(parse_gpu_assignment("none"), Vec::<u32>::new());
-        assert_eq!(parse_gpu_assignment("1,0,1"), vec![0, 1]);
     }
 
     #[test]
