@@ -45,11 +45,13 @@ fn files(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
     out
 }
 
-/// The product's Rust sources under `src/` (not tests, benches or examples).
+/// The product's Rust sources under `src/` (not tests, benches or examples; `tests.rs` files
+/// are `#[cfg(test)]` modules).
 fn product_sources() -> Vec<PathBuf> {
     PRODUCT_CRATES
         .iter()
         .flat_map(|c| files(&root().join(c).join("src"), &[".rs"]))
+        .filter(|p| !p.ends_with("tests.rs"))
         .collect()
 }
 
@@ -366,6 +368,30 @@ fn no_reference_to_a_document_outside_the_repository() {
     assert!(
         bad.is_empty(),
         "references to documents that are not in the repository (bring them into docs/):\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn installed_program_names_come_from_one_table() {
+    // The names are spelled once, in lib-common/src/paths.rs (`PROGRAMS` and its constants);
+    // messages may mention them in prose.
+    let names = [
+        "\"phoenix_establish_hypervisor\"",
+        "\"phoenix_hypervisor_initial_setup\"",
+        "\"phoenix_hypervisor_create_lxc\"",
+        "\"phoenix_hypervisor_clone_lxc\"",
+        "\"phoenix_hypervisor_lxc_nvidia\"",
+        "\"phoenix_hypervisor_lxc_docker\"",
+        "\"configured-state\"",
+    ];
+    let bad = offenders(
+        &names,
+        &["lib-common/src/paths.rs", "lib-common/src/types.rs"],
+    );
+    assert!(
+        bad.is_empty(),
+        "use lib_common::paths's constants (and types::CONFIGURED_STATE_SNAPSHOT):\n{}",
         bad.join("\n")
     );
 }
