@@ -54,7 +54,6 @@ pub mod orchestrator;
 pub mod pct;
 #[allow(missing_docs)]
 pub mod sdk;
-#[allow(missing_docs)]
 pub mod step;
 #[allow(missing_docs)]
 pub mod steps;

@@ -43,6 +43,7 @@ pub struct CtidArgs {
     /// The container's ID, a key of `lxc_configs` in the LXC config file.
     #[arg(value_name = "CTID", value_parser = parse_ctid)]
     pub ctid: Ctid,
+    /// `--dry-run`.
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -60,6 +61,7 @@ pub struct CloneArgs {
     /// The new container; its block in the LXC config gives its settings.
     #[arg(value_name = "TARGET_CTID", value_parser = parse_ctid)]
     pub target_ctid: Ctid,
+    /// `--dry-run`.
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -71,6 +73,7 @@ pub struct InitialSetupArgs {
     /// Run the checks again even when the host is already marked initialized.
     #[arg(long)]
     pub force: bool,
+    /// `--dry-run`.
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -96,12 +99,16 @@ pub fn load_configs() -> Result<Configs> {
 pub struct StepContext {
     /// Installed program name (log field).
     pub program: String,
+    /// Print what would change and change nothing.
     pub dry_run: bool,
+    /// Both configurations, validated.
     pub configs: Configs,
+    /// The Proxmox client (dry-run aware).
     pub pct: PctClient,
 }
 
 impl StepContext {
+    /// The context of `program` (its installed name) over validated `configs`.
     pub fn new(program: &str, configs: Configs, dry_run: bool) -> StepContext {
         StepContext {
             program: program.to_string(),
@@ -180,6 +187,7 @@ pub fn next_interval(current: Duration) -> Duration {
     (current.mul_f64(1.5)).min(MAX_POLL)
 }
 
+/// The first readiness poll interval.
 pub const FIRST_POLL: Duration = Duration::from_millis(20);
 
 /// Pause before the next readiness poll, `elapsed` into the wait: a tenth of the time waited so
