@@ -82,12 +82,14 @@ impl ConfFile {
         Self::read(&path)
     }
 
+    /// Read the conf file at `path` (host-rooted).
     pub fn read(path: &Path) -> Result<ConfFile> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::proxmox(format!("cannot read `{}`: {e}", path.display())))?;
         Ok(Self::parse(path, &text))
     }
 
+    /// The conf file `text`, as read from `path`.
     pub fn parse(path: &Path, text: &str) -> ConfFile {
         ConfFile {
             path: path.to_path_buf(),
@@ -96,6 +98,7 @@ impl ConfFile {
         }
     }
 
+    /// Where it is read from and saved to.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -37,14 +37,17 @@ pub struct Guest<'a> {
 }
 
 impl<'a> Guest<'a> {
+    /// Container `ctid`, reached through `pct`.
     pub fn new(pct: &'a PctClient, ctid: Ctid) -> Guest<'a> {
         Guest { pct, ctid }
     }
 
+    /// The container.
     pub fn ctid(&self) -> Ctid {
         self.ctid
     }
 
+    /// The Proxmox client it goes through.
     pub fn pct(&self) -> &'a PctClient {
         self.pct
     }

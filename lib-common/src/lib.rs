@@ -42,17 +42,13 @@ pub use error::{Error, ErrorKind, Result};
 
 // Modules whose public items are not all documented yet (each is being changed on another
 // branch; their docs come with the merge). Remove an `allow` once its module is documented.
-#[allow(missing_docs)]
 pub mod conffile;
-#[allow(missing_docs)]
 pub mod guest;
-#[allow(missing_docs)]
 pub mod host;
 #[allow(missing_docs)]
 pub mod orchestrator;
 #[allow(missing_docs)]
 pub mod pct;
-#[allow(missing_docs)]
 pub mod sdk;
 pub mod step;
 #[allow(missing_docs)]
