@@ -374,7 +374,7 @@ fn checker_rejects_what_proxmox_rejects() {
 fn mutation() -> impl Strategy<Value = (usize, &'static str, Value)> {
     let printable = "[ -~]{0,14}";
     let text =
-        |near: &'static str| prop_oneof![4 => near, 1 => printable, 1 => "[a-zé`;\\n ]{1,6}"];
+        |near: &'static str| prop_oneof![8 => near, 1 => printable, 1 => "[a-zé`;\\n ]{1,6}"];
     let field = prop_oneof![
         text("[a-zA-Z0-9-]{1,10}(\\.[a-zA-Z0-9-]{1,6})?").prop_map(|v| ("/name", Value::from(v))),
         text("[a-zA-Z0-9._-]{1,10}").prop_map(|v| ("/storage_pool", Value::from(v))),
@@ -411,7 +411,7 @@ fn set(block: &mut Value, ptr: &str, v: Value) {
 #[test]
 fn whatever_validation_accepts_yields_argv_the_api_schema_accepts() {
     use lib_common::validate::{Documents, Schema, check_documents};
-    use proptest::test_runner::{Config, TestRunner};
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
     let api = api();
     let dir = workspace().join("tests/fixtures/upstream-214aa23");
@@ -431,11 +431,16 @@ fn whatever_validation_accepts_yields_argv_the_api_schema_accepts() {
     let accepted = std::cell::Cell::new(0usize);
     let refused = std::cell::Cell::new(0usize);
 
-    let mut runner = TestRunner::new(Config {
-        cases: 300,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    // A fixed seed: the same 400 configurations every run (a test that passes or fails by
+    // chance is no test), and the counts below are stable.
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 400,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
     let result = runner.run(&proptest::collection::vec(mutation(), 1..5), |mutations| {
         let mut lxc = reference.clone();
         for (ct, ptr, v) in &mutations {
@@ -472,9 +477,10 @@ fn whatever_validation_accepts_yields_argv_the_api_schema_accepts() {
     if let Err(e) = result {
         panic!("{e}");
     }
+    eprintln!("accepted {}, refused {}", accepted.get(), refused.get());
     // The property is only worth something if both sides are exercised.
     assert!(
-        accepted.get() >= 30 && refused.get() >= 30,
+        accepted.get() >= 40 && refused.get() >= 40,
         "accepted {}, refused {}",
         accepted.get(),
         refused.get()
