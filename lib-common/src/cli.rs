@@ -8,7 +8,7 @@ use crate::config::Ctid;
 /// `phoenix_establish_hypervisor`: build the LXC templates and containers of the configuration.
 #[derive(Debug, Clone, Parser)]
 #[command(
-    name = "phoenix_establish_hypervisor",
+    name = crate::paths::ESTABLISH,
     version,
     about = "Build Proxmox VE LXC templates and containers from the Phoenix Hypervisor configuration",
     long_about = "Build Proxmox VE LXC templates and containers from phoenix_hypervisor_config.json and \

@@ -12,7 +12,6 @@
 //! cannot race the GUI, a backup or a concurrent `pct set`: load, change and save happen
 //! between [`ConfFile::load_locked`] and dropping its [`ConfLock`].
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -170,12 +169,14 @@ impl ConfFile {
         Ok((lock, Self::load(ctid)?))
     }
 
+    /// Read the conf file at `path` (host-rooted).
     pub fn read(path: &Path) -> Result<ConfFile> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::proxmox(format!("cannot read `{}`: {e}", path.display())))?;
         Ok(Self::parse(path, &text))
     }
 
+    /// The conf file `text`, as read from `path`.
     pub fn parse(path: &Path, text: &str) -> ConfFile {
         ConfFile {
             path: path.to_path_buf(),
@@ -184,6 +185,7 @@ impl ConfFile {
         }
     }
 
+    /// Where it is read from and saved to.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -334,45 +336,16 @@ impl ConfFile {
 /// the new content, never a mix.
 pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let fail = |what: &str, e: std::io::Error| {
-        Error::new(
-            crate::error::ErrorKind::Other,
-            format!("cannot {what} `{}`: {e}", path.display()),
-        )
-    };
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o640);
-    let result = (|| -> std::result::Result<(), Error> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| fail("create a temporary file next to", e))?;
-        f.write_all(content).map_err(|e| fail("write", e))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(|e| fail("set permissions of", e))?;
-        f.sync_all().map_err(|e| fail("sync", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| fail("replace", e))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(Into::into)
+    crate::fsutil::replace_file(path, content, Some(mode)).map_err(|e| {
+        Error::new(
+            crate::error::ErrorKind::Other,
+            format!("cannot replace `{}`: {e}", path.display()),
+        )
+        .into()
+    })
 }
 
 #[cfg(test)]

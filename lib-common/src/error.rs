@@ -55,29 +55,37 @@ impl ErrorKind {
 /// path and, where there is one, says what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
+    /// What went wrong, for the exit code.
     pub kind: ErrorKind,
+    /// For people: names the CTID, field or path and says what to do.
     pub message: String,
 }
 
 impl Error {
+    /// An error of `kind`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
             message: message.into(),
         }
     }
+    /// Bad usage, input or configuration (exit 2).
     pub fn config(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Config, message)
     }
+    /// A precondition is unmet (exit 3).
     pub fn precondition(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Precondition, message)
     }
+    /// A Proxmox command failed (exit 4).
     pub fn proxmox(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Proxmox, message)
     }
+    /// A command inside the container failed (exit 5).
     pub fn guest(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Guest, message)
     }
+    /// Timed out waiting (exit 6).
     pub fn timeout(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Timeout, message)
     }
@@ -91,6 +99,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// `anyhow`'s result, the library's default.
 pub type Result<T, E = anyhow::Error> = std::result::Result<T, E>;
 
 /// The kind of an error chain: the first [`Error`] found from the outside in; `Other` if none.

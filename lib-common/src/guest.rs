@@ -77,6 +77,7 @@ fn mentions_network_down(out: &ExecOutput) -> bool {
 /// First pause before retrying a command the network failed; doubled each time up to
 /// [`NETWORK_MAX_PAUSE`].
 pub const NETWORK_FIRST_PAUSE: Duration = Duration::from_millis(500);
+/// The longest pause between two retries of a command the network failed.
 pub const NETWORK_MAX_PAUSE: Duration = Duration::from_secs(8);
 
 /// One container, as seen from inside.
@@ -89,6 +90,7 @@ pub struct Guest<'a> {
 }
 
 impl<'a> Guest<'a> {
+    /// Container `ctid`, reached through `pct`.
     pub fn new(pct: &'a PctClient, ctid: Ctid) -> Guest<'a> {
         Guest {
             pct,
@@ -105,10 +107,12 @@ impl<'a> Guest<'a> {
         self
     }
 
+    /// The container.
     pub fn ctid(&self) -> Ctid {
         self.ctid
     }
 
+    /// The Proxmox client it goes through.
     pub fn pct(&self) -> &'a PctClient {
         self.pct
     }

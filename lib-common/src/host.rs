@@ -9,8 +9,11 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::paths::host_path;
 
+/// Host-absolute: the loaded NVIDIA kernel module's version.
 pub const NVIDIA_VERSION_FILE: &str = "/proc/driver/nvidia/version";
+/// Host-absolute: character device majors by driver name.
 pub const PROC_DEVICES: &str = "/proc/devices";
+/// Host-absolute: Proxmox's storage definitions.
 pub const STORAGE_CFG: &str = "/etc/pve/storage.cfg";
 
 /// `/etc/pve` exists under the host root (pmxcfs mounted).
@@ -131,10 +134,13 @@ pub fn group_name(gid: u32) -> Option<String> {
 /// One storage of `/etc/pve/storage.cfg`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageDef {
+    /// The storage ID.
     pub id: String,
+    /// Its type (`zfspool`, `dir`, `lvmthin`, ...).
     pub storage_type: String,
     /// Content types; `None` when the section has no `content` line (type defaults apply).
     pub content: Option<Vec<String>>,
+    /// `disable` is set.
     pub disabled: bool,
 }
 

@@ -11,7 +11,6 @@
 //! the same, so installing twice changes nothing.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -21,7 +20,9 @@ use crate::paths::installed_name;
 /// What an install did, for the caller to print.
 #[derive(Debug, Default)]
 pub struct InstallReport {
+    /// Files written (new or changed).
     pub written: Vec<PathBuf>,
+    /// Files already as they should be.
     pub unchanged: Vec<PathBuf>,
     /// Files left alone on purpose (existing configs, drop-in scripts), with why.
     pub kept: Vec<(PathBuf, String)>,
@@ -143,25 +144,14 @@ fn record(report: &mut InstallReport, path: PathBuf, changed: bool) {
 
 /// Copy `src` to `dest` through a temporary file and rename, unless the bytes are equal.
 fn copy_if_changed(src: &Path, dest: &Path, mode: u32) -> Result<bool> {
-    use std::os::unix::fs::PermissionsExt;
     let data = fs::read(src).with_context(|| format!("cannot read `{}`", src.display()))?;
     if fs::symlink_metadata(dest).is_ok_and(|m| m.file_type().is_file())
         && fs::read(dest).ok().as_deref() == Some(&data[..])
     {
         return Ok(false);
     }
-    let tmp = dest.with_file_name(format!(
-        ".{}.tmp",
-        dest.file_name().unwrap().to_string_lossy()
-    ));
-    {
-        let mut f =
-            fs::File::create(&tmp).with_context(|| format!("cannot write `{}`", tmp.display()))?;
-        f.write_all(&data)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, dest).with_context(|| format!("cannot install `{}`", dest.display()))?;
+    crate::fsutil::replace_file(dest, &data, Some(mode))
+        .with_context(|| format!("cannot install `{}`", dest.display()))?;
     Ok(true)
 }
 

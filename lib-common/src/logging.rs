@@ -74,7 +74,7 @@ pub fn ct(ctid: u32) -> String {
 }
 
 fn level_from_env() -> LevelFilter {
-    match std::env::var("PHOENIX_LOG_LEVEL")
+    match std::env::var(crate::env::LOG_LEVEL)
         .unwrap_or_default()
         .to_ascii_lowercase()
         .as_str()

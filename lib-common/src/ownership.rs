@@ -73,6 +73,7 @@ pub fn has_intent(ctid: Ctid) -> bool {
     intent_path(ctid).exists()
 }
 
+/// Forget the in-flight record of `ctid` (its create/clone finished, or it was repaired).
 pub fn clear_intent(ctid: Ctid) {
     let _ = std::fs::remove_file(intent_path(ctid));
 }

@@ -4,13 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::env;
+
 /// Default install prefix on a Proxmox host.
 pub const DEFAULT_PREFIX: &str = "/usr/local/phoenix_hypervisor";
+/// File name of the hypervisor configuration.
 pub const HYPERVISOR_CONFIG_NAME: &str = "phoenix_hypervisor_config.json";
+/// File name of the LXC configuration.
 pub const LXC_CONFIG_NAME: &str = "phoenix_lxc_configs.json";
+/// File name of the LXC configuration's schema.
 pub const LXC_SCHEMA_NAME: &str = "phoenix_lxc_configs.schema.json";
+/// File name of the hypervisor configuration's schema.
 pub const HYPERVISOR_SCHEMA_NAME: &str = "phoenix_hypervisor_config.schema.json";
-pub const MARKER_NAME: &str = ".phoenix_hypervisor_initialized";
 /// Host-absolute path of the run lock.
 pub const LOCK_FILE: &str = "/run/lock/phoenix_hypervisor.lock";
 /// Host-absolute default log file.
@@ -26,12 +31,12 @@ fn env_path(name: &str) -> Option<PathBuf> {
 
 /// PREFIX: `PHOENIX_ROOT` or `/usr/local/phoenix_hypervisor`.
 pub fn prefix() -> PathBuf {
-    env_path("PHOENIX_ROOT").unwrap_or_else(|| PathBuf::from(DEFAULT_PREFIX))
+    env_path(env::PREFIX).unwrap_or_else(|| PathBuf::from(DEFAULT_PREFIX))
 }
 
 /// The host's `/`: `PHOENIX_HOST_ROOT` (tests and the simulator) or `/`.
 pub fn host_root() -> PathBuf {
-    env_path("PHOENIX_HOST_ROOT").unwrap_or_else(|| PathBuf::from("/"))
+    env_path(env::HOST_ROOT).unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// A host-absolute path as this process must open it: `host_root() + path`.
@@ -48,31 +53,29 @@ pub fn under_root(root: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// PREFIX/bin.
 pub fn bin_dir() -> PathBuf {
     prefix().join("bin")
 }
 
+/// PREFIX/etc.
 pub fn etc_dir() -> PathBuf {
     prefix().join("etc")
 }
 
-pub fn lib_dir() -> PathBuf {
-    prefix().join("lib")
-}
-
 /// `HYPERVISOR_CONFIG_FILE`, else PREFIX/etc/phoenix_hypervisor_config.json.
 pub fn hypervisor_config_file() -> PathBuf {
-    env_path("HYPERVISOR_CONFIG_FILE").unwrap_or_else(|| etc_dir().join(HYPERVISOR_CONFIG_NAME))
+    env_path(env::HYPERVISOR_CONFIG_FILE).unwrap_or_else(|| etc_dir().join(HYPERVISOR_CONFIG_NAME))
 }
 
 /// `LXC_CONFIG_FILE`, else PREFIX/etc/phoenix_lxc_configs.json.
 pub fn lxc_config_file() -> PathBuf {
-    env_path("LXC_CONFIG_FILE").unwrap_or_else(|| etc_dir().join(LXC_CONFIG_NAME))
+    env_path(env::LXC_CONFIG_FILE).unwrap_or_else(|| etc_dir().join(LXC_CONFIG_NAME))
 }
 
 /// `PHOENIX_LOG_FILE`, else HOST_ROOT/var/log/phoenix_hypervisor.log.
 pub fn log_file() -> PathBuf {
-    env_path("PHOENIX_LOG_FILE").unwrap_or_else(|| host_path(DEFAULT_LOG_FILE))
+    env_path(env::LOG_FILE).unwrap_or_else(|| host_path(DEFAULT_LOG_FILE))
 }
 
 /// The installed path of a step under the design document's name, e.g.
@@ -81,15 +84,29 @@ pub fn step_path(design_name: &str) -> PathBuf {
     bin_dir().join(format!("{design_name}.sh"))
 }
 
+/// Installed name of the orchestrator.
+pub const ESTABLISH: &str = "phoenix_establish_hypervisor";
+/// Installed name of the initial-setup step.
+pub const INITIAL_SETUP: &str = "phoenix_hypervisor_initial_setup";
+/// Installed name of the create-lxc step.
+pub const CREATE_LXC: &str = "phoenix_hypervisor_create_lxc";
+/// Installed name of the clone-lxc step.
+pub const CLONE_LXC: &str = "phoenix_hypervisor_clone_lxc";
+/// Installed name of the lxc-nvidia step.
+pub const LXC_NVIDIA: &str = "phoenix_hypervisor_lxc_nvidia";
+/// Installed name of the lxc-docker step.
+pub const LXC_DOCKER: &str = "phoenix_hypervisor_lxc_docker";
+
 /// The workspace binaries that are installed, with their installed names (`architecture.md`,
-/// "Installed layout"). Setup plugins (`setup-<ctid>`) follow [`installed_name`]'s rule.
+/// "Installed layout"): the one table of installed program names. Setup plugins
+/// (`setup-<ctid>`) follow [`installed_name`]'s rule.
 pub const PROGRAMS: &[(&str, &str)] = &[
-    ("establish", "phoenix_establish_hypervisor"),
-    ("initial-setup", "phoenix_hypervisor_initial_setup"),
-    ("create-lxc", "phoenix_hypervisor_create_lxc"),
-    ("clone-lxc", "phoenix_hypervisor_clone_lxc"),
-    ("lxc-nvidia", "phoenix_hypervisor_lxc_nvidia"),
-    ("lxc-docker", "phoenix_hypervisor_lxc_docker"),
+    ("establish", ESTABLISH),
+    ("initial-setup", INITIAL_SETUP),
+    ("create-lxc", CREATE_LXC),
+    ("clone-lxc", CLONE_LXC),
+    ("lxc-nvidia", LXC_NVIDIA),
+    ("lxc-docker", LXC_DOCKER),
 ];
 
 /// Installed name of a workspace binary: the table above, or `setup-<ctid>` ->
@@ -99,8 +116,10 @@ pub fn installed_name(bin: &str) -> Option<String> {
         return Some((*name).to_string());
     }
     let ctid = bin.strip_prefix("setup-")?;
-    (!ctid.is_empty() && ctid.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| format!("phoenix_hypervisor_setup_{ctid}"))
+    if ctid.is_empty() || !ctid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ctid.parse().ok().map(setup_step_name)
 }
 
 /// The design document's name of the setup step of one CT (without `.sh`).

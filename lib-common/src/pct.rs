@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 
 use crate::config::{ContainerSpec, Ctid};
 use crate::error::{Error, Result};
+use crate::types::{Hostname, OsTemplate, SnapshotName, StorageId};
 
 /// Power state of a container as `pct status` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,11 +141,11 @@ pub fn parse_listsnapshot(text: &str) -> Vec<String> {
 /// The MAC goes inside net0 (`--hwaddress` is not a pct option); `ip` prefers `static_ip`.
 pub fn net0_value(spec: &ContainerSpec) -> String {
     let net = &spec.network_config;
-    let ip = spec.static_ip.as_deref().unwrap_or(&net.ip);
-    let mut v = format!("name={},bridge={},ip={ip}", net.name, net.bridge);
-    if !net.gw.is_empty() {
-        v.push_str(&format!(",gw={}", net.gw));
-    }
+    let ip = spec.ip();
+    let mut v = format!(
+        "name={},bridge={},ip={ip},gw={}",
+        net.name, net.bridge, net.gw
+    );
     if let Some(mac) = spec.mac_address.as_deref() {
         v.push_str(&format!(",hwaddr={mac}"));
     }
@@ -156,11 +157,11 @@ pub fn net0_value(spec: &ContainerSpec) -> String {
 pub struct CreateSpec {
     pub ctid: Ctid,
     /// Host-absolute path (or a `storage:vztmpl/...` volid), passed unprefixed.
-    pub ostemplate: String,
-    pub hostname: String,
+    pub ostemplate: OsTemplate,
+    pub hostname: Hostname,
     pub memory_mb: u64,
     pub cores: u32,
-    pub storage: String,
+    pub storage: StorageId,
     pub rootfs_gb: u64,
     pub net0: String,
     /// Omitted when empty.
@@ -190,15 +191,15 @@ impl CreateSpec {
         let mut a = vec![
             "create".to_string(),
             self.ctid.to_string(),
-            self.ostemplate.clone(),
+            self.ostemplate.to_string(),
             "--hostname".into(),
-            self.hostname.clone(),
+            self.hostname.to_string(),
             "--memory".into(),
             self.memory_mb.to_string(),
             "--cores".into(),
             self.cores.to_string(),
             "--storage".into(),
-            self.storage.clone(),
+            self.storage.to_string(),
             "--rootfs".into(),
             format!("{}:{}", self.storage, self.rootfs_gb),
             "--net0".into(),
@@ -219,12 +220,12 @@ impl CreateSpec {
 pub struct CloneSpec {
     pub source: Ctid,
     pub target: Ctid,
-    pub snapname: Option<String>,
-    pub hostname: String,
+    pub snapname: Option<SnapshotName>,
+    pub hostname: Hostname,
     /// Full clone (`--full 1`); linked otherwise (`--full 0`).
     pub full: bool,
     /// Target storage; only allowed with `full`.
-    pub storage: Option<String>,
+    pub storage: Option<StorageId>,
 }
 
 impl CloneSpec {
@@ -237,10 +238,10 @@ impl CloneSpec {
         ];
         if let Some(s) = &self.snapname {
             a.push("--snapname".into());
-            a.push(s.clone());
+            a.push(s.to_string());
         }
         a.push("--hostname".into());
-        a.push(self.hostname.clone());
+        a.push(self.hostname.to_string());
         a.push("--full".into());
         a.push(bool01(self.full).into());
         // Proxmox refuses --storage for linked clones.
@@ -248,7 +249,7 @@ impl CloneSpec {
             && let Some(st) = &self.storage
         {
             a.push("--storage".into());
-            a.push(st.clone());
+            a.push(st.to_string());
         }
         a
     }
@@ -1016,10 +1017,10 @@ mod tests {
     /// The reference base template 900 (empty features), from the steps' test block.
     pub(crate) fn spec_900() -> ContainerSpec {
         let mut s = crate::steps::tests::spec("BaseTemplate");
-        s.features = Some("".into());
-        s.static_ip = Some("10.0.0.200/24".into());
+        s.features = Some("".parse().unwrap());
+        s.static_ip = Some("10.0.0.200/24".parse().unwrap());
         s.is_template = Some(true);
-        s.template_snapshot_name = Some("base-snapshot".into());
+        s.template_snapshot_name = Some("base-snapshot".parse().unwrap());
         s
     }
 
@@ -1050,7 +1051,7 @@ mod tests {
         );
         assert!(!a.iter().any(|x| x == "--hwaddress" || x == "--features"));
         let mut s = spec_900();
-        s.features = Some("nesting=1".into());
+        s.features = Some("nesting=1".parse().unwrap());
         s.unprivileged = false;
         let a = CreateSpec::from_spec(Ctid(902), &s).args();
         let i = a.iter().position(|x| x == "--features").unwrap();
@@ -1063,10 +1064,10 @@ mod tests {
         let mut c = CloneSpec {
             source: Ctid(900),
             target: Ctid(901),
-            snapname: Some("base-snapshot".into()),
-            hostname: "gpu".into(),
+            snapname: Some("base-snapshot".parse().unwrap()),
+            hostname: "gpu".parse().unwrap(),
             full: true,
-            storage: Some("lxc-disks".into()),
+            storage: Some("lxc-disks".parse().unwrap()),
         };
         assert_eq!(
             c.args(),

@@ -21,12 +21,16 @@ use crate::config::{ContainerSpec, Ctid, LxcConfigFile};
 /// What a container needs, as far as template choice is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Capabilities {
+    /// Has GPUs.
     pub gpu: bool,
+    /// Runs Docker.
     pub docker: bool,
+    /// Serves a vLLM model.
     pub vllm: bool,
 }
 
 impl Capabilities {
+    /// What `ct` needs.
     pub fn of(ct: &ContainerSpec) -> Self {
         Capabilities {
             gpu: ct.has_gpus(),
@@ -34,6 +38,7 @@ impl Capabilities {
             vllm: ct.wants_vllm(),
         }
     }
+    /// How many capabilities.
     pub fn count(self) -> usize {
         usize::from(self.gpu) + usize::from(self.docker) + usize::from(self.vllm)
     }
@@ -61,15 +66,25 @@ impl fmt::Display for Capabilities {
     }
 }
 
+/// How a container comes to exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// `pct create CTID <ostemplate>`.
-    Create { ostemplate: String },
+    Create {
+        /// The block's `template`.
+        ostemplate: String,
+    },
     /// `pct clone SOURCE CTID --snapname SNAPSHOT`.
-    Clone { source: Ctid, snapshot: String },
+    Clone {
+        /// The template cloned from.
+        source: Ctid,
+        /// Its `template_snapshot_name`.
+        snapshot: String,
+    },
 }
 
 impl Action {
+    /// The clone source, if cloned.
     pub fn source(&self) -> Option<Ctid> {
         match self {
             Action::Create { .. } => None,
@@ -81,7 +96,9 @@ impl Action {
 /// The decision for one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
+    /// The container.
     pub ctid: Ctid,
+    /// Create or clone.
     pub action: Action,
     /// Why, for people (`--dry-run`, logs).
     pub reason: String,
@@ -90,6 +107,7 @@ pub struct Planned {
 /// The decision for every container, keyed by CTID.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
+    /// Each container's plan, by CTID.
     pub entries: BTreeMap<Ctid, Planned>,
 }
 
@@ -124,7 +142,8 @@ pub fn plan(lxc: &LxcConfigFile) -> Plan {
         let snapshot_of = |src: Ctid| {
             lxc.lxc_configs
                 .get(&src)
-                .and_then(|s| s.template_snapshot_name.clone())
+                .and_then(|s| s.template_snapshot_name.as_ref())
+                .map(ToString::to_string)
                 .unwrap_or_default()
         };
         let (action, reason) = if let Some(src) = ct.clone_source() {
@@ -141,7 +160,7 @@ pub fn plan(lxc: &LxcConfigFile) -> Plan {
         } else if ct.is_template() {
             (
                 Action::Create {
-                    ostemplate: ct.template.clone(),
+                    ostemplate: ct.template.to_string(),
                 },
                 "template without clone_from_template_ctid: create from its ostemplate".into(),
             )
@@ -162,7 +181,7 @@ pub fn plan(lxc: &LxcConfigFile) -> Plan {
         } else {
             (
                 Action::Create {
-                    ostemplate: ct.template.clone(),
+                    ostemplate: ct.template.to_string(),
                 },
                 format!(
                     "no clone_from_template_ctid and no template fits (needs: {}; unprivileged {}): create from its ostemplate",
@@ -269,9 +288,9 @@ mod tests {
     ) {
         let mut ct = lxc.lxc_configs[&Ctid(910)].clone();
         ct.clone_from_template_ctid = None;
-        ct.gpu_assignment = Some(if gpu { "0" } else { "none" }.into());
-        ct.features = Some(if docker { "nesting=1" } else { "" }.into());
-        ct.vllm_model = vllm.then(|| "m".into());
+        ct.gpu_assignment = Some(if gpu { "0" } else { "none" }.parse().unwrap());
+        ct.features = Some(if docker { "nesting=1" } else { "" }.parse().unwrap());
+        ct.vllm_model = vllm.then(|| "m".parse().unwrap());
         ct.unprivileged = unpriv;
         lxc.lxc_configs.insert(Ctid(id), ct);
     }
@@ -287,7 +306,7 @@ mod tests {
         assert_eq!(
             plan.entries[&Ctid(900)].action,
             Action::Create {
-                ostemplate: lxc.lxc_configs[&Ctid(900)].template.clone()
+                ostemplate: lxc.lxc_configs[&Ctid(900)].template.to_string()
             }
         );
         assert_eq!(
@@ -306,10 +325,10 @@ mod tests {
         let mut lxc = reference();
         // 100 clones 920; 905 is a template cloned from 950's sibling chain end.
         let mut c100 = lxc.lxc_configs[&Ctid(950)].clone();
-        c100.name = "early".into();
+        c100.name = "early".parse().unwrap();
         lxc.lxc_configs.insert(Ctid(100), c100);
         let mut t = lxc.lxc_configs[&Ctid(902)].clone();
-        t.clone_from_template_ctid = Some("920".into());
+        t.clone_from_template_ctid = Some("920".parse().unwrap());
         lxc.lxc_configs.insert(Ctid(905), t);
         assert_eq!(
             dependency_order(&lxc),
@@ -357,7 +376,7 @@ mod tests {
     fn template_choice_ties_go_to_the_lowest_ctid() {
         let mut lxc = reference();
         let mut t = lxc.lxc_configs[&Ctid(902)].clone();
-        t.template_snapshot_name = Some("other".into());
+        t.template_snapshot_name = Some("other".parse().unwrap());
         lxc.lxc_configs.insert(Ctid(899), t.clone());
         lxc.lxc_configs.insert(Ctid(904), t);
         standard(&mut lxc, 201, false, true, false, true);
@@ -387,7 +406,7 @@ mod tests {
         lxc.lxc_configs
             .get_mut(&Ctid(900))
             .unwrap()
-            .clone_from_template_ctid = Some("950".into());
+            .clone_from_template_ctid = Some("950".parse().unwrap());
         let plan = plan(&lxc);
         let order = plan.order();
         assert_eq!(order.len(), 7);

@@ -151,6 +151,7 @@ impl<'a> Ct<'a> {
         })
     }
 
+    /// The plugin's container.
     pub fn ctid(&self) -> Ctid {
         self.ctid
     }
@@ -166,10 +167,12 @@ impl<'a> Ct<'a> {
         &self.ctx.configs
     }
 
+    /// Print changes instead of making them.
     pub fn dry_run(&self) -> bool {
         self.ctx.dry_run
     }
 
+    /// The Proxmox client.
     pub fn pct(&self) -> &'a PctClient {
         &self.ctx.pct
     }
@@ -250,22 +253,27 @@ impl<'a> Ct<'a> {
         self.guest.write_file(path, content, &format!("{mode:04o}"))
     }
 
+    /// A file inside the container, `None` when absent.
     pub fn read_file_opt(&self, path: &str) -> Result<Option<String>> {
         self.guest.read_file_opt(path)
     }
 
+    /// A file exists inside the container.
     pub fn file_exists(&self, path: &str) -> Result<bool> {
         self.guest.file_exists(path)
     }
 
+    /// A Debian package is installed inside the container.
     pub fn package_installed(&self, package: &str) -> Result<bool> {
         self.guest.package_installed(package)
     }
 
+    /// A systemd unit is enabled inside the container.
     pub fn service_enabled(&self, unit: &str) -> Result<bool> {
         self.guest.service_enabled(unit)
     }
 
+    /// A systemd unit is active inside the container.
     pub fn service_active(&self, unit: &str) -> Result<bool> {
         self.guest.service_active(unit)
     }

@@ -19,12 +19,9 @@ use crate::config::{Configs, ContainerSpec, Ctid};
 use crate::error::{Error, Result};
 use crate::pct::{CtStatus, PctClient};
 
-/// Installed program names (without `.sh`), used as the log's program field.
-pub const INITIAL_SETUP: &str = "phoenix_hypervisor_initial_setup";
-pub const CREATE_LXC: &str = "phoenix_hypervisor_create_lxc";
-pub const CLONE_LXC: &str = "phoenix_hypervisor_clone_lxc";
-pub const LXC_NVIDIA: &str = "phoenix_hypervisor_lxc_nvidia";
-pub const LXC_DOCKER: &str = "phoenix_hypervisor_lxc_docker";
+/// Installed program names (without `.sh`), used as the log's program field; the table is
+/// [`crate::paths::PROGRAMS`].
+pub use crate::paths::{CLONE_LXC, CREATE_LXC, INITIAL_SETUP, LXC_DOCKER, LXC_NVIDIA};
 
 /// Options every step takes.
 #[derive(Debug, Clone, Default, Args)]
@@ -36,6 +33,7 @@ pub struct CommonArgs {
 
 fn parse_ctid(s: &str) -> std::result::Result<Ctid, String> {
     s.parse()
+        .map_err(|e: crate::types::ParseError| e.to_string())
 }
 
 /// `STEP [--dry-run] CTID` (create-lxc, lxc-nvidia, lxc-docker, setup-<ctid>).
@@ -45,6 +43,7 @@ pub struct CtidArgs {
     /// The container's ID, a key of `lxc_configs` in the LXC config file.
     #[arg(value_name = "CTID", value_parser = parse_ctid)]
     pub ctid: Ctid,
+    /// `--dry-run`.
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -62,6 +61,7 @@ pub struct CloneArgs {
     /// The new container; its block in the LXC config gives its settings.
     #[arg(value_name = "TARGET_CTID", value_parser = parse_ctid)]
     pub target_ctid: Ctid,
+    /// `--dry-run`.
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -73,6 +73,7 @@ pub struct InitialSetupArgs {
     /// Run the checks again even when the host is already marked initialized.
     #[arg(long)]
     pub force: bool,
+    /// `--dry-run`.
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -98,12 +99,16 @@ pub fn load_configs() -> Result<Configs> {
 pub struct StepContext {
     /// Installed program name (log field).
     pub program: String,
+    /// Print what would change and change nothing.
     pub dry_run: bool,
+    /// Both configurations, validated.
     pub configs: Configs,
+    /// The Proxmox client (dry-run aware).
     pub pct: PctClient,
 }
 
 impl StepContext {
+    /// The context of `program` (its installed name) over validated `configs`.
     pub fn new(program: &str, configs: Configs, dry_run: bool) -> StepContext {
         StepContext {
             program: program.to_string(),
@@ -207,6 +212,7 @@ pub fn next_interval(current: Duration) -> Duration {
     (current.mul_f64(1.5)).min(MAX_POLL)
 }
 
+/// The first readiness poll interval.
 pub const FIRST_POLL: Duration = Duration::from_millis(20);
 
 /// Pause before the next readiness poll, `elapsed` into the wait: a tenth of the time waited so

@@ -16,8 +16,11 @@ use crate::config::Ctid;
 /// One running task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
+    /// The task's UPID as Proxmox wrote it.
     pub upid: String,
+    /// The worker's process ID.
     pub pid: u32,
+    /// The worker's start time (field 22 of `/proc/<pid>/stat`), to tell a reused PID.
     pub pstart: u64,
     /// `vzcreate`, `vzclone`, `vzsnapshot`, `vzdelsnapshot`, ...
     pub kind: String,

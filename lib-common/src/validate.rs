@@ -13,42 +13,40 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
 
 use jsonschema::error::ValidationErrorKind;
-use regex::Regex;
 use serde_json::Value;
 
 use crate::config::{self, Configs, ContainerSpec, Ctid, HypervisorConfig, LxcConfigFile};
+use crate::json::escape_pointer;
 use crate::paths;
+use crate::types::{
+    self, Bridge, DriverVersion, Features, GpuAssignment, Hostname, IfaceName, ImageRef, Ipv4Cidr,
+    MacAddr, ModelName, OsTemplate, ParseError, SnapshotName, StorageId,
+};
 
 /// The shipped schemas, compiled into every binary (used when PREFIX/etc lacks them).
 pub const EMBEDDED_HYPERVISOR_SCHEMA: &str =
     include_str!("../../etc/phoenix_hypervisor_config.schema.json");
+/// The shipped LXC schema, compiled in.
 pub const EMBEDDED_LXC_SCHEMA: &str = include_str!("../../etc/phoenix_lxc_configs.schema.json");
-
-/// LXC `features` keys Proxmox knows (`pct` `features` property string).
-pub const KNOWN_FEATURES: &[&str] = &[
-    "nesting",
-    "keyctl",
-    "fuse",
-    "mknod",
-    "force_rw_sys",
-    "mount",
-];
 
 // ---------------------------------------------------------------------------------------------
 // Diagnostics
 
+/// How bad a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
+    /// Invalid: nothing is done.
     Error,
+    /// Worth knowing; the run goes on.
     Warning,
 }
 
 /// One problem found in a file. `Display` gives `<file>[:line:col][: <pointer>]: <message>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// Error or warning.
     pub severity: Severity,
     /// The file concerned (a config file or a schema file).
     pub file: PathBuf,
@@ -58,6 +56,7 @@ pub struct Diagnostic {
     pub position: Option<(usize, usize)>,
     /// The container the problem belongs to, where there is one.
     pub ctid: Option<Ctid>,
+    /// What is wrong and what to do.
     pub message: String,
 }
 
@@ -78,12 +77,15 @@ impl Diagnostic {
             message: msg,
         }
     }
+    /// An error at `pointer` of `file`.
     pub fn error(file: &Path, pointer: impl Into<String>, message: String) -> Self {
         Self::new(Severity::Error, file, pointer, message)
     }
+    /// A warning at `pointer` of `file`.
     pub fn warning(file: &Path, pointer: impl Into<String>, message: String) -> Self {
         Self::new(Severity::Warning, file, pointer, message)
     }
+    /// An error, not a warning.
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -113,13 +115,16 @@ impl fmt::Display for Diagnostic {
 /// Every diagnostic of a failed validation (errors and warnings, in file order).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Report {
+    /// Errors and warnings, grouped by file and CT.
     pub diagnostics: Vec<Diagnostic>,
 }
 
 impl Report {
+    /// The errors.
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
         self.diagnostics.iter().filter(|d| d.is_error())
     }
+    /// The warnings.
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
         self.diagnostics.iter().filter(|d| !d.is_error())
     }
@@ -165,7 +170,9 @@ impl From<Report> for crate::Error {
 /// the production setting; tests build one by hand so they need no environment variables.
 #[derive(Debug, Clone)]
 pub struct Sources {
+    /// The hypervisor configuration file.
     pub hypervisor_config: PathBuf,
+    /// The LXC configuration file.
     pub lxc_config: PathBuf,
     /// PREFIX/etc, where installed schemas are looked for.
     pub etc_dir: PathBuf,
@@ -174,6 +181,7 @@ pub struct Sources {
 }
 
 impl Sources {
+    /// The locations the environment names (`HYPERVISOR_CONFIG_FILE`, `LXC_CONFIG_FILE`, `PHOENIX_ROOT`, `PHOENIX_HOST_ROOT`).
     pub fn from_env() -> Self {
         Sources {
             hypervisor_config: paths::hypervisor_config_file(),
@@ -187,7 +195,9 @@ impl Sources {
 /// Where a schema came from (for messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SchemaSource {
+    /// A schema file.
     File(PathBuf),
+    /// The copy compiled into the binary, by file name.
     Embedded(&'static str),
 }
 
@@ -208,6 +218,7 @@ impl fmt::Display for SchemaSource {
 
 /// A compiled draft-07 schema with format assertion on.
 pub struct Schema {
+    /// Where it came from.
     pub source: SchemaSource,
     validator: jsonschema::Validator,
 }
@@ -240,6 +251,7 @@ impl Schema {
         Ok(Schema { source, validator })
     }
 
+    /// The compiled-in hypervisor schema.
     pub fn embedded_hypervisor() -> Schema {
         Self::compile(
             SchemaSource::Embedded(paths::HYPERVISOR_SCHEMA_NAME),
@@ -248,6 +260,7 @@ impl Schema {
         .expect("the embedded hypervisor schema compiles (tested)")
     }
 
+    /// The compiled-in LXC schema.
     pub fn embedded_lxc() -> Schema {
         Self::compile(
             SchemaSource::Embedded(paths::LXC_SCHEMA_NAME),
@@ -291,10 +304,6 @@ impl Schema {
         }
         out
     }
-}
-
-fn escape_pointer(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
 }
 
 fn exists(p: &Path) -> bool {
@@ -428,7 +437,7 @@ pub fn read_document(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Value> 
             return None;
         }
     };
-    match serde_json::from_str(&text) {
+    match crate::json::from_str_strict(&text) {
         Ok(v) => Some(v),
         Err(e) => {
             let mut d = Diagnostic::error(path, "", format!("invalid JSON: {e}"));
@@ -441,9 +450,13 @@ pub fn read_document(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Value> 
 
 /// The two parsed documents to check (either may be missing after a read/parse error).
 pub struct Documents<'a> {
+    /// Where the hypervisor configuration was read.
     pub hypervisor_path: &'a Path,
+    /// Its parsed JSON, if it was read.
     pub hypervisor: Option<&'a Value>,
+    /// Where the LXC configuration was read.
     pub lxc_path: &'a Path,
+    /// Its parsed JSON, if it was read.
     pub lxc: Option<&'a Value>,
 }
 
@@ -451,7 +464,9 @@ pub struct Documents<'a> {
 /// diagnostic (errors and warnings).
 #[derive(Debug)]
 pub struct Outcome {
+    /// The typed configurations, when both documents deserialized.
     pub configs: Option<Configs>,
+    /// Every diagnostic.
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -468,12 +483,44 @@ pub fn check_documents(
     let mut schema_diags = Vec::new();
     let mut semantic = Semantic::default();
 
+    // Parse: every value of a domain type, each error at its pointer.
+    if let Some(v) = docs.hypervisor {
+        parse_values(docs.hypervisor_path, v, HYPERVISOR_VALUES, &mut semantic);
+    }
+    if let Some(v) = docs.lxc {
+        parse_values(docs.lxc_path, v, LXC_VALUES, &mut semantic);
+        if let Some(map) = v.get("lxc_configs").and_then(Value::as_object) {
+            for (key, block) in map {
+                if let Ok(id) = key.parse::<Ctid>() {
+                    parse_block(docs.lxc_path, id, block, &mut semantic);
+                }
+            }
+        }
+    }
+    let hv_parse_failed = semantic.checked_wrong(docs.hypervisor_path);
+    let lxc_parse_failed = semantic.checked_wrong(docs.lxc_path);
+
+    // Type: schema errors, and the typed model when the document deserializes.
     let hv = docs.hypervisor.and_then(|v| {
-        typed::<HypervisorConfig>(docs.hypervisor_path, v, hv_schema, &mut schema_diags)
+        typed::<HypervisorConfig>(
+            docs.hypervisor_path,
+            v,
+            hv_schema,
+            hv_parse_failed,
+            &mut schema_diags,
+        )
     });
-    let lxc = docs
-        .lxc
-        .and_then(|v| typed::<LxcConfigFile>(docs.lxc_path, v, lxc_schema, &mut schema_diags));
+    let lxc = docs.lxc.and_then(|v| {
+        typed::<LxcConfigFile>(
+            docs.lxc_path,
+            v,
+            lxc_schema,
+            lxc_parse_failed,
+            &mut schema_diags,
+        )
+    });
+
+    // Then the rules across fields, blocks and files.
 
     // Semantic rules run on every CT block that types, even when another block does not, so a
     // single typo does not hide the other problems.
@@ -529,11 +576,13 @@ pub fn check_documents(
 }
 
 /// Schema-check one document and deserialize it. A deserialization error is reported only when
-/// the schema found nothing (otherwise it repeats a schema error less clearly).
+/// neither the schema nor the parse pass (`parse_failed`) found anything (otherwise it repeats
+/// their errors less clearly).
 fn typed<T: serde::de::DeserializeOwned>(
     path: &Path,
     value: &Value,
     schema: Option<&Schema>,
+    parse_failed: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<T> {
     let before = diags.len();
@@ -543,7 +592,7 @@ fn typed<T: serde::de::DeserializeOwned>(
     match T::deserialize(value) {
         Ok(t) => Some(t),
         Err(e) => {
-            if diags.len() == before {
+            if diags.len() == before && !parse_failed {
                 diags.push(Diagnostic::error(
                     path,
                     "",
@@ -577,6 +626,129 @@ fn typed_blocks(lxc: &Value) -> (BTreeMap<Ctid, ContainerSpec>, BTreeSet<Ctid>) 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Parse: every value of a domain type, with its pointer
+
+/// Parses one text value; the error names the value and says why.
+type Parser = fn(&str) -> Result<(), ParseError>;
+
+fn parses<T: std::str::FromStr<Err = ParseError>>(s: &str) -> Result<(), ParseError> {
+    s.parse::<T>().map(drop)
+}
+
+fn parses_ipv4(s: &str) -> Result<(), ParseError> {
+    types::ipv4_addr(s).map(drop)
+}
+
+/// `vllm_model`: `""` means none (as `null` does).
+fn parses_model(s: &str) -> Result<(), ParseError> {
+    if s.is_empty() {
+        Ok(())
+    } else {
+        parses::<ModelName>(s)
+    }
+}
+
+/// `network.portainer_server_ip`: optional, `""` means unset.
+fn parses_optional_ipv4(s: &str) -> Result<(), ParseError> {
+    if s.is_empty() { Ok(()) } else { parses_ipv4(s) }
+}
+
+/// (JSON Pointer below the document, the field as people name it, its parser).
+type ValueRule = (&'static str, &'static str, Parser);
+
+/// The typed values of `phoenix_hypervisor_config.json`.
+const HYPERVISOR_VALUES: &[ValueRule] = &[
+    (
+        "/docker/portainer_server_image",
+        "docker.portainer_server_image",
+        parses::<ImageRef>,
+    ),
+    (
+        "/docker/portainer_agent_image",
+        "docker.portainer_agent_image",
+        parses::<ImageRef>,
+    ),
+    (
+        "/network/portainer_server_ip",
+        "network.portainer_server_ip",
+        parses_optional_ipv4,
+    ),
+];
+
+/// The typed top-level values of `phoenix_lxc_configs.json`.
+const LXC_VALUES: &[ValueRule] = &[(
+    "/nvidia_driver_version",
+    "nvidia_driver_version",
+    parses::<DriverVersion>,
+)];
+
+/// The typed values of one container block, below `/lxc_configs/<ctid>`.
+const BLOCK_VALUES: &[ValueRule] = &[
+    ("/name", "name", parses::<Hostname>),
+    ("/template", "template", parses::<OsTemplate>),
+    ("/storage_pool", "storage_pool", parses::<StorageId>),
+    (
+        "/network_config/name",
+        "network_config.name",
+        parses::<IfaceName>,
+    ),
+    (
+        "/network_config/bridge",
+        "network_config.bridge",
+        parses::<Bridge>,
+    ),
+    (
+        "/network_config/ip",
+        "network_config.ip",
+        parses::<Ipv4Cidr>,
+    ),
+    ("/network_config/gw", "network_config.gw", parses_ipv4),
+    ("/features", "features", parses::<Features>),
+    ("/static_ip", "static_ip", parses::<Ipv4Cidr>),
+    ("/mac_address", "mac_address", parses::<MacAddr>),
+    ("/gpu_assignment", "gpu_assignment", parses::<GpuAssignment>),
+    ("/vllm_model", "vllm_model", parses_model),
+    (
+        "/template_snapshot_name",
+        "template_snapshot_name",
+        parses::<SnapshotName>,
+    ),
+    (
+        "/clone_from_template_ctid",
+        "clone_from_template_ctid",
+        parses::<Ctid>,
+    ),
+];
+
+/// Parse each string at the rules' pointers; a value that does not parse is an error at its
+/// pointer naming the field and the value (replacing the schema's less precise errors there).
+/// Values of other JSON types are the schema's to report.
+fn parse_values(file: &Path, doc: &Value, rules: &[ValueRule], s: &mut Semantic) {
+    for &(pointer, field, parse) in rules {
+        if let Some(Value::String(text)) = doc.pointer(pointer)
+            && let Err(e) = parse(text)
+        {
+            s.value_error(file, pointer.to_string(), format!("{field} {e}"));
+        }
+    }
+}
+
+/// [`parse_values`] for one container block.
+fn parse_block(file: &Path, id: Ctid, block: &Value, s: &mut Semantic) {
+    for &(pointer, field, parse) in BLOCK_VALUES {
+        if let Some(Value::String(text)) = block.pointer(pointer)
+            && let Err(e) = parse(text)
+        {
+            s.value_error(
+                file,
+                format!("/lxc_configs/{id}{pointer}"),
+                format!("CT {id}: {field} {e}"),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Semantic rules
 
 #[derive(Default)]
@@ -593,6 +765,10 @@ impl Semantic {
     fn warning(&mut self, file: &Path, ptr: String, msg: String) {
         self.diags.push(Diagnostic::warning(file, ptr, msg));
     }
+    /// A rule that checks whole values found one wrong in `file`.
+    fn checked_wrong(&self, file: &Path) -> bool {
+        self.supersedes.iter().any(|(f, _)| f == file)
+    }
     /// An error from a rule that checks the whole value (replaces schema errors there).
     fn value_error(&mut self, file: &Path, ptr: String, msg: String) {
         self.supersedes.push((file.to_path_buf(), ptr.clone()));
@@ -606,115 +782,6 @@ fn ptr(ctid: Ctid, field: &str) -> String {
     } else {
         format!("/lxc_configs/{ctid}/{field}")
     }
-}
-
-static HOSTNAME_RE: LazyLock<Regex> = LazyLock::new(|| {
-    // Proxmox's `dns-name` format (pve-common JSONSchema.pm).
-    Regex::new(r"^(([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)\.)*([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)$")
-        .expect("valid regex")
-});
-static MAC_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$").expect("valid regex"));
-static CONFIGID_RE: LazyLock<Regex> =
-    // Proxmox's `pve-configid` (case-insensitive), used for snapshot names.
-    LazyLock::new(|| Regex::new(r"(?i)^[a-z][a-z0-9_-]+$").expect("valid regex"));
-static FSTYPES_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z0-9]+(;[a-z0-9]+)*$").expect("valid regex"));
-
-/// Why `name` is not a hostname Proxmox accepts (`dns-name`, at most 255 characters; DNS labels
-/// at most 63), or `None` when it is fine.
-pub fn hostname_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("is empty".into());
-    }
-    if name.len() > 255 {
-        return Some(format!("is {} characters long (at most 255)", name.len()));
-    }
-    if name.contains('_') {
-        return Some("contains '_' (not allowed in a hostname; use '-')".into());
-    }
-    if let Some(l) = name.split('.').find(|l| l.len() > 63) {
-        return Some(format!(
-            "has a label of {} characters, '{l}' (at most 63)",
-            l.len()
-        ));
-    }
-    if !HOSTNAME_RE.is_match(name) {
-        return Some(
-            "is not a valid DNS name (letters, digits and '-' in dot-separated labels, no label starting or ending with '-')"
-                .into(),
-        );
-    }
-    None
-}
-
-/// Why `mac` is not a MAC Proxmox accepts for `hwaddr` (six hex octets, unicast), or `None`.
-pub fn mac_problem(mac: &str) -> Option<String> {
-    if !MAC_RE.is_match(mac) {
-        return Some("is not a MAC address (six hex octets separated by ':')".into());
-    }
-    let first = u8::from_str_radix(&mac[..2], 16).ok()?;
-    if first & 1 == 1 {
-        return Some(format!(
-            "is a multicast address (first octet {:02X} is odd); Proxmox accepts only unicast MACs, e.g. {:02X}{}",
-            first,
-            first & !1,
-            &mac[2..]
-        ));
-    }
-    None
-}
-
-/// Why `name` is not a snapshot name Proxmox accepts, or `None`.
-pub fn snapshot_name_problem(name: &str) -> Option<String> {
-    if name.len() > 40 {
-        return Some(format!("is {} characters long (at most 40)", name.len()));
-    }
-    if !CONFIGID_RE.is_match(name) {
-        return Some(
-            "is not a valid Proxmox snapshot name (a letter, then at least one letter, digit, '_' or '-')"
-                .into(),
-        );
-    }
-    if name == "current" || name == "vzdump" {
-        return Some("is reserved by Proxmox".into());
-    }
-    None
-}
-
-/// Every problem of a `features` string (empty is fine): unknown keys, values other than 0/1
-/// (`mount` takes `fstype;fstype`), duplicates, items without `=`.
-pub fn features_problems(features: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if features.is_empty() {
-        return out;
-    }
-    let mut seen: Vec<&str> = Vec::new();
-    for item in features.split(',') {
-        let Some((k, v)) = item.split_once('=') else {
-            out.push(format!("item '{item}' is not key=value"));
-            continue;
-        };
-        if !KNOWN_FEATURES.contains(&k) {
-            out.push(format!(
-                "unknown key '{k}' (Proxmox knows {})",
-                KNOWN_FEATURES.join(", ")
-            ));
-        } else if k == "mount" {
-            if !FSTYPES_RE.is_match(v) {
-                out.push(format!(
-                    "mount={v}: expected file system types separated by ';', e.g. mount=nfs;cifs"
-                ));
-            }
-        } else if v != "0" && v != "1" {
-            out.push(format!("{k}={v}: the value must be 0 or 1"));
-        }
-        if seen.contains(&k) {
-            out.push(format!("key '{k}' appears more than once"));
-        }
-        seen.push(k);
-    }
-    out
 }
 
 /// Whether CT `id` ends up unprivileged: a clone inherits its source's setting (Proxmox cannot
@@ -731,11 +798,6 @@ fn effective_unprivileged(id: Ctid, cts: &BTreeMap<Ctid, ContainerSpec>) -> bool
     ct.unprivileged
 }
 
-/// The address part of `a.b.c.d/nn`.
-fn ip_address(ip: &str) -> &str {
-    ip.split('/').next().unwrap_or(ip)
-}
-
 /// The rules on `phoenix_lxc_configs.json` alone. `untyped`: CTs defined in the file whose block
 /// is broken (rules about them as clone sources are skipped, not misreported).
 fn check_lxc(
@@ -750,20 +812,19 @@ fn check_lxc(
 
     for (&id, ct) in cts {
         // Clone source.
-        if let Some(raw) = &ct.clone_from_template_ctid {
+        if let Some(src) = ct.clone_from_template_ctid {
             let p = ptr(id, "clone_from_template_ctid");
-            match raw.parse::<Ctid>().ok().map(|c| (c, cts.get(&c))) {
-                // The schema reports a bad format or the broken source block.
-                None => {}
-                Some((src, None)) if untyped.contains(&src) => {}
-                Some((src, None)) => s.error(
+            match cts.get(&src) {
+                // A broken source block is reported where it is broken.
+                None if untyped.contains(&src) => {}
+                None => s.error(
                     file,
                     p,
                     format!(
                         "CT {id}: clone_from_template_ctid {src} names a container not defined in lxc_configs (define CT {src} as a template or fix the CTID)"
                     ),
                 ),
-                Some((src, Some(sct))) => {
+                Some(sct) => {
                     if !sct.is_template() {
                         s.error(
                             file,
@@ -818,46 +879,6 @@ fn check_lxc(
                 ),
             );
         }
-        if let Some(snap) = &ct.template_snapshot_name
-            && let Some(why) = snapshot_name_problem(snap)
-        {
-            s.value_error(
-                file,
-                ptr(id, "template_snapshot_name"),
-                format!("CT {id}: template_snapshot_name '{snap}' {why}"),
-            );
-        }
-
-        if let Some(why) = hostname_problem(&ct.name) {
-            s.value_error(
-                file,
-                ptr(id, "name"),
-                format!(
-                    "CT {id}: name '{}' {why}; Proxmox uses it as the hostname",
-                    ct.name
-                ),
-            );
-        }
-        if let Some(mac) = &ct.mac_address
-            && let Some(why) = mac_problem(mac)
-        {
-            s.value_error(
-                file,
-                ptr(id, "mac_address"),
-                format!("CT {id}: mac_address {mac} {why}"),
-            );
-        }
-        if let Some(f) = &ct.features {
-            let problems = features_problems(f);
-            if !problems.is_empty() {
-                s.value_error(
-                    file,
-                    ptr(id, "features"),
-                    format!("CT {id}: features '{f}': {}", problems.join("; ")),
-                );
-            }
-        }
-
         if let Some(tp) = ct.vllm_tensor_parallel_size {
             let gpus = ct.gpus().len();
             if tp as usize > gpus {
@@ -897,7 +918,7 @@ fn check_lxc(
                 format!("CT {id}: mac_address {mac} is also used by CT {first}"),
             );
         }
-        let addr = ip_address(&ct.network_config.ip).to_string();
+        let addr = ct.network_config.ip.addr.to_string();
         if let Some(first) = ips.insert(addr.clone(), id) {
             ips.insert(addr.clone(), first);
             s.error(

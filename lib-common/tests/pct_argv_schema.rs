@@ -3,6 +3,8 @@
 //! values have the declared type, range, enum, length and pattern, and property strings
 //! (`net0`, `features`, `rootfs`) only use known keys with valid values. A small test-only
 //! checker; it is strict where our argv has values and lenient only for formats we never emit.
+//! A property test mutates the reference configuration at random: whatever validation accepts
+//! must yield only argv this checker accepts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use lib_common::config::{self, LxcConfigFile};
 use lib_common::pct::{self, CloneSpec, CreateSpec, PctConfig};
 use lib_common::steps::clone::settings_diff;
+use proptest::prelude::*;
 use regex::Regex;
 use serde_json::Value;
 
@@ -256,39 +259,48 @@ fn emitted_argvs() -> Vec<Vec<String>> {
             .join("phoenix_lxc_configs.json");
         let v = config::parse_json(&p, &config::read_file(&p).unwrap()).unwrap();
         let lxc: LxcConfigFile = config::from_value(&p, v).unwrap();
-        for (ctid, spec) in &lxc.lxc_configs {
-            out.push(CreateSpec::from_spec(*ctid, spec).args());
-            if let Some(src) = spec.clone_source() {
-                let snap = lxc.lxc_configs[&src]
-                    .template_snapshot_name
-                    .clone()
-                    .unwrap();
-                out.push(
-                    CloneSpec {
-                        source: src,
-                        target: *ctid,
-                        snapname: Some(snap),
-                        hostname: spec.name.clone(),
-                        full: true,
-                        storage: Some(spec.storage_pool.clone()),
-                    }
-                    .args(),
-                );
-            }
-            // What clone-lxc sets on a fresh clone (everything differs from an empty config).
-            let (set, delete) = settings_diff(spec, &PctConfig::default());
-            let pairs: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            out.push(pct::set_args(*ctid, &pairs));
-            let features_only = PctConfig::parse("features: nesting=1\n");
-            let (_, del) = settings_diff(spec, &features_only);
-            if !del.is_empty() {
-                out.push(pct::set_delete_args(*ctid, &del));
-            }
-            assert!(delete.is_empty());
-            out.push(pct::shutdown_args(*ctid, 60, true));
-            if let Some(s) = &spec.template_snapshot_name {
-                out.push(vec!["snapshot".into(), ctid.to_string(), s.clone()]);
-            }
+        out.extend(argvs_for(&lxc));
+    }
+    out
+}
+
+/// Every argv the steps build for the containers of one configuration: create, clone from the
+/// block's source, the `pct set` of a fresh clone, shutdown, the template snapshot.
+fn argvs_for(lxc: &LxcConfigFile) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for (ctid, spec) in &lxc.lxc_configs {
+        out.push(CreateSpec::from_spec(*ctid, spec).args());
+        if let Some(src) = spec.clone_source()
+            && let Some(snap) = lxc
+                .lxc_configs
+                .get(&src)
+                .and_then(|s| s.template_snapshot_name.as_ref())
+        {
+            out.push(
+                CloneSpec {
+                    source: src,
+                    target: *ctid,
+                    snapname: Some(snap.clone()),
+                    hostname: spec.name.clone(),
+                    full: true,
+                    storage: Some(spec.storage_pool.clone()),
+                }
+                .args(),
+            );
+        }
+        // What clone-lxc sets on a fresh clone (everything differs from an empty config).
+        let (set, delete) = settings_diff(spec, &PctConfig::default());
+        let pairs: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        out.push(pct::set_args(*ctid, &pairs));
+        let features_only = PctConfig::parse("features: nesting=1\n");
+        let (_, del) = settings_diff(spec, &features_only);
+        if !del.is_empty() {
+            out.push(pct::set_delete_args(*ctid, &del));
+        }
+        assert!(delete.is_empty());
+        out.push(pct::shutdown_args(*ctid, 60, true));
+        if let Some(s) = &spec.template_snapshot_name {
+            out.push(vec!["snapshot".into(), ctid.to_string(), s.to_string()]);
         }
     }
     out
@@ -351,4 +363,126 @@ fn checker_rejects_what_proxmox_rejects() {
         "name=eth0,bridge=vmbr0,ip=dhcp",
     ]);
     check_argv(&api, &good).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property: whatever `--validate` accepts yields only argv the API schema accepts.
+
+/// The fields a mutation may set (JSON Pointer below a CT block) and the text it puts there:
+/// mostly near-valid values (so many configurations pass validation), some arbitrary
+/// printable text and some non-ASCII.
+fn mutation() -> impl Strategy<Value = (usize, &'static str, Value)> {
+    let printable = "[ -~]{0,14}";
+    let text =
+        |near: &'static str| prop_oneof![8 => near, 1 => printable, 1 => "[a-zé`;\\n ]{1,6}"];
+    let field = prop_oneof![
+        text("[a-zA-Z0-9-]{1,10}(\\.[a-zA-Z0-9-]{1,6})?").prop_map(|v| ("/name", Value::from(v))),
+        text("[a-zA-Z0-9._-]{1,10}").prop_map(|v| ("/storage_pool", Value::from(v))),
+        text("(/[a-zA-Z0-9._-]{1,8}){1,3}|[a-z]{1,5}:vztmpl/[a-z.]{1,8}")
+            .prop_map(|v| ("/template", Value::from(v))),
+        text("[a-zA-Z0-9._,=-]{1,17}").prop_map(|v| ("/network_config/name", Value::from(v))),
+        text("[a-zA-Z0-9._,=-]{1,17}").prop_map(|v| ("/network_config/bridge", Value::from(v))),
+        text("1?[0-9]{1,2}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}/[0-9]{1,2}")
+            .prop_map(|v| ("/network_config/ip", Value::from(v))),
+        text("1?[0-9]{1,2}(\\.[0-9]{1,3}){3}").prop_map(|v| ("/network_config/gw", Value::from(v))),
+        text("[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}").prop_map(|v| ("/mac_address", Value::from(v))),
+        text("((nesting|keyctl|fuse|mknod|force_rw_sys|mount|foo)=[a-z0-9;]{1,4},){0,3}(nesting|keyctl)=[01]")
+            .prop_map(|v| ("/features", Value::from(v))),
+        text("[a-zA-Z][a-zA-Z0-9_ -]{0,12}")
+            .prop_map(|v| ("/template_snapshot_name", Value::from(v))),
+        text("none|[0-9]{1,3}(,[0-9]{1,3}){0,2}").prop_map(|v| ("/gpu_assignment", Value::from(v))),
+        (0u64..300_000).prop_map(|v| ("/memory_mb", Value::from(v))),
+        (0u64..100).prop_map(|v| ("/cores", Value::from(v))),
+        (0u64..2_000).prop_map(|v| ("/storage_size_gb", Value::from(v))),
+    ];
+    (0usize..7, field).prop_map(|(ct, (ptr, v))| (ct, ptr, v))
+}
+
+fn set(block: &mut Value, ptr: &str, v: Value) {
+    let (parent, key) = ptr.rsplit_once('/').unwrap();
+    let obj = if parent.is_empty() {
+        block
+    } else {
+        block.pointer_mut(parent).unwrap()
+    };
+    obj.as_object_mut().unwrap().insert(key.to_string(), v);
+}
+
+#[test]
+fn whatever_validation_accepts_yields_argv_the_api_schema_accepts() {
+    use lib_common::validate::{Documents, Schema, check_documents};
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+
+    let api = api();
+    let dir = workspace().join("tests/fixtures/upstream-214aa23");
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+    };
+    let hv = read("phoenix_hypervisor_config.json");
+    let reference = read("phoenix_lxc_configs.json");
+    let ctids: Vec<String> = reference["lxc_configs"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let (hv_schema, lxc_schema) = (Schema::embedded_hypervisor(), Schema::embedded_lxc());
+    let root = tempfile::tempdir().unwrap();
+    let accepted = std::cell::Cell::new(0usize);
+    let refused = std::cell::Cell::new(0usize);
+
+    // A fixed seed: the same 400 configurations every run (a test that passes or fails by
+    // chance is no test), and the counts below are stable.
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 400,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
+    let result = runner.run(&proptest::collection::vec(mutation(), 1..5), |mutations| {
+        let mut lxc = reference.clone();
+        for (ct, ptr, v) in &mutations {
+            set(&mut lxc["lxc_configs"][&ctids[*ct]], ptr, v.clone());
+        }
+        let out = check_documents(
+            &Documents {
+                hypervisor_path: Path::new("hv.json"),
+                hypervisor: Some(&hv),
+                lxc_path: Path::new("lxc.json"),
+                lxc: Some(&lxc),
+            },
+            Some(&hv_schema),
+            Some(&lxc_schema),
+            root.path(),
+        );
+        let valid = !out.diagnostics.iter().any(|d| d.is_error());
+        let Some(configs) = out.configs.filter(|_| valid) else {
+            refused.set(refused.get() + 1);
+            return Ok(());
+        };
+        accepted.set(accepted.get() + 1);
+        for a in argvs_for(&configs.lxc) {
+            if let Err(e) = check_argv(&api, &a) {
+                return Err(proptest::test_runner::TestCaseError::fail(format!(
+                    "validation accepted {mutations:?} but `pct {}` is refused: {}",
+                    pct::display_argv(&a),
+                    e.join("; ")
+                )));
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    eprintln!("accepted {}, refused {}", accepted.get(), refused.get());
+    // The property is only worth something if both sides are exercised.
+    assert!(
+        accepted.get() >= 40 && refused.get() >= 40,
+        "accepted {}, refused {}",
+        accepted.get(),
+        refused.get()
+    );
 }

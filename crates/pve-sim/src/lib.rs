@@ -1,4 +1,4 @@
-//! pve-sim: a Proxmox VE host in a directory (`docs/simulator.md` in the repository), strict enough
+//! pve-sim: a Proxmox VE host in a directory (`docs/simulator.md`), strict enough
 //! that product tests against it mean something: it rejects what Proxmox rejects, with
 //! Proxmox's messages and exit codes (`proxmox.md`).
 //!

@@ -49,10 +49,10 @@ pub use pipeline::{CtReport, CtResult};
 use runner::{Presence, Step, StepEnv};
 
 /// The snapshot every finished container has.
-pub const CONFIGURED_STATE: &str = "configured-state";
+pub const CONFIGURED_STATE: &str = crate::types::CONFIGURED_STATE_SNAPSHOT;
 
 /// The orchestrator's log program name.
-pub const PROGRAM: &str = "phoenix_establish_hypervisor";
+pub const PROGRAM: &str = crate::paths::ESTABLISH;
 
 /// Exit codes of the orchestrator (`architecture.md`).
 pub mod exit {

@@ -161,9 +161,14 @@ impl Orchestrator {
             Step::LxcNvidia => vec![
                 (
                     "GPU_ASSIGNMENT",
-                    spec.gpu_assignment.clone().unwrap_or_else(|| "none".into()),
+                    spec.gpu_assignment
+                        .as_ref()
+                        .map_or_else(|| "none".to_string(), ToString::to_string),
                 ),
-                ("NVIDIA_DRIVER_VERSION", lxc.nvidia_driver_version.clone()),
+                (
+                    "NVIDIA_DRIVER_VERSION",
+                    lxc.nvidia_driver_version.to_string(),
+                ),
                 ("NVIDIA_REPO_URL", lxc.nvidia_repo_url.clone()),
                 ("NVIDIA_RUNFILE_URL", lxc.nvidia_runfile_url.clone()),
             ],
@@ -216,7 +221,7 @@ impl Orchestrator {
         };
         CtReport {
             ctid,
-            name: self.spec(ctid).name.clone(),
+            name: self.spec(ctid).name.to_string(),
             action,
             result,
             seconds: t.elapsed().as_secs_f64(),
@@ -493,7 +498,7 @@ impl Orchestrator {
     fn pick(&self, b: &mut Board, selected: &BTreeSet<Ctid>) -> Pick {
         if crate::signals::interrupted().is_some() {
             for ctid in std::mem::take(&mut b.pending) {
-                let name = self.spec(ctid).name.clone();
+                let name = self.spec(ctid).name.to_string();
                 b.done.insert(
                     ctid,
                     CtReport {
@@ -528,7 +533,7 @@ impl Orchestrator {
                             "[{ctid}] skipped: template {failed_template} failed"
                         ));
                         b.pending.remove(&ctid);
-                        let name = self.spec(ctid).name.clone();
+                        let name = self.spec(ctid).name.to_string();
                         b.done.insert(
                             ctid,
                             CtReport {
@@ -554,7 +559,7 @@ impl Orchestrator {
             // Only reachable with a clone cycle, which validation rejects: fail them rather
             // than wait forever.
             for ctid in std::mem::take(&mut b.pending) {
-                let name = self.spec(ctid).name.clone();
+                let name = self.spec(ctid).name.to_string();
                 b.done.insert(
                     ctid,
                     CtReport {

@@ -18,7 +18,7 @@ use crate::steps::{Outcome, check_block, check_snapshot_name};
 pub fn run(ctx: &StepContext, source: Ctid, snapshot: &str, target: Ctid) -> Result<Outcome> {
     let spec = ctx.container(target)?;
     check_block(target, spec)?;
-    check_snapshot_name("SOURCE_SNAPSHOT", snapshot)?;
+    let snapname = check_snapshot_name("SOURCE_SNAPSHOT", snapshot)?;
     if source == target {
         return Err(Error::config(format!(
             "CT {target}: SOURCE_CTID and TARGET_CTID are the same ({source})"
@@ -77,7 +77,7 @@ pub fn run(ctx: &StepContext, source: Ctid, snapshot: &str, target: Ctid) -> Res
     pct.clone_ct(&CloneSpec {
         source,
         target,
-        snapname: Some(snapshot.to_string()),
+        snapname: Some(snapname),
         hostname: spec.name.clone(),
         full: true,
         storage: Some(spec.storage_pool.clone()),
@@ -106,7 +106,7 @@ pub fn settings_diff(
     let mut set = Vec::new();
     let mut delete = Vec::new();
     if current.get("hostname") != Some(spec.name.as_str()) {
-        set.push(("hostname", spec.name.clone()));
+        set.push(("hostname", spec.name.to_string()));
     }
     if current.get("memory") != Some(spec.memory_mb.to_string().as_str()) {
         set.push(("memory", spec.memory_mb.to_string()));
@@ -409,7 +409,7 @@ mod tests {
         assert!(set[2].1.contains("hwaddr=52:54:00:AA:BB:CC"));
         assert!(del.is_empty());
         let mut s2 = spec("gpu");
-        s2.features = Some(String::new());
+        s2.features = Some("".parse().unwrap());
         let cfg = PctConfig::parse("cores: 2\nhostname: gpu\nmemory: 2048\nfeatures: nesting=1\n");
         let (_, del) = settings_diff(&s2, &cfg);
         assert_eq!(del, ["features"]);
@@ -422,13 +422,13 @@ mod tests {
         let have = "cores: 2\nfeatures: keyctl=1,nesting=1\nhostname: gpu\nmemory: 2048\nnet0: name=eth0,bridge=vmbr0,gw=10.0.0.1,hwaddr=BC:24:11:5E:7A:01,ip=10.0.0.200/24,type=veth\n";
         assert_eq!(settings_diff(&s, &PctConfig::parse(have)), (vec![], vec![]));
         // Another difference in net0: set with the MAC it has, never a new one.
-        s.network_config.ip = "10.0.0.210/24".into();
+        s.network_config.ip = "10.0.0.210/24".parse().unwrap();
         let (set, _) = settings_diff(&s, &PctConfig::parse(have));
         assert_eq!(set.len(), 1);
         assert!(set[0].1.contains("hwaddr=BC:24:11:5E:7A:01"), "{set:?}");
         assert!(set[0].1.contains("ip=10.0.0.210/24"), "{set:?}");
         // A block with a MAC still wins.
-        s.mac_address = Some("52:54:00:AA:BB:CC".into());
+        s.mac_address = Some("52:54:00:AA:BB:CC".parse().unwrap());
         let (set, _) = settings_diff(&s, &PctConfig::parse(have));
         assert!(set[0].1.contains("hwaddr=52:54:00:AA:BB:CC"), "{set:?}");
     }
@@ -436,7 +436,7 @@ mod tests {
     #[test]
     fn an_unprivileged_clone_that_runs_docker_gets_keyctl() {
         let mut s = spec("dock");
-        s.features = Some("nesting=1".into());
+        s.features = Some("nesting=1".parse().unwrap());
         let base = "cores: 2\nfeatures: nesting=1\nhostname: dock\nmemory: 2048\nnet0: name=eth0,bridge=vmbr0,gw=10.0.0.1,hwaddr=52:54:00:aa:bb:cc,ip=10.0.0.200/24,type=veth\n";
         // The source decides: unprivileged inherited -> keyctl=1 added; privileged -> as written.
         let (set, _) = settings_diff(&s, &PctConfig::parse(&format!("{base}unprivileged: 1\n")));

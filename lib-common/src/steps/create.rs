@@ -36,7 +36,7 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
         return Err(Error::precondition(format!(
             "CT {ctid}: the OS template `{}` (lxc_configs.\"{ctid}\".template) does not exist on this host (looked at `{}`)\nhint: download it, e.g. `pveam download <storage> <template>`, or fix the path",
             spec.template,
-            crate::paths::host_path(&spec.template).display()
+            crate::paths::host_path(spec.template.as_str()).display()
         ))
         .into());
     }

@@ -124,13 +124,9 @@ impl DockerSettings {
     }
 }
 
-/// A Docker image reference: `[a-zA-Z0-9._/:@-]`, not starting with `-`.
+/// A Docker image reference ([`crate::types::ImageRef`]'s format).
 pub fn valid_image(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && !s.starts_with('-')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._/:@-".contains(c))
+    s.parse::<crate::types::ImageRef>().is_ok()
 }
 
 /// The keys this tool wants in daemon.json (keys already set win).

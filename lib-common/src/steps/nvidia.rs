@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::conffile::{ConfFile, lxc_line, parse_lxc_line};
-use crate::config::{ContainerSpec, Ctid, GpuPassthrough, LxcConfigFile, parse_gpu_assignment};
+use crate::config::{ContainerSpec, Ctid, GpuPassthrough, LxcConfigFile};
 use crate::error::{Error, ErrorKind, Result};
 use crate::guest::Guest;
 use crate::host::DEVN_SINCE;
@@ -33,6 +33,7 @@ use crate::pct::{CtStatus, PctConfig};
 use crate::step::{StepContext, wait_ready};
 use crate::steps::Outcome;
 use crate::steps::clone::is_gpu_line;
+use crate::types::{DriverVersion, GpuAssignment};
 
 /// Flags of the `.run` installer inside a container: user space only, no questions.
 pub const RUNFILE_FLAGS: [&str; 6] = [
@@ -137,31 +138,17 @@ pub fn runfile_name(version: &str) -> String {
     format!("NVIDIA-Linux-x86_64-{version}.run")
 }
 
+/// `none` or GPU indices ([`GpuAssignment`]'s format); `source` names where `raw` came from.
 fn check_gpu_assignment(ctid: Ctid, source: &str, raw: &str) -> Result<Vec<u32>> {
-    let raw = raw.trim();
-    if raw == "none" {
-        return Ok(Vec::new());
-    }
-    let ok = !raw.is_empty()
-        && raw
-            .split(',')
-            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
-    if !ok {
-        return Err(Error::config(format!(
-            "CT {ctid}: {source} = {raw:?} is neither \"none\" nor GPU indices like \"0,1\""
-        ))
-        .into());
-    }
-    Ok(parse_gpu_assignment(raw))
+    raw.trim()
+        .parse::<GpuAssignment>()
+        .map(|g| g.gpus().to_vec())
+        .map_err(|e| Error::config(format!("CT {ctid}: {source}: {e}")).into())
 }
 
-/// `580.76.05`, `550.54`.
+/// `580.76.05`, `550.54` ([`DriverVersion`]'s format).
 pub fn valid_version(v: &str) -> bool {
-    let parts: Vec<&str> = v.split('.').collect();
-    (2..=3).contains(&parts.len())
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()))
+    v.parse::<DriverVersion>().is_ok()
 }
 
 /// Versions compared by their numeric parts (`580.76.05` = `580.76.5`), not as mere strings.
@@ -1062,10 +1049,10 @@ mod tests {
     #[test]
     fn settings_from_block_and_env() {
         let mut spec = crate::steps::tests::spec("gpu");
-        spec.gpu_assignment = Some("0,1".into());
+        spec.gpu_assignment = Some("0,1".parse().unwrap());
         let lxc = LxcConfigFile {
             schema: String::new(),
-            nvidia_driver_version: "580.76.05".into(),
+            nvidia_driver_version: "580.76.05".parse().unwrap(),
             nvidia_repo_url: "https://r/x86_64/".into(),
             nvidia_runfile_url: "https://d/580.76.05/NVIDIA-Linux-x86_64-580.76.05.run".into(),
             lxc_configs: Default::default(),

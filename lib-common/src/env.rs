@@ -1,0 +1,30 @@
+//! The environment variables the programs read or pass on, by name: the one place their
+//! names are spelled. `paths` reads the locations; steps read their overrides.
+
+/// The install PREFIX (default `/usr/local/phoenix_hypervisor`).
+pub const PREFIX: &str = "PHOENIX_ROOT";
+/// The host's `/` (tests and pve-sim); read only by [`crate::paths::host_root`].
+pub const HOST_ROOT: &str = "PHOENIX_HOST_ROOT";
+/// The hypervisor configuration file (default PREFIX/etc).
+pub const HYPERVISOR_CONFIG_FILE: &str = "HYPERVISOR_CONFIG_FILE";
+/// The LXC configuration file (default PREFIX/etc).
+pub const LXC_CONFIG_FILE: &str = "LXC_CONFIG_FILE";
+/// The shared log file (default HOST_ROOT/var/log/phoenix_hypervisor.log).
+pub const LOG_FILE: &str = "PHOENIX_LOG_FILE";
+/// Log level: `error`, `warn`, `info` (default), `debug`, `trace`, `off`.
+pub const LOG_LEVEL: &str = "PHOENIX_LOG_LEVEL";
+
+/// lxc-nvidia's override of the block's `gpu_assignment`.
+pub const GPU_ASSIGNMENT: &str = "GPU_ASSIGNMENT";
+/// lxc-nvidia's override of `nvidia_driver_version`.
+pub const NVIDIA_DRIVER_VERSION: &str = "NVIDIA_DRIVER_VERSION";
+/// lxc-nvidia's override of `nvidia_repo_url`.
+pub const NVIDIA_REPO_URL: &str = "NVIDIA_REPO_URL";
+/// lxc-nvidia's override of `nvidia_runfile_url`.
+pub const NVIDIA_RUNFILE_URL: &str = "NVIDIA_RUNFILE_URL";
+/// lxc-docker's override of the block's `portainer_role`.
+pub const PORTAINER_ROLE: &str = "PORTAINER_ROLE";
+/// lxc-docker's override of `network.portainer_server_ip`.
+pub const PORTAINER_SERVER_IP: &str = "PORTAINER_SERVER_IP";
+/// lxc-docker's override of `network.portainer_agent_port`.
+pub const PORTAINER_AGENT_PORT: &str = "PORTAINER_AGENT_PORT";
