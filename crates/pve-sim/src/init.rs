@@ -28,133 +28,120 @@ pub const USAGE: &str = "usage: pve-sim init --host-root DIR [--reference] [--no
 pub const REFERENCE_OSTEMPLATE: &str =
     "/fastData/shared-iso/template/cache/ubuntu-24.04-standard_24.04-2_amd64.tar.zst";
 
-/// `--reference`: the host the upstream reference configuration needs (storage `lxc-disks` as
-/// zfspool, 2 GPUs, driver 580.76.05, its Ubuntu 24.04 ostemplate); later options add to it.
-fn reference_args() -> Vec<String> {
-    [
-        "--storage",
-        "lxc-disks:zfspool",
-        "--gpus",
-        "2",
-        "--nvidia-driver",
-        "580.76.05",
-        "--ostemplate",
-        REFERENCE_OSTEMPLATE,
-    ]
-    .map(String::from)
-    .to_vec()
+/// `pve-sim init` arguments. Our own tool, so clap's messages are fine here (the `pct`/`pvesm`
+/// front ends keep Proxmox's own parsing and messages).
+#[derive(Debug, clap::Parser)]
+#[command(name = "pve-sim init", args_override_self = true)]
+struct InitArgs {
+    /// The simulated host's `/` (default: `PHOENIX_HOST_ROOT`; never `/`).
+    #[arg(long)]
+    host_root: Option<PathBuf>,
+    /// The host the upstream reference configuration needs: storage `lxc-disks` (zfspool), 2
+    /// GPUs, driver 580.76.05, its Ubuntu 24.04 ostemplate. Explicit options add to it
+    /// (`--storage`, `--ostemplate`) or replace its values (`--gpus`, `--nvidia-driver`).
+    #[arg(long)]
+    reference: bool,
+    /// Node name.
+    #[arg(long, default_value = "pve", value_parser = parse_node)]
+    node: String,
+    /// Proxmox VE release, 8.x.y or 9.x.y.
+    #[arg(long, default_value = "8.4.1", value_parser = parse_pve_version)]
+    pve_version: String,
+    /// A storage `ID:TYPE` (TYPE zfspool|dir|lvmthin); repeatable.
+    #[arg(long = "storage", value_name = "ID:TYPE", value_parser = parse_storage)]
+    storages: Vec<(String, StorageType)>,
+    /// Number of NVIDIA GPUs (device nodes and /proc files), at most 16.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=16))]
+    gpus: Option<u32>,
+    /// Host NVIDIA driver version, like 580.76.05.
+    #[arg(long, value_parser = parse_driver)]
+    nvidia_driver: Option<String>,
+    /// Place a guest image tarball at this host-absolute path; repeatable.
+    #[arg(long = "ostemplate", value_name = "PATH", value_parser = parse_ostemplate)]
+    ostemplates: Vec<String>,
+    /// Re-initialise an existing simulated host (its containers are lost).
+    #[arg(long)]
+    force: bool,
+}
+
+fn parse_node(v: &str) -> std::result::Result<String, String> {
+    crate::schema::check_named_format("pve-node", v)
+        .map(|_| v.to_string())
+        .map_err(|_| format!("'{v}' is not a valid node name"))
+}
+
+fn parse_pve_version(v: &str) -> std::result::Result<String, String> {
+    let ok = v.split('.').count() == 3 && v.split('.').all(|p| p.parse::<u32>().is_ok());
+    let major = v.split('.').next().unwrap_or("");
+    if ok && (major == "8" || major == "9") {
+        Ok(v.to_string())
+    } else {
+        Err(format!("'{v}' must be 8.x.y or 9.x.y"))
+    }
+}
+
+fn parse_storage(v: &str) -> std::result::Result<(String, StorageType), String> {
+    let Some((id, ty)) = v.split_once(':') else {
+        return Err(format!("'{v}' must be ID:TYPE (TYPE zfspool|dir|lvmthin)"));
+    };
+    let Some(t) = StorageType::parse(ty) else {
+        return Err(format!("'{v}': unknown type '{ty}' (zfspool|dir|lvmthin)"));
+    };
+    if !crate::schema::is_storage_id(id) {
+        return Err(format!("'{v}': invalid storage ID '{id}'"));
+    }
+    Ok((id.to_string(), t))
+}
+
+fn parse_driver(v: &str) -> std::result::Result<String, String> {
+    if is_driver_version(v) {
+        Ok(v.to_string())
+    } else {
+        Err(format!("'{v}' is not a driver version like 580.76.05"))
+    }
+}
+
+fn parse_ostemplate(v: &str) -> std::result::Result<String, String> {
+    if v.starts_with('/') && !v.contains("/../") {
+        Ok(v.to_string())
+    } else {
+        Err(format!("'{v}' must be a host-absolute path"))
+    }
 }
 
 /// Parse `pve-sim init` arguments (after `init`).
 pub fn parse_args(args: &[String]) -> Result<InitOpts> {
-    let mut o = InitOpts {
-        host_root: PathBuf::new(),
-        node: "pve".into(),
-        pve_version: "8.4.1".into(),
-        storages: Vec::new(),
-        gpus: 0,
-        nvidia_driver: "580.76.05".into(),
-        ostemplates: Vec::new(),
-        force: false,
-    };
-    let mut root = None;
-    let args: Vec<String> = args
-        .iter()
-        .flat_map(|a| {
-            if a == "--reference" {
-                reference_args()
-            } else {
-                vec![a.clone()]
-            }
-        })
-        .collect();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (name, inline) = match a.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        if name == "--force" {
-            o.force = true;
-            continue;
-        }
-        let mut val = || -> Result<String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it
-                    .next()
-                    .cloned()
-                    .with_context(|| format!("{name} needs a value\n{USAGE}")),
-            }
-        };
-        match name {
-            "--host-root" => root = Some(PathBuf::from(val()?)),
-            "--node" => {
-                let v = val()?;
-                if crate::schema::check_named_format("pve-node", &v).is_err() {
-                    bail!("--node '{v}' is not a valid node name");
-                }
-                o.node = v;
-            }
-            "--pve-version" => {
-                let v = val()?;
-                let ok =
-                    v.split('.').count() == 3 && v.split('.').all(|p| p.parse::<u32>().is_ok());
-                let major = v.split('.').next().unwrap_or("");
-                if !ok || !(major == "8" || major == "9") {
-                    bail!("--pve-version '{v}' must be 8.x.y or 9.x.y");
-                }
-                o.pve_version = v;
-            }
-            "--storage" => {
-                let v = val()?;
-                let Some((id, ty)) = v.split_once(':') else {
-                    bail!("--storage '{v}' must be ID:TYPE (TYPE zfspool|dir|lvmthin)");
-                };
-                let Some(t) = StorageType::parse(ty) else {
-                    bail!("--storage '{v}': unknown type '{ty}' (zfspool|dir|lvmthin)");
-                };
-                if !crate::schema::is_storage_id(id) {
-                    bail!("--storage '{v}': invalid storage ID '{id}'");
-                }
-                o.storages.push((id.to_string(), t));
-            }
-            "--gpus" => {
-                let v = val()?;
-                o.gpus = v
-                    .parse()
-                    .with_context(|| format!("--gpus '{v}' is not a number"))?;
-                if o.gpus > 16 {
-                    bail!("--gpus {v}: at most 16");
-                }
-            }
-            "--nvidia-driver" => {
-                let v = val()?;
-                if !is_driver_version(&v) {
-                    bail!("--nvidia-driver '{v}' is not a driver version like 580.76.05");
-                }
-                o.nvidia_driver = v;
-            }
-            "--ostemplate" => {
-                let v = val()?;
-                if !v.starts_with('/') || v.contains("/../") {
-                    bail!("--ostemplate '{v}' must be a host-absolute path");
-                }
-                o.ostemplates.push(v);
-            }
-            other => bail!("unknown argument '{other}'\n{USAGE}"),
-        }
+    use clap::Parser;
+    let a = InitArgs::try_parse_from(
+        std::iter::once("pve-sim init".to_string()).chain(args.iter().cloned()),
+    )
+    .map_err(|e| anyhow::anyhow!("{}", e.render().to_string().trim_end()))?;
+    let mut storages = Vec::new();
+    let mut ostemplates = Vec::new();
+    if a.reference {
+        storages.push(("lxc-disks".to_string(), StorageType::ZfsPool));
+        ostemplates.push(REFERENCE_OSTEMPLATE.to_string());
     }
+    storages.extend(a.storages);
+    ostemplates.extend(a.ostemplates);
     // Without --host-root the simulator's usual PHOENIX_HOST_ROOT applies (never `/`).
-    let root = match root {
+    let root = match a.host_root {
         Some(r) => r,
         None => crate::host::root_from_env().map_err(|e| anyhow::anyhow!("{e}\n{USAGE}"))?,
     };
     if root == Path::new("/") || root.as_os_str().is_empty() {
         bail!("--host-root must not be `/`");
     }
-    o.host_root = root;
-    Ok(o)
+    Ok(InitOpts {
+        host_root: root,
+        node: a.node,
+        pve_version: a.pve_version,
+        storages,
+        gpus: a.gpus.unwrap_or(if a.reference { 2 } else { 0 }),
+        nvidia_driver: a.nvidia_driver.unwrap_or_else(|| "580.76.05".into()),
+        ostemplates,
+        force: a.force,
+    })
 }
 
 fn default_storages(o: &InitOpts) -> Vec<Storage> {
@@ -361,4 +348,62 @@ fn is_driver_version(v: &str) -> bool {
         && parts
             .iter()
             .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<InitOpts> {
+        parse_args(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn reference_is_a_base_that_explicit_options_extend_or_replace() {
+        let o = parse(&["--host-root", "/tmp/h", "--reference"]).unwrap();
+        assert_eq!(o.gpus, 2);
+        assert_eq!(
+            o.storages,
+            [("lxc-disks".to_string(), StorageType::ZfsPool)]
+        );
+        assert_eq!(o.ostemplates, [REFERENCE_OSTEMPLATE]);
+        let o = parse(&[
+            "--host-root=/tmp/h",
+            "--reference",
+            "--gpus",
+            "1",
+            "--storage",
+            "local-lvm:lvmthin",
+            "--pve-version",
+            "9.1.1",
+        ])
+        .unwrap();
+        assert_eq!(o.gpus, 1);
+        assert_eq!(o.storages.len(), 2);
+        assert_eq!(o.pve_version, "9.1.1");
+        let o = parse(&["--host-root", "/tmp/h"]).unwrap();
+        assert_eq!((o.gpus, o.node.as_str(), o.force), (0, "pve", false));
+    }
+
+    #[test]
+    fn bad_values_and_unknown_arguments_are_refused_naming_them() {
+        for (args, want) in [
+            (&["--host-root", "/tmp/h", "--gpus", "17"][..], "17"),
+            (
+                &["--host-root", "/tmp/h", "--pve-version", "7.4.1"],
+                "7.4.1",
+            ),
+            (&["--host-root", "/tmp/h", "--storage", "x:nfs"], "nfs"),
+            (
+                &["--host-root", "/tmp/h", "--ostemplate", "rel/t.tar"],
+                "rel/t.tar",
+            ),
+            (&["--host-root", "/tmp/h", "--nvidia-driver", "5x"], "5x"),
+            (&["--host-root", "/tmp/h", "--bogus"], "--bogus"),
+            (&["--host-root", "/"], "must not be `/`"),
+        ] {
+            let e = format!("{:#}", parse(args).unwrap_err());
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+    }
 }

@@ -56,7 +56,6 @@ pub mod pct;
 pub mod pvesm;
 pub mod runtime;
 pub mod schema;
-pub mod sha1;
 pub mod storage;
 pub mod task;
 pub mod versions;

@@ -1990,7 +1990,9 @@ fn template_chain_of_linked_clones() {
 fn set_digest_must_match_the_file() {
     let s = Sim::new();
     s.create(100, &[]).ok();
-    let digest = pve_sim::sha1::hex(s.conf(100).as_bytes());
+    let digest = sha1_smol::Sha1::from(s.conf(100).as_bytes())
+        .digest()
+        .to_string();
     s.pct(&[
         "set",
         "100",

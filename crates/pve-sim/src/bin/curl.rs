@@ -5,26 +5,19 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use pve_sim::guest::runfile;
-
-fn now_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-}
+use pve_sim::host::now_ms;
 
 /// One journal line, appended with a single write (O_APPEND keeps concurrent lines whole).
-fn journal(host_root: &Path, argv: &[String], exit: i32, start_ms: u128) {
+fn journal(host_root: &Path, argv: &[String], exit: i32, start_ms: u64) {
     let dir = host_root.join("var/log/pve-sim");
     let line = serde_json::json!({
         "argv": argv,
         "exit": exit,
         "mutating": false,
-        "start_ms": start_ms as u64,
-        "end_ms": now_ms() as u64,
+        "start_ms": start_ms,
+        "end_ms": now_ms(),
     });
     let result = std::fs::create_dir_all(&dir).and_then(|()| {
         let mut f = std::fs::OpenOptions::new()

@@ -62,7 +62,7 @@ pub fn set(call: &Call) -> PveResult<i32> {
     check_lock(&conf)?;
     if let Some(d) = call.opt("digest") {
         let raw = std::fs::read(host.conf_path(vmid)).unwrap_or_default();
-        if crate::sha1::hex(&raw) != d.to_ascii_lowercase() {
+        if sha1_smol::Sha1::from(&raw).digest().to_string() != d.to_ascii_lowercase() {
             return Err(PveError::die(
                 "detected modified configuration - file changed by other user? Try again.",
             ));
