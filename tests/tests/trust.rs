@@ -287,8 +287,9 @@ fn kill_then_converge(what: &str, trigger: &dyn Fn(&Host) -> bool, repairs: &[&s
     child.wait().unwrap();
     wait_group_gone(pgid);
     // Without task records (pve-sim before round 2) a killed `pct` leaves its locks for the next
-    // run to repair, which must say so. With them, the task's worker may outlive the kill and
-    // finish, and the next run waits for it instead: then the outcome alone is checked.
+    // run to repair, which must say so. With them, the task's worker outlives the kill: it
+    // finishes (the next run waits for it) or dies at its next line of output (the next run
+    // repairs its stale locks), as in Proxmox: then the outcome alone is checked.
     let sim_records_tasks = host.exists("/var/log/pve/tasks/active");
     let r = host.establish(&["--only", "902"]);
     assert_eq!(
@@ -380,6 +381,36 @@ fn killed_during_create_clone_and_snapshots_the_next_run_repairs_and_converges()
     for (what, trigger, repairs) in moments {
         kill_then_converge(what, trigger, repairs);
     }
+}
+
+#[test]
+fn a_finished_template_left_stopped_is_started_by_an_only_run_of_its_clone() {
+    // What a kill during `pct snapshot 900 configured-state` leaves when the task's worker
+    // finishes the snapshot: 900 is done but shut down. `--only 902` must start it.
+    let host = host();
+    host.establish(&["--only", "900"]).ok();
+    host.pct(&["stop", "900"]).ok();
+    let r = host.establish(&["--dry-run", "--only", "902"]).ok();
+    assert!(
+        r.stdout
+            .contains("[900] up to date (has configured-state), stopped: would start it"),
+        "{}",
+        r.stdout
+    );
+    let r = host.establish(&["--only", "902"]).ok();
+    assert!(
+        r.stdout.contains(
+            "--only 902: also starting the templates they need that are ready but stopped: 900"
+        ),
+        "{}",
+        r.stdout
+    );
+    for c in [900, 902] {
+        assert_built(&host, c);
+    }
+    let mark = host.journal_mark();
+    host.establish(&["--only", "902"]).ok();
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
 }
 
 /// Kills after the n-th Proxmox call of the build ended (a full build makes about 45).
@@ -668,7 +699,8 @@ fn a_step_that_ignores_sigterm_is_killed_after_the_grace_time() {
 fn a_clone_whose_pct_was_killed_is_waited_for_not_repaired() {
     let host = host();
     host.establish(&["--only", "900"]).ok();
-    host.set_latency("clone 1500\n");
+    // The copy takes a while after the worker's last line of output.
+    host.set_latency("copy 5000\n");
     let mut clone = host
         .command("pct")
         .args([
@@ -683,18 +715,36 @@ fn a_clone_whose_pct_was_killed_is_waited_for_not_repaired() {
             "1",
         ])
         .process_group(0)
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    while !has_lock(&host, 902, "create") {
-        assert!(t.elapsed() < Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(2));
+    // Killed once the worker has printed what it prints before the copy: as in Proxmox
+    // (pve-common `fork_worker`: the worker's SIGPIPE is at its default and its output goes
+    // through `pct`), a worker that writes after its `pct` was killed dies there without any
+    // cleanup, and its locks are stale (that case is `killed_during_create_clone_...`). This
+    // one writes nothing more: it finishes its clone.
+    let mut out = std::io::BufReader::new(clone.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(n > 0, "pct clone ended before its copy");
+        if line.starts_with("create full clone of mountpoint rootfs") {
+            break;
+        }
     }
+    assert!(has_lock(&host, 902, "create") && has_lock(&host, 900, "disk"));
     clone.kill().unwrap();
     clone.wait().unwrap();
+    drop(out);
     // The worker still runs and holds the locks: the run waits for it instead of destroying.
-    host.set_latency("");
     let r = host.establish(&["--only", "900"]).ok();
+    host.set_latency("");
+    assert!(
+        r.stdout.contains("[900] locked (disk) by running task") && r.stdout.contains("vzclone"),
+        "{}",
+        r.stdout
+    );
     assert!(!r.stdout.contains("repair"), "{}", r.stdout);
     assert!(host.conf(902).is_some());
     assert!(!host.conf_main(900).contains("lock:"));

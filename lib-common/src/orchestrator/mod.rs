@@ -397,9 +397,23 @@ impl Orchestrator {
             .filter(|s| self.plan.entries.contains_key(s))
     }
 
+    /// A ready CT of ours that is stopped (and not a Proxmox template): its finished state is
+    /// running. A run killed while it was shut down for its snapshots leaves it so, and the
+    /// task's worker may still complete `configured-state` after the kill (pve-container's
+    /// snapshot runs in a `fork_worker` task that outlives a killed `pct`), so such a CT looks
+    /// ready and only its status tells.
+    fn stopped_but_ready(&self, ctid: Ctid) -> crate::Result<bool> {
+        if self.inspect(ctid)?.status != CtStatus::Stopped {
+            return Ok(false);
+        }
+        let conf = self.pct.config(ctid)?;
+        Ok(conf.get("template") != Some("1") && crate::ownership::has_mark(conf.get("tags")))
+    }
+
     /// The CTs to process: all, or the `--only` ones plus the ancestors they need that are not
     /// ready yet (walking up stops at the first ready one: a clone needs only its source's
-    /// snapshot).
+    /// snapshot), and a ready ancestor of ours that is stopped (it is started, as a full run
+    /// starts it: e.g. one an interrupted run left shut down).
     pub fn select(
         &self,
         only: &BTreeSet<Ctid>,
@@ -409,22 +423,41 @@ impl Orchestrator {
             return Ok(candidates.clone());
         }
         let mut set = only.clone();
+        let mut to_start = BTreeSet::new();
         for &c in only {
             let mut cur = self.parent(c);
             while let Some(p) = cur {
-                if set.contains(&p) || self.is_ready(p)? {
+                if set.contains(&p) {
+                    break;
+                }
+                if self.is_ready(p)? {
+                    if self.stopped_but_ready(p)? {
+                        set.insert(p);
+                        to_start.insert(p);
+                    }
                     break;
                 }
                 set.insert(p);
                 cur = self.parent(p);
             }
         }
-        let added: BTreeSet<Ctid> = set.difference(only).copied().collect();
+        let added: BTreeSet<Ctid> = set
+            .difference(only)
+            .filter(|c| !to_start.contains(c))
+            .copied()
+            .collect();
         if !added.is_empty() {
             say(&format!(
                 "--only {}: also building the templates they need that are not ready yet: {}",
                 join(only),
                 join(&added)
+            ));
+        }
+        if !to_start.is_empty() {
+            say(&format!(
+                "--only {}: also starting the templates they need that are ready but stopped: {}",
+                join(only),
+                join(&to_start)
             ));
         }
         Ok(set)
