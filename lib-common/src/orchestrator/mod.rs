@@ -28,6 +28,7 @@
 //! and running many with `--jobs`), `recover` (repairs at inspection), `report` (plan and
 //! summary output).
 
+mod apply;
 pub mod lock;
 mod pipeline;
 mod recover;
@@ -72,6 +73,10 @@ pub struct Orchestrator {
     pub env: StepEnv,
     /// `--adopt`: existing CTs without our mark to converge and mark anyway.
     pub adopt: BTreeSet<Ctid>,
+    /// `--recreate`: CTs of ours to destroy and rebuild.
+    pub recreate: BTreeSet<Ctid>,
+    /// `--restart`: restart a CT whose applied change waits for its next start.
+    pub restart: bool,
     clone_locks: pipeline::CloneLocks,
 }
 
@@ -141,6 +146,36 @@ pub fn run(args: &EstablishArgs) -> i32 {
         );
         return exit::CONFIG;
     }
+    let recreate: BTreeSet<Ctid> = args.recreate.iter().copied().collect();
+    if let Some(bad) = recreate.iter().find(|c| !plan.entries.contains_key(c)) {
+        eprintln!(
+            "error: --recreate names CT {bad}, which is not defined in `{}` (lxc_configs)",
+            configs.lxc_path.display()
+        );
+        return exit::CONFIG;
+    }
+    // A template is recreated only with the existing CTs cloned from it: they were made from
+    // the snapshot that goes with it.
+    for &t in &recreate {
+        let clones: Vec<Ctid> = plan
+            .entries
+            .iter()
+            .filter(|(c, e)| {
+                e.action.source() == Some(t)
+                    && !recreate.contains(c)
+                    && crate::conffile::ConfFile::path_for(**c).exists()
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        if !clones.is_empty() {
+            eprintln!(
+                "error: --recreate names the template CT {t} but not the existing CT(s) cloned from it: {}\nhint: name them too (--recreate {t},{}), or leave {t} alone; nothing was changed",
+                join(&clones.iter().copied().collect()),
+                join(&clones.iter().copied().collect())
+            );
+            return exit::CONFIG;
+        }
+    }
     let candidates = if only.is_empty() {
         plan.entries.keys().copied().collect()
     } else {
@@ -170,11 +205,16 @@ pub fn run(args: &EstablishArgs) -> i32 {
         plan,
         configs,
         adopt,
+        recreate,
+        restart: args.restart,
         clone_locks: Default::default(),
     };
     let mut orch = orch;
+    if args.status {
+        return report::status(&orch);
+    }
     if args.dry_run {
-        return report::dry_run(&orch, &only, &candidates);
+        return report::dry_run(&orch, &only, &candidates, args.prune);
     }
     // 3. One run at a time.
     let _lock = match lock::acquire(&paths::host_path(paths::LOCK_FILE)) {
@@ -253,7 +293,12 @@ pub fn run(args: &EstablishArgs) -> i32 {
             return exit::SOME_FAILED;
         }
     };
-    let reports = orch.run_all(&selected, args.jobs as usize);
+    let mut reports = orch.run_all(&selected, args.jobs as usize);
+    if crate::signals::interrupted().is_none() {
+        for r in orch.prune_or_list(args.prune) {
+            reports.insert(r.ctid, r);
+        }
+    }
     report::summary(&reports, started.elapsed());
     if let Some(code) = interrupted_exit() {
         return code;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::runner::{Presence, Step, presence};
 use super::{CONFIGURED_STATE, CtReport, CtResult, Orchestrator, exit};
 use crate::config::Ctid;
+use crate::drift::Class;
 use crate::pct::CtStatus;
 use crate::plan::Action;
 
@@ -75,10 +76,22 @@ pub fn summary_lines(
     let failed = count(|r| matches!(r, CtResult::Failed { .. }));
     let skipped = count(|r| matches!(r, CtResult::Skipped { .. }));
     let interrupted = count(|r| matches!(r, CtResult::Interrupted { .. }));
+    let updated = count(|r| matches!(r, CtResult::Drift(_)));
+    let pruned = count(|r| matches!(r, CtResult::Unlisted { pruned: true, .. }));
+    let unlisted = count(|r| matches!(r, CtResult::Unlisted { pruned: false, .. }));
     let mut total = format!(
         "{} containers: {done} built, {up} up to date, {failed} failed, {skipped} skipped",
         reports.len()
     );
+    if updated > 0 {
+        total.push_str(&format!(", {updated} drifted"));
+    }
+    if pruned > 0 {
+        total.push_str(&format!(", {pruned} pruned"));
+    }
+    if unlisted > 0 {
+        total.push_str(&format!(", {unlisted} not configured"));
+    }
     if interrupted > 0 {
         total.push_str(&format!(", {interrupted} interrupted"));
     }
@@ -87,7 +100,12 @@ pub fn summary_lines(
 }
 
 /// `--dry-run`: read-only queries, the plan per CT; no step program, lock or file.
-pub fn dry_run(orch: &Orchestrator, only: &BTreeSet<Ctid>, candidates: &BTreeSet<Ctid>) -> i32 {
+pub fn dry_run(
+    orch: &Orchestrator,
+    only: &BTreeSet<Ctid>,
+    candidates: &BTreeSet<Ctid>,
+    prune: bool,
+) -> i32 {
     println!("Dry run: nothing is changed, no step program runs, no file is written.");
     let marker = &orch.configs.hypervisor.core_paths.hypervisor_marker;
     println!(
@@ -124,7 +142,107 @@ pub fn dry_run(orch: &Orchestrator, only: &BTreeSet<Ctid>, candidates: &BTreeSet
             }
         }
     }
+    for u in orch.unlisted() {
+        println!(
+            "{}",
+            match (&u.kept_because, prune) {
+                (Some(k), _) =>
+                    format!("[{}] ours but not in the configuration; kept: {k}", u.ctid),
+                (None, true) => format!(
+                    "[{}] ours but not in the configuration: would stop and destroy it (--prune)",
+                    u.ctid
+                ),
+                (None, false) => format!(
+                    "[{}] ours but not in the configuration: would leave it alone (--prune destroys it)",
+                    u.ctid
+                ),
+            }
+        );
+    }
     exit::OK
+}
+
+/// `--status`: read-only; one line per configured CT and per CT of ours that is not
+/// configured. 0 when the host matches the configuration, 1 otherwise.
+pub fn status(orch: &Orchestrator) -> i32 {
+    let mut in_sync = true;
+    for ctid in orch.plan.order() {
+        let name = &orch.configs.lxc.lxc_configs[&ctid].name;
+        let line = match status_line(orch, ctid) {
+            Ok((line, ok)) => {
+                in_sync &= ok;
+                line
+            }
+            Err(e) => {
+                in_sync = false;
+                format!("cannot read its state: {e:#}")
+            }
+        };
+        println!("[{ctid}] {name}: {line}");
+    }
+    for u in orch.unlisted() {
+        in_sync = false;
+        println!(
+            "[{}] {}: exists, ours, not in the configuration{}",
+            u.ctid,
+            u.name,
+            match &u.kept_because {
+                Some(k) => format!(" (kept by --prune: {k})"),
+                None => " (--prune destroys it)".into(),
+            }
+        );
+    }
+    println!(
+        "{}",
+        if in_sync {
+            "in sync: the host matches the configuration"
+        } else {
+            "not in sync: run phoenix_establish_hypervisor (--dry-run shows the plan)"
+        }
+    );
+    if in_sync { exit::OK } else { exit::SOME_FAILED }
+}
+
+/// One CT's status line and whether it matches its block.
+fn status_line(orch: &Orchestrator, ctid: Ctid) -> crate::Result<(String, bool)> {
+    let st = orch.inspect(ctid)?;
+    if !st.exists() {
+        return Ok(("missing".into(), false));
+    }
+    let conf = crate::conffile::ConfFile::load(ctid)?;
+    let ours = crate::ownership::has_mark(conf.get("tags").as_deref());
+    let mut parts = vec![
+        "exists".to_string(),
+        match st.status {
+            CtStatus::Running => "running",
+            _ => "stopped",
+        }
+        .to_string(),
+        if ours { "ours" } else { "NOT ours" }.to_string(),
+        if st.configured() {
+            CONFIGURED_STATE.to_string()
+        } else {
+            format!("no {CONFIGURED_STATE}")
+        },
+    ];
+    let template_missing = orch.template_snapshot(ctid).filter(|n| !st.has_snapshot(n));
+    if let Some(n) = template_missing {
+        parts.push(format!("template snapshot {n} missing"));
+    }
+    let drift = orch.drift_of(ctid)?;
+    let mut line = parts.join(", ");
+    if drift.is_empty() {
+        line.push_str("; no drift");
+    } else {
+        let d: Vec<String> = drift.iter().map(|d| d.line()).collect();
+        line.push_str(&format!("; drift: {}", d.join("; ")));
+    }
+    let ok = ours
+        && st.configured()
+        && template_missing.is_none()
+        && drift.is_empty()
+        && st.status == CtStatus::Running;
+    Ok((line, ok))
 }
 
 fn plan_lines(orch: &Orchestrator, ctid: Ctid) -> crate::Result<Vec<String>> {
@@ -145,7 +263,11 @@ fn plan_lines(orch: &Orchestrator, ctid: Ctid) -> crate::Result<Vec<String>> {
             crate::ownership::TAG
         ));
     }
-    if st.configured() {
+    if orch.recreate.contains(&ctid) && st.exists() {
+        out.push(format!(
+            "[{ctid}] recreate (--recreate): would stop and destroy it, then build it again:"
+        ));
+    } else if st.configured() {
         let template_missing = orch.template_snapshot(ctid).filter(|n| !st.has_snapshot(n));
         out.push(match (template_missing, st.status) {
             (Some(n), _) => format!(
@@ -156,6 +278,33 @@ fn plan_lines(orch: &Orchestrator, ctid: Ctid) -> crate::Result<Vec<String>> {
             }
             (None, _) => format!("[{ctid}] up to date (has {CONFIGURED_STATE}): nothing to do"),
         });
+        let drift = orch.drift_of(ctid)?;
+        if !drift.is_empty() {
+            out.pop();
+            out.push(format!(
+                "[{ctid}] has {CONFIGURED_STATE}; drift from its block, would change:"
+            ));
+            for d in &drift {
+                out.push(format!("      {}", d.line()));
+            }
+            if drift.iter().any(|d| d.class == Class::Recreate) {
+                out.push(format!(
+                    "      not done: `--recreate {ctid}` destroys and rebuilds it"
+                ));
+            }
+            if drift.iter().any(|d| d.class == Class::InPlaceRestart)
+                && st.status == CtStatus::Running
+            {
+                out.push(format!(
+                    "      {}",
+                    if orch.restart {
+                        "would restart it (--restart)"
+                    } else {
+                        "a restart is needed for some (--restart does it)"
+                    }
+                ));
+            }
+        }
         return Ok(out);
     }
     let (what, step_cmd) = match &planned.action {
@@ -171,7 +320,7 @@ fn plan_lines(orch: &Orchestrator, ctid: Ctid) -> crate::Result<Vec<String>> {
             ),
         ),
     };
-    if st.exists() {
+    if st.exists() && !orch.recreate.contains(&ctid) {
         out.push(format!(
             "[{ctid}] resume: exists without {CONFIGURED_STATE}; the steps run again (they are idempotent)"
         ));

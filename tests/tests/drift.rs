@@ -1,0 +1,243 @@
+//! Drift (issue 13) against pve-sim: configuration edits and by-hand `pct set` shown by
+//! `--dry-run` and `--status`, applied by a run (a further run changes nothing), a smaller disk
+//! reported for `--recreate` and never attempted, `--recreate` of a template only with its
+//! clones, and CTs of ours dropped from the configuration listed, kept, and destroyed by
+//! `--prune` (never a CT without the mark).
+//!
+//! Every test builds the branch 900 → 902 → 910 of the reference tree (`--only 910`), with
+//! lxc-docker replaced by a drop-in that does nothing (Docker is not what these tests are about).
+
+use phoenix_e2e::{Host, Run};
+use serde_json::json;
+
+const BRANCH: [u32; 3] = [900, 902, 910];
+
+/// The reference host with 900, 902 and 910 built.
+fn built() -> Host {
+    let host = Host::reference();
+    host.install();
+    for c in [900, 901, 902, 903, 910, 920, 950] {
+        let p = host
+            .prefix()
+            .join(format!("bin/phoenix_hypervisor_setup_{c}.sh"));
+        if p.exists() {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    host.drop_in("phoenix_hypervisor_lxc_docker", "echo \"stub: CT $1\"");
+    host.drop_in("phoenix_hypervisor_lxc_nvidia", "echo \"stub: CT $1\"");
+    host.establish(&["--only", "910"]).ok();
+    host
+}
+
+fn set(host: &Host, ctid: u32, field: &str, value: serde_json::Value) {
+    host.edit_lxc_config(|v| v["lxc_configs"][ctid.to_string()][field] = value);
+}
+
+/// The configuration without the CTs that were not built (so that `--status` can be in sync).
+fn only_branch(host: &Host) {
+    host.edit_lxc_config(|v| {
+        let cts = v["lxc_configs"].as_object_mut().unwrap();
+        cts.retain(|k, _| BRANCH.iter().any(|c| c.to_string() == *k));
+    });
+}
+
+#[track_caller]
+fn contains(r: &Run, want: &str) {
+    assert!(
+        r.stdout.contains(want),
+        "`{want}` missing in stdout:\n{}\n--- stderr\n{}",
+        r.stdout,
+        r.stderr
+    );
+}
+
+#[test]
+fn config_edits_show_in_the_plan_are_applied_and_a_further_run_is_a_no_op() {
+    let host = built();
+    only_branch(&host);
+    host.establish(&["--status"]).ok();
+    set(&host, 910, "memory_mb", json!(65536));
+    set(&host, 910, "cores", json!(8));
+    set(&host, 910, "storage_size_gb", json!(160));
+    set(&host, 910, "onboot", json!(true));
+    set(&host, 910, "tags", json!("web;prod"));
+    let mark = host.journal_mark();
+    let r = host.establish(&["--dry-run"]).ok();
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    for want in [
+        "[910] has configured-state; drift from its block, would change:",
+        "memory_mb: 32768 -> 65536 (in place)",
+        "cores: 6 -> 8 (in place)",
+        "storage_size_gb: 128 -> 160 (in place)",
+        "onboot: (unset) -> 1 (in place)",
+        "tags: phoenix-managed -> web;prod;phoenix-managed (in place)",
+        "[900] up to date (has configured-state): nothing to do",
+    ] {
+        contains(&r, want);
+    }
+    let r = host.establish(&["--status"]).expect_code(1);
+    contains(&r, "memory_mb: 32768 -> 65536");
+    // The run applies them, and says so.
+    let mark = host.journal_mark();
+    let r = host.establish(&[]).ok();
+    let mutating = host.mutating_since(mark);
+    assert_eq!(
+        mutating,
+        [
+            "pct set 910 --memory 65536 --cores 8 --onboot 1 --tags web;prod;phoenix-managed",
+            "pct resize 910 rootfs 160G",
+        ],
+        "{}",
+        r.stdout
+    );
+    contains(
+        &r,
+        "[910] drift applied: memory_mb: 32768 -> 65536 (in place)",
+    );
+    contains(&r, "updated (5 change(s))");
+    let main = host.conf_main(910);
+    for want in [
+        "memory: 65536",
+        "cores: 8",
+        "onboot: 1",
+        "size=160G",
+        "phoenix-managed",
+    ] {
+        assert!(main.contains(want), "`{want}` missing in\n{main}");
+    }
+    // The snapshot keeps what the steps built (the documented decision).
+    let snap = host.conf(910).unwrap();
+    let snap = snap.split("[configured-state]").nth(1).unwrap();
+    assert!(snap.contains("memory: 32768"), "{snap}");
+    // Converged: a further run changes nothing, --status says so.
+    let mark = host.journal_mark();
+    let r = host.establish(&[]).ok();
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    contains(&r, "[910] up to date");
+    let r = host.establish(&["--status"]).ok();
+    contains(&r, "in sync: the host matches the configuration");
+    contains(
+        &r,
+        "[910] Portainer: exists, running, ours, configured-state; no drift",
+    );
+}
+
+#[test]
+fn a_change_by_hand_is_seen_by_status_and_put_back_by_a_run() {
+    let host = built();
+    only_branch(&host);
+    host.pct(&["set", "910", "--memory", "1024", "--cores", "2"])
+        .ok();
+    let mark = host.journal_mark();
+    let r = host.establish(&["--status"]).expect_code(1);
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    contains(
+        &r,
+        "[910] Portainer: exists, running, ours, configured-state; drift: ",
+    );
+    contains(&r, "memory_mb: 1024 -> 32768 (in place)");
+    contains(&r, "cores: 2 -> 6 (in place)");
+    contains(&r, "not in sync");
+    host.establish(&[]).ok();
+    assert!(host.conf_main(910).contains("memory: 32768"));
+    host.establish(&["--status"]).ok();
+}
+
+#[test]
+fn a_smaller_disk_is_reported_for_recreate_and_never_attempted() {
+    let host = built();
+    only_branch(&host);
+    set(&host, 910, "storage_size_gb", json!(100));
+    let r = host.establish(&["--dry-run"]).ok();
+    contains(&r, "storage_size_gb: 128 -> 100 (needs recreate)");
+    contains(&r, "not done: `--recreate 910` destroys and rebuilds it");
+    let mark = host.journal_mark();
+    let r = host.establish(&[]).ok();
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    contains(&r, "needs --recreate: storage_size_gb");
+    host.establish(&["--status"]).expect_code(1);
+    // --recreate rebuilds it with the configured disk.
+    let r = host.establish(&["--recreate", "910"]).ok();
+    contains(&r, "[910] recreate (--recreate): stop, destroy ... ok");
+    assert!(
+        host.conf_main(910).contains("size=100G"),
+        "{}",
+        host.conf_main(910)
+    );
+    host.establish(&["--status"]).ok();
+}
+
+#[test]
+fn a_template_is_recreated_only_with_the_cts_cloned_from_it() {
+    let host = built();
+    only_branch(&host);
+    let mark = host.journal_mark();
+    let r = host.establish(&["--recreate", "902"]).expect_code(2);
+    assert!(
+        r.stderr
+            .contains("not the existing CT(s) cloned from it: 910"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    let r = host.establish(&["--recreate", "902,910"]).ok();
+    contains(&r, "[902] recreate (--recreate): stop, destroy ... ok");
+    contains(&r, "[910] recreate (--recreate): stop, destroy ... ok");
+    host.establish(&["--status"]).ok();
+}
+
+#[test]
+fn a_ct_dropped_from_the_configuration_is_listed_kept_and_pruned_on_request() {
+    let host = built();
+    only_branch(&host);
+    // 911: a CT that is not ours (no mark), also absent from the configuration.
+    host.pct(&[
+        "clone",
+        "900",
+        "911",
+        "--snapname",
+        "base-snapshot",
+        "--full",
+        "1",
+        "--hostname",
+        "foreign",
+    ])
+    .ok();
+    host.pct(&["set", "911", "--tags", "theirs"]).ok();
+    host.edit_lxc_config(|v| {
+        v["lxc_configs"].as_object_mut().unwrap().remove("910");
+    });
+    let r = host.establish(&[]).ok();
+    contains(
+        &r,
+        "[910] ours but not in the configuration: left alone (--prune destroys it)",
+    );
+    assert!(!r.stdout.contains("[911]"), "{}", r.stdout);
+    assert!(host.conf(910).is_some());
+    let r = host.establish(&["--status"]).expect_code(1);
+    contains(
+        &r,
+        "[910] Portainer: exists, ours, not in the configuration (--prune destroys it)",
+    );
+    let mark = host.journal_mark();
+    let r = host.establish(&["--dry-run", "--prune"]).ok();
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    contains(
+        &r,
+        "[910] ours but not in the configuration: would stop and destroy it (--prune)",
+    );
+    let mark = host.journal_mark();
+    let r = host.establish(&["--prune"]).ok();
+    assert_eq!(
+        host.mutating_since(mark),
+        ["pct stop 910", "pct destroy 910"]
+    );
+    contains(
+        &r,
+        "[910] prune: not in the configuration: stopped and destroyed",
+    );
+    assert!(host.conf(910).is_none());
+    assert!(host.conf(911).is_some(), "a CT that is not ours was pruned");
+    host.establish(&["--status"]).ok();
+}
