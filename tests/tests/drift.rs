@@ -241,3 +241,42 @@ fn a_ct_dropped_from_the_configuration_is_listed_kept_and_pruned_on_request() {
     assert!(host.conf(911).is_some(), "a CT that is not ours was pruned");
     host.establish(&["--status"]).ok();
 }
+
+#[test]
+fn a_change_pending_until_a_start_is_said_and_restart_applies_it() {
+    let host = built();
+    only_branch(&host);
+    set(&host, 910, "features", json!("nesting=1,fuse=1"));
+    let r = host.establish(&["--dry-run"]).ok();
+    contains(
+        &r,
+        "features: nesting=1,keyctl=1 -> nesting=1,fuse=1,keyctl=1 (in place, needs restart)",
+    );
+    contains(&r, "a restart is needed for some (--restart does it)");
+    let mark = host.journal_mark();
+    let r = host.establish(&[]).ok();
+    assert_eq!(
+        host.mutating_since(mark),
+        ["pct set 910 --features nesting=1,fuse=1,keyctl=1"]
+    );
+    contains(&r, "[910] restart needed");
+    contains(&r, "restart needed (--restart)");
+    // Proxmox keeps it pending while the CT runs: the next run does not set it again.
+    assert!(host.conf(910).unwrap().contains("[pve:pending]"));
+    let mark = host.journal_mark();
+    let r = host.establish(&[]).ok();
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    contains(&r, "restart needed (--restart)");
+    host.establish(&["--status"]).expect_code(1);
+    let mark = host.journal_mark();
+    let r = host.establish(&["--restart"]).ok();
+    let m = host.mutating_since(mark);
+    assert_eq!(
+        m,
+        ["pct shutdown 910 --timeout 60", "pct start 910"],
+        "{}",
+        r.stdout
+    );
+    assert!(host.conf_main(910).contains("fuse=1"));
+    host.establish(&["--status"]).ok();
+}

@@ -168,7 +168,7 @@ impl Orchestrator {
     /// files in `/etc/pve/lxc`. One `--prune` keeps is a CT a remaining CT's disk is a linked
     /// clone of (`base-<id>-`/`basevol-<id>-` volumes, `PVE::Storage::parse_volname`).
     pub fn unlisted(&self) -> Vec<Unlisted> {
-        let confs = all_confs();
+        let confs = ConfFile::load_all();
         let ours: BTreeMap<Ctid, &ConfFile> = confs
             .iter()
             .filter(|(c, conf)| {
@@ -255,20 +255,4 @@ impl Orchestrator {
             })
             .collect()
     }
-}
-
-/// Every CT conf on the host (`/etc/pve/lxc/<id>.conf`), by CTID.
-fn all_confs() -> BTreeMap<Ctid, ConfFile> {
-    let dir = crate::paths::host_path("/etc/pve/lxc");
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        return BTreeMap::new();
-    };
-    rd.flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let ctid: Ctid = name.strip_suffix(".conf")?.parse().ok()?;
-            let conf = ConfFile::read(&e.path()).ok()?;
-            Some((ctid, conf))
-        })
-        .collect()
 }
