@@ -8,7 +8,7 @@
 //! lxc-docker replaced by a drop-in that does nothing (Docker is not what these tests are about).
 
 use phoenix_e2e::{Host, Run};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const BRANCH: [u32; 3] = [900, 902, 910];
 
@@ -40,6 +40,35 @@ fn only_branch(host: &Host) {
         let cts = v["lxc_configs"].as_object_mut().unwrap();
         cts.retain(|k, _| BRANCH.iter().any(|c| c.to_string() == *k));
     });
+}
+
+/// stdout as the one JSON document, checked against the shipped schema.
+#[track_caller]
+fn json_doc(r: &Run) -> Value {
+    let schema_path = phoenix_e2e::workspace_root().join("etc/phoenix_output.schema.json");
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}):\n{}\n--- stderr\n{}",
+            r.stdout, r.stderr
+        )
+    });
+    let validator = jsonschema::draft7::new(&schema).expect("the output schema compiles");
+    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}\n{doc:#}");
+    assert_eq!(doc["exit_code"], r.code, "{doc:#}");
+    doc
+}
+
+/// The entry of `ctid` in the document's `containers`.
+fn entry(doc: &Value, ctid: u32) -> &Value {
+    doc["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["ctid"] == ctid)
+        .unwrap_or_else(|| panic!("no CT {ctid} in {doc:#}"))
 }
 
 #[track_caller]
@@ -78,9 +107,45 @@ fn config_edits_show_in_the_plan_are_applied_and_a_further_run_is_a_no_op() {
     }
     let r = host.establish(&["--status"]).expect_code(1);
     contains(&r, "memory_mb: 32768 -> 65536");
+    // The same plan as one JSON document; the human lines go to stderr.
+    let mark = host.journal_mark();
+    let r = host.establish(&["--dry-run", "--output", "json"]).ok();
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    let doc = json_doc(&r);
+    assert_eq!(doc["mode"], "dry_run");
+    assert!(
+        r.stderr.contains("[910] has configured-state; drift"),
+        "{}",
+        r.stderr
+    );
+    let drift = &entry(&doc, 910)["drift"];
+    assert!(
+        drift.as_array().unwrap().contains(
+            &json!({"field": "memory_mb", "old": "32768", "new": "65536", "class": "in_place"})
+        ),
+        "{drift:#}"
+    );
+    assert!(drift.as_array().unwrap().contains(
+        &json!({"field": "storage_size_gb", "old": "128", "new": "160", "class": "in_place"})
+    ));
+    assert_eq!(entry(&doc, 900)["drift"], json!([]));
+    let r = host
+        .establish(&["--status", "--output", "json"])
+        .expect_code(1);
+    let doc = json_doc(&r);
+    assert_eq!(doc["in_sync"], false);
+    assert_eq!(entry(&doc, 910)["drift"].as_array().unwrap().len(), 5);
     // The run applies them, and says so.
     let mark = host.journal_mark();
-    let r = host.establish(&[]).ok();
+    let r = host.establish(&["--output", "json"]).ok();
+    let doc = json_doc(&r);
+    assert_eq!(doc["mode"], "run");
+    assert_eq!(entry(&doc, 910)["result"], "updated (5 change(s))");
+    assert_eq!(entry(&doc, 900)["result"], "up to date");
+    let r = Run {
+        stdout: r.stderr.clone(),
+        ..r
+    };
     let mutating = host.mutating_since(mark);
     assert_eq!(
         mutating,
@@ -115,6 +180,8 @@ fn config_edits_show_in_the_plan_are_applied_and_a_further_run_is_a_no_op() {
     let r = host.establish(&[]).ok();
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
     contains(&r, "[910] up to date");
+    let r = host.establish(&["--status", "--output", "json"]).ok();
+    assert_eq!(json_doc(&r)["in_sync"], true);
     let r = host.establish(&["--status"]).ok();
     contains(&r, "in sync: the host matches the configuration");
     contains(
@@ -279,4 +346,90 @@ fn a_change_pending_until_a_start_is_said_and_restart_applies_it() {
     );
     assert!(host.conf_main(910).contains("fuse=1"));
     host.establish(&["--status"]).ok();
+}
+
+#[test]
+fn validate_and_a_refused_configuration_give_one_json_document() {
+    let host = Host::reference();
+    host.install();
+    let r = host.establish(&["--validate", "--output", "json"]).ok();
+    let doc = json_doc(&r);
+    assert_eq!(doc["mode"], "validate");
+    assert!(r.stderr.contains("configuration is valid"), "{}", r.stderr);
+    set(&host, 910, "startup", json!("order=x"));
+    set(&host, 910, "tags", json!("ok;-bad"));
+    let r = host
+        .establish(&["--validate", "--output", "json"])
+        .expect_code(2);
+    let doc = json_doc(&r);
+    let pointers: Vec<&str> = doc["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["severity"] == "error")
+        .map(|d| d["pointer"].as_str().unwrap())
+        .collect();
+    assert!(pointers.contains(&"/lxc_configs/910/startup"), "{doc:#}");
+    assert!(pointers.contains(&"/lxc_configs/910/tags"), "{doc:#}");
+    let mark = host.journal_mark();
+    let r = host
+        .establish(&["--dry-run", "--output", "json"])
+        .expect_code(2);
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    let doc = json_doc(&r);
+    assert_eq!(doc["mode"], "dry_run");
+    assert!(!doc["diagnostics"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn onboot_startup_and_tags_are_set_at_create_and_at_clone() {
+    let host = Host::reference();
+    host.install();
+    host.drop_in("phoenix_hypervisor_lxc_docker", "echo \"stub: CT $1\"");
+    for c in [900, 902] {
+        let p = host
+            .prefix()
+            .join(format!("bin/phoenix_hypervisor_setup_{c}.sh"));
+        if p.exists() {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    set(&host, 900, "onboot", json!(true));
+    set(&host, 900, "startup", json!("order=1,up=30"));
+    set(&host, 900, "tags", json!("base"));
+    set(&host, 902, "onboot", json!(false));
+    set(&host, 902, "startup", json!("2"));
+    set(&host, 902, "tags", json!("docker;lab"));
+    host.establish(&["--only", "902"]).ok();
+    let create = host
+        .journal()
+        .into_iter()
+        .find(|e| e.subcommand() == "create")
+        .unwrap()
+        .argv
+        .join(" ");
+    assert!(
+        create.ends_with("--onboot 1 --startup order=1,up=30 --tags base"),
+        "{create}"
+    );
+    let m900 = host.conf_main(900);
+    for want in [
+        "onboot: 1",
+        "startup: order=1,up=30",
+        "tags: base;phoenix-managed",
+    ] {
+        assert!(m900.contains(want), "`{want}` missing in\n{m900}");
+    }
+    let m902 = host.conf_main(902);
+    for want in ["onboot: 0", "startup: order=2", "phoenix-managed"] {
+        assert!(m902.contains(want), "`{want}` missing in\n{m902}");
+    }
+    let tags = m902.lines().find(|l| l.starts_with("tags: ")).unwrap();
+    assert!(
+        tags.contains("docker") && tags.contains("lab") && !tags.contains("base"),
+        "{tags}"
+    );
+    // Converged: no drift, the mark is not drift.
+    let r = host.establish(&["--only", "902", "--dry-run"]).ok();
+    assert!(!r.stdout.contains("drift"), "{}", r.stdout);
 }

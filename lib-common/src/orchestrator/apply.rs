@@ -52,7 +52,7 @@ impl Orchestrator {
         Ok(self.drift_in(ctid, &conf))
     }
 
-    fn drift_in(&self, ctid: Ctid, conf: &ConfFile) -> Vec<Diff> {
+    pub(super) fn drift_in(&self, ctid: Ctid, conf: &ConfFile) -> Vec<Diff> {
         let spec = &self.configs.lxc.lxc_configs[&ctid];
         let is_clone = self.plan.entries[&ctid].action.source().is_some();
         drift::compare(spec, conf, is_clone, &crate::host::nvidia_majors())

@@ -30,6 +30,7 @@
 
 mod apply;
 pub mod lock;
+pub mod output;
 mod pipeline;
 mod recover;
 mod report;
@@ -92,7 +93,7 @@ fn error_line(msg: &str) {
 
 /// Progress for people on stdout, and the same line in the log.
 fn say(msg: &str) {
-    println!("{msg}");
+    output::human(msg);
     log::info!("{msg}");
 }
 
@@ -107,8 +108,25 @@ fn debug_level(configs: &crate::config::Configs) -> Option<&'static str> {
         .then_some("debug")
 }
 
-/// Run the orchestrator with parsed arguments (not `--validate`); returns the exit code.
+/// Run the orchestrator with parsed arguments (not `--validate`); returns the exit code. With
+/// `--output json` exactly one document goes to stdout, also when the run ends early.
 pub fn run(args: &EstablishArgs) -> i32 {
+    output::set_json(args.output == crate::cli::Output::Json);
+    let code = run_inner(args);
+    if output::is_json() && !output::printed() {
+        let mode = if args.status {
+            output::Mode::Status
+        } else if args.dry_run {
+            output::Mode::DryRun
+        } else {
+            output::Mode::Run
+        };
+        output::Document::new(mode).finish(code);
+    }
+    code
+}
+
+fn run_inner(args: &EstablishArgs) -> i32 {
     let started = Instant::now();
     // 1. Configuration: nothing on the host is touched when it is invalid.
     let configs = match validate::load_and_validate() {
@@ -121,6 +139,17 @@ pub fn run(args: &EstablishArgs) -> i32 {
         Err(report) => {
             for d in &report.diagnostics {
                 eprintln!("{}", d.line());
+            }
+            if output::is_json() {
+                let mut doc = output::Document::new(if args.status {
+                    output::Mode::Status
+                } else if args.dry_run {
+                    output::Mode::DryRun
+                } else {
+                    output::Mode::Run
+                });
+                doc.diagnostics = report.diagnostics.iter().map(Into::into).collect();
+                doc.finish(exit::CONFIG);
             }
             eprintln!(
                 "error: invalid configuration ({}); nothing was changed\nhint: run `phoenix_establish_hypervisor --validate` after fixing it",
@@ -300,14 +329,15 @@ pub fn run(args: &EstablishArgs) -> i32 {
         }
     }
     report::summary(&reports, started.elapsed());
+    let doc = report::run_document(&reports);
     if let Some(code) = interrupted_exit() {
-        return code;
+        return doc.finish(code);
     }
-    if reports.values().all(|r| r.result.is_success()) {
+    doc.finish(if reports.values().all(|r| r.result.is_success()) {
         exit::OK
     } else {
         exit::SOME_FAILED
-    }
+    })
 }
 
 /// When a signal interrupted the run: wait for (and, past the grace time, kill) every program

@@ -4,12 +4,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use super::output::{CtEntry, Document, DriftEntry, Mode, UnlistedEntry};
 use super::runner::{Presence, Step, presence};
 use super::{CONFIGURED_STATE, CtReport, CtResult, Orchestrator, exit};
 use crate::config::Ctid;
 use crate::drift::Class;
 use crate::pct::CtStatus;
 use crate::plan::Action;
+
+/// A line for people: stdout, or stderr with `--output json`.
+macro_rules! out {
+    ($($t:tt)*) => {
+        super::output::human(&format!($($t)*))
+    };
+}
 
 /// `1.2 s`.
 pub fn secs(d: Duration) -> String {
@@ -19,15 +27,46 @@ pub fn secs(d: Duration) -> String {
 /// The table, then one line of totals, on stdout; the rows and totals also in the log.
 pub fn summary(reports: &BTreeMap<Ctid, CtReport>, elapsed: Duration) {
     let (table, total) = summary_lines(reports, elapsed);
-    println!();
+    out!("");
     for (i, line) in table.iter().enumerate() {
-        println!("{line}");
+        out!("{line}");
         if i > 0 {
             log::info!("summary: {}", line.trim_end());
         }
     }
-    println!("{total}");
+    out!("{total}");
     log::info!("run finished: {total}");
+}
+
+/// The document of a run (`--output json`): one entry per CT of the summary.
+pub fn run_document(reports: &BTreeMap<Ctid, CtReport>) -> Document {
+    let mut doc = Document::new(Mode::Run);
+    for r in reports.values() {
+        if let CtResult::Unlisted { pruned, kept } = &r.result {
+            doc.unlisted.push(UnlistedEntry {
+                ctid: r.ctid.0,
+                name: r.name.clone(),
+                action: match (pruned, kept) {
+                    (true, _) => "prune",
+                    (false, Some(_)) => "kept",
+                    (false, None) => "listed",
+                }
+                .into(),
+                reason: kept.clone(),
+            });
+            continue;
+        }
+        doc.containers.push(CtEntry {
+            ctid: r.ctid.0,
+            name: r.name.clone(),
+            action: Some(r.action.clone()),
+            result: Some(r.result.describe()),
+            success: Some(r.result.is_success()),
+            seconds: Some((r.seconds * 10.0).round() / 10.0),
+            ..Default::default()
+        });
+    }
+    doc
 }
 
 /// The table's lines (header first, columns aligned) and the totals line.
@@ -106,9 +145,9 @@ pub fn dry_run(
     candidates: &BTreeSet<Ctid>,
     prune: bool,
 ) -> i32 {
-    println!("Dry run: nothing is changed, no step program runs, no file is written.");
+    out!("Dry run: nothing is changed, no step program runs, no file is written.");
     let marker = &orch.configs.hypervisor.core_paths.hypervisor_marker;
-    println!(
+    out!(
         "initial setup: would run `{}` ({})",
         Step::InitialSetup.path().display(),
         if crate::paths::host_path(marker).exists() {
@@ -117,11 +156,12 @@ pub fn dry_run(
             "the host is not marked initialized yet: it checks the host and writes the marker"
         }
     );
+    let mut doc = Document::new(Mode::DryRun);
     let selected = match orch.select(only, candidates) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot read the host's containers: {e:#}");
-            return exit::SOME_FAILED;
+            return doc.finish(exit::SOME_FAILED);
         }
     };
     for ctid in orch
@@ -130,20 +170,28 @@ pub fn dry_run(
         .into_iter()
         .filter(|c| selected.contains(c))
     {
-        match plan_lines(orch, ctid) {
+        let mut entry = CtEntry {
+            ctid: ctid.0,
+            name: orch.configs.lxc.lxc_configs[&ctid].name.to_string(),
+            ..Default::default()
+        };
+        match plan_lines(orch, ctid, &mut entry) {
             Ok(lines) => {
-                for l in lines {
-                    println!("{l}");
+                for l in &lines {
+                    out!("{l}");
                 }
+                entry.plan = lines;
+                doc.containers.push(entry);
             }
             Err(e) => {
                 eprintln!("error: [{ctid}] cannot read its state: {e:#}");
-                return exit::SOME_FAILED;
+                return doc.finish(exit::SOME_FAILED);
             }
         }
     }
     for u in orch.unlisted() {
-        println!(
+        doc.unlisted.push(unlisted_entry(&u, prune));
+        out!(
             "{}",
             match (&u.kept_because, prune) {
                 (Some(k), _) =>
@@ -159,16 +207,36 @@ pub fn dry_run(
             }
         );
     }
-    exit::OK
+    doc.finish(exit::OK)
+}
+
+fn unlisted_entry(u: &super::apply::Unlisted, prune: bool) -> UnlistedEntry {
+    UnlistedEntry {
+        ctid: u.ctid.0,
+        name: u.name.clone(),
+        action: match (&u.kept_because, prune) {
+            (Some(_), _) => "kept",
+            (None, true) => "prune",
+            (None, false) => "listed",
+        }
+        .into(),
+        reason: u.kept_because.clone(),
+    }
 }
 
 /// `--status`: read-only; one line per configured CT and per CT of ours that is not
 /// configured. 0 when the host matches the configuration, 1 otherwise.
 pub fn status(orch: &Orchestrator) -> i32 {
     let mut in_sync = true;
+    let mut doc = Document::new(Mode::Status);
     for ctid in orch.plan.order() {
         let name = &orch.configs.lxc.lxc_configs[&ctid].name;
-        let line = match status_line(orch, ctid) {
+        let mut entry = CtEntry {
+            ctid: ctid.0,
+            name: name.to_string(),
+            ..Default::default()
+        };
+        let line = match status_line(orch, ctid, &mut entry) {
             Ok((line, ok)) => {
                 in_sync &= ok;
                 line
@@ -178,11 +246,13 @@ pub fn status(orch: &Orchestrator) -> i32 {
                 format!("cannot read its state: {e:#}")
             }
         };
-        println!("[{ctid}] {name}: {line}");
+        out!("[{ctid}] {name}: {line}");
+        doc.containers.push(entry);
     }
     for u in orch.unlisted() {
         in_sync = false;
-        println!(
+        doc.unlisted.push(unlisted_entry(&u, false));
+        out!(
             "[{}] {}: exists, ours, not in the configuration{}",
             u.ctid,
             u.name,
@@ -192,7 +262,7 @@ pub fn status(orch: &Orchestrator) -> i32 {
             }
         );
     }
-    println!(
+    out!(
         "{}",
         if in_sync {
             "in sync: the host matches the configuration"
@@ -200,17 +270,26 @@ pub fn status(orch: &Orchestrator) -> i32 {
             "not in sync: run phoenix_establish_hypervisor (--dry-run shows the plan)"
         }
     );
-    if in_sync { exit::OK } else { exit::SOME_FAILED }
+    doc.in_sync = Some(in_sync);
+    doc.finish(if in_sync { exit::OK } else { exit::SOME_FAILED })
 }
 
 /// One CT's status line and whether it matches its block.
-fn status_line(orch: &Orchestrator, ctid: Ctid) -> crate::Result<(String, bool)> {
+fn status_line(
+    orch: &Orchestrator,
+    ctid: Ctid,
+    entry: &mut CtEntry,
+) -> crate::Result<(String, bool)> {
     let st = orch.inspect(ctid)?;
+    entry.exists = Some(st.exists());
     if !st.exists() {
         return Ok(("missing".into(), false));
     }
     let conf = crate::conffile::ConfFile::load(ctid)?;
     let ours = crate::ownership::has_mark(conf.get("tags").as_deref());
+    entry.running = Some(st.status == CtStatus::Running);
+    entry.ours = Some(ours);
+    entry.configured_state = Some(st.configured());
     let mut parts = vec![
         "exists".to_string(),
         match st.status {
@@ -229,7 +308,8 @@ fn status_line(orch: &Orchestrator, ctid: Ctid) -> crate::Result<(String, bool)>
     if let Some(n) = template_missing {
         parts.push(format!("template snapshot {n} missing"));
     }
-    let drift = orch.drift_of(ctid)?;
+    let drift = orch.drift_in(ctid, &conf);
+    entry.drift = drift.iter().map(DriftEntry::from).collect();
     let mut line = parts.join(", ");
     if drift.is_empty() {
         line.push_str("; no drift");
@@ -245,12 +325,19 @@ fn status_line(orch: &Orchestrator, ctid: Ctid) -> crate::Result<(String, bool)>
     Ok((line, ok))
 }
 
-fn plan_lines(orch: &Orchestrator, ctid: Ctid) -> crate::Result<Vec<String>> {
+fn plan_lines(orch: &Orchestrator, ctid: Ctid, entry: &mut CtEntry) -> crate::Result<Vec<String>> {
     let spec = &orch.configs.lxc.lxc_configs[&ctid];
     let planned = &orch.plan.entries[&ctid];
     let st = orch.inspect(ctid)?;
+    entry.exists = Some(st.exists());
+    entry.running = Some(st.status == CtStatus::Running);
+    entry.configured_state = Some(st.configured());
     let mut out = Vec::new();
-    if st.exists() && !orch.is_marked(ctid)? {
+    let marked = st.exists() && orch.is_marked(ctid)?;
+    if st.exists() {
+        entry.ours = Some(marked);
+    }
+    if st.exists() && !marked {
         if !orch.adopt.contains(&ctid) {
             out.push(format!(
                 "[{ctid}] not ours (no `{}` tag): would leave it untouched and fail it (--adopt {ctid} converges it)",
@@ -279,6 +366,7 @@ fn plan_lines(orch: &Orchestrator, ctid: Ctid) -> crate::Result<Vec<String>> {
             (None, _) => format!("[{ctid}] up to date (has {CONFIGURED_STATE}): nothing to do"),
         });
         let drift = orch.drift_of(ctid)?;
+        entry.drift = drift.iter().map(DriftEntry::from).collect();
         if !drift.is_empty() {
             out.pop();
             out.push(format!(
