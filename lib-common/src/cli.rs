@@ -14,7 +14,8 @@ use crate::config::Ctid;
     long_about = "Build Proxmox VE LXC templates and containers from phoenix_hypervisor_config.json and \
 phoenix_lxc_configs.json: create or clone each container in dependency order, pass GPUs through, \
 install the NVIDIA user space, Docker and Portainer, run the per-container setup programs and take \
-a `configured-state` snapshot. Re-running converges: what exists is left alone.",
+a `configured-state` snapshot. Re-running converges: a finished container's drift from its block is \
+applied in place where Proxmox can (--dry-run shows it, --status checks it).",
     after_help = "Environment: HYPERVISOR_CONFIG_FILE, LXC_CONFIG_FILE (default PREFIX/etc), PHOENIX_ROOT (PREFIX, \
 default /usr/local/phoenix_hypervisor), PHOENIX_LOG_FILE (default /var/log/phoenix_hypervisor.log).\n\
 Exit status: 0 all processed; 1 some container failed; 2 invalid configuration; 3 initial setup failed; \

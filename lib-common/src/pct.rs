@@ -675,13 +675,21 @@ impl PctClient {
 
     /// `pct create`, then the ownership mark (`crate::ownership`).
     pub fn create(&self, spec: &CreateSpec) -> Result<()> {
-        self.create_owned(spec.ctid, "create", spec.args())
+        self.create_owned(spec.ctid, "create", spec.args())?;
+        if !self.dry_run {
+            crate::ownership::record_lineage(spec.ctid, None);
+        }
+        Ok(())
     }
 
     /// `pct clone`, then the ownership mark (a clone inherits its source's tags; the mark is
     /// set explicitly anyway).
     pub fn clone_ct(&self, spec: &CloneSpec) -> Result<()> {
-        self.create_owned(spec.target, "clone", spec.args())
+        self.create_owned(spec.target, "clone", spec.args())?;
+        if !self.dry_run {
+            crate::ownership::record_lineage(spec.target, Some(spec.source));
+        }
+        Ok(())
     }
 
     /// Run a create or clone of `ctid` as ours: the in-flight record before it, and once it

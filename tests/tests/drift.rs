@@ -433,3 +433,36 @@ fn onboot_startup_and_tags_are_set_at_create_and_at_clone() {
     let r = host.establish(&["--only", "902", "--dry-run"]).ok();
     assert!(!r.stdout.contains("drift"), "{}", r.stdout);
 }
+
+#[test]
+fn prune_keeps_a_template_a_remaining_ct_was_cloned_from() {
+    let host = built();
+    only_branch(&host);
+    // 902 leaves the configuration; 910 (cloned from it) stays, now naming 900 as its source.
+    host.edit_lxc_config(|v| {
+        v["lxc_configs"].as_object_mut().unwrap().remove("902");
+        v["lxc_configs"]["910"]["clone_from_template_ctid"] = json!("900");
+    });
+    let mark = host.journal_mark();
+    let r = host.establish(&["--prune", "--output", "json"]).ok();
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    assert!(
+        r.stderr
+            .contains("[902] ours but not in the configuration; kept: CT 910 was cloned from it"),
+        "{}",
+        r.stderr
+    );
+    let doc = json_doc(&r);
+    assert_eq!(
+        doc["unlisted"],
+        json!([{"ctid": 902, "name": "BaseTemplateDocker", "action": "kept", "reason": "CT 910 was cloned from it"}])
+    );
+    assert!(host.conf(902).is_some());
+    // Once 910 is gone too, both go.
+    host.edit_lxc_config(|v| {
+        v["lxc_configs"].as_object_mut().unwrap().remove("910");
+    });
+    host.establish(&["--prune"]).ok();
+    assert!(host.conf(902).is_none() && host.conf(910).is_none());
+    assert!(host.conf(900).is_some());
+}

@@ -161,12 +161,15 @@ impl Orchestrator {
         if self.pct.status(ctid)? == CtStatus::Running {
             self.pct.stop(ctid)?;
         }
-        self.pct.destroy(ctid, false)
+        self.pct.destroy(ctid, false)?;
+        crate::ownership::record_lineage(ctid, None);
+        Ok(())
     }
 
     /// The CTs of ours (with the mark) that the configuration does not list, read from the conf
-    /// files in `/etc/pve/lxc`. One `--prune` keeps is a CT a remaining CT's disk is a linked
-    /// clone of (`base-<id>-`/`basevol-<id>-` volumes, `PVE::Storage::parse_volname`).
+    /// files in `/etc/pve/lxc`. `--prune` keeps one that a remaining CT was cloned from: by our
+    /// record ([`crate::ownership::cloned_from`]), or because a remaining CT's disk is a linked
+    /// clone of it (`base-<id>-`/`basevol-<id>-` volumes, `PVE::Storage::parse_volname`).
     pub fn unlisted(&self) -> Vec<Unlisted> {
         let confs = ConfFile::load_all();
         let ours: BTreeMap<Ctid, &ConfFile> = confs
@@ -190,7 +193,14 @@ impl Orchestrator {
                                     || v.contains(&format!("basevol-{ctid}-")))
                         })
                     })
-                    .map(|(c, _)| format!("CT {c} is a linked clone of it"));
+                    .map(|(c, _)| format!("CT {c} is a linked clone of it"))
+                    .or_else(|| {
+                        confs
+                            .keys()
+                            .filter(|c| !gone.contains(c))
+                            .find(|c| crate::ownership::cloned_from(**c) == Some(ctid))
+                            .map(|c| format!("CT {c} was cloned from it"))
+                    });
                 Unlisted {
                     ctid,
                     name: conf.get("hostname").unwrap_or_default(),

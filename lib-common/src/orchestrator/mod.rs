@@ -7,8 +7,8 @@
 //! programs present (exit 4) → `--dry-run` stops here and only reads → run lock (exit 5) →
 //! log file → initial setup (exit 3) → containers (exit 1 if any failed or was skipped).
 //!
-//! Decisions per container (`pipeline`): *up to date* (it has `configured-state`: left alone,
-//! started when stopped), *resume* (it exists without `configured-state`: every idempotent step
+//! Decisions per container (`pipeline`): *up to date* (it has `configured-state`: its drift
+//! from the block is applied in place, `apply`; started when stopped), *resume* (it exists without `configured-state`: every idempotent step
 //! runs again), or *create* / *clone* (it does not exist). Template snapshots the setup
 //! program did not take are taken by the orchestrator while the container is shut down, right
 //! before `configured-state`, so both are consistent (no running processes, no half-written
@@ -25,8 +25,9 @@
 //! 128 + the signal's number once they are gone, the lock released last (`crate::signals`).
 //!
 //! Modules: [`lock`] (the run lock), [`runner`] (spawning a step), `pipeline` (one container,
-//! and running many with `--jobs`), `recover` (repairs at inspection), `report` (plan and
-//! summary output).
+//! and running many with `--jobs`), `recover` (repairs at inspection), `apply` (drift,
+//! `--recreate`, `--prune`), `report` (plan, `--status` and summary output), [`output`] (the
+//! `--output json` document).
 
 mod apply;
 pub mod lock;
