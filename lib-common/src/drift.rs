@@ -7,9 +7,10 @@
 //! - **in place**: `pct set` (hostname, memory, cores, features, net0, onboot, startup, tags),
 //!   `pct resize` to grow the root disk, the GPU passthrough lines (lxc-nvidia, or removing
 //!   them). On a running CT some of them only take effect at its next start
-//!   ([`Class::InPlaceRestart`]): Proxmox applies `hostname cores onboot startup tags` at once
-//!   and hot-plugs `memory` and `netN`; `features` waits in `[pve:pending]`
-//!   (pve-container `PVE::LXC::Config::vmconfig_hotplug_pending`), and raw `lxc.*` lines and
+//!   ([`Class::InPlaceRestart`]): on a running CT `pct set` puts every change in `[pve:pending]`
+//!   and pve-container `PVE::LXC::Config::vmconfig_hotplug_pending` then applies the
+//!   `$LXC_FASTPLUG_OPTIONS` (`hostname cores onboot startup tags` ...) at once and hot-plugs
+//!   `memory` and `netN`; the rest, `features` among them, stays pending; raw `lxc.*` lines and
 //!   `devN` entries are turned into LXC's config only at a start (`PVE::LXC::update_lxc_config`).
 //!   `pct resize` grows a running CT's disk online (`PVE::API2::LXC` `resize_vm`).
 //! - **needs recreate**: Proxmox cannot change it: `unprivileged` (read-only after creation,

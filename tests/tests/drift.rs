@@ -25,7 +25,13 @@ fn built() -> Host {
         }
     }
     host.drop_in("phoenix_hypervisor_lxc_docker", "echo \"stub: CT $1\"");
-    host.drop_in("phoenix_hypervisor_lxc_nvidia", "echo \"stub: CT $1\"");
+    host.drop_in(
+        "phoenix_hypervisor_lxc_nvidia",
+        &format!(
+            "{}\necho \"stub: CT $1\"",
+            phoenix_e2e::NVIDIA_STUB_PASSTHROUGH
+        ),
+    );
     host.establish(&["--only", "910"]).ok();
     host
 }
@@ -465,4 +471,61 @@ fn prune_keeps_a_template_a_remaining_ct_was_cloned_from() {
     host.establish(&["--prune"]).ok();
     assert!(host.conf(902).is_none() && host.conf(910).is_none());
     assert!(host.conf(900).is_some());
+}
+
+#[test]
+fn a_gpu_assignment_change_runs_lxc_nvidia_or_removes_the_passthrough() {
+    let host = built();
+    only_branch(&host);
+    set(&host, 910, "gpu_assignment", json!("1"));
+    let r = host.establish(&["--dry-run"]).ok();
+    contains(&r, "gpu_assignment: none -> 1 (in place, needs restart)");
+    let r = host.establish(&[]).ok();
+    contains(&r, "[910] drift applied: gpu_assignment: none -> 1");
+    contains(&r, "[910] restart needed");
+    assert!(
+        host.conf_main(910).contains("/dev/nvidia1 dev/nvidia1"),
+        "{}",
+        host.conf_main(910)
+    );
+    // The raw line leaves nothing pending in the conf; the restart is still owed.
+    let mark = host.journal_mark();
+    let r = host.establish(&[]).ok();
+    assert_eq!(
+        host.mutating_since(mark),
+        Vec::<String>::new(),
+        "{}",
+        r.stdout
+    );
+    contains(&r, "restart needed (--restart)");
+    let r = host.establish(&["--status"]).expect_code(1);
+    contains(&r, "restart needed (--restart); no drift");
+    let r = host.establish(&["--dry-run"]).ok();
+    contains(
+        &r,
+        "a change applied earlier waits for a restart: --restart does it",
+    );
+    let mark = host.journal_mark();
+    let r = host.establish(&["--restart"]).ok();
+    assert_eq!(
+        host.mutating_since(mark),
+        ["pct shutdown 910 --timeout 60", "pct start 910"],
+        "{}",
+        r.stdout
+    );
+    host.establish(&["--status"]).ok();
+    // Back to none: the lines go, without a step.
+    set(&host, 910, "gpu_assignment", json!("none"));
+    let r = host.establish(&["--restart"]).ok();
+    contains(
+        &r,
+        "[910] drift applied: gpu_assignment: 1 -> none (in place, needs restart)",
+    );
+    contains(&r, "[910] restarted");
+    assert!(
+        !host.conf_main(910).contains("nvidia"),
+        "{}",
+        host.conf_main(910)
+    );
+    host.establish(&["--status"]).ok();
 }

@@ -122,6 +122,13 @@ impl Orchestrator {
         for c in &out.changed {
             say(&format!("[{ctid}] drift applied: {c}"));
         }
+        // A raw `lxc.*` line leaves no trace in `[pve:pending]`: an earlier run's record says
+        // that a change still waits for a start.
+        let recorded = restart_record(ctid).exists();
+        needs_restart |= recorded;
+        if !running {
+            clear_restart_record(ctid);
+        }
         if needs_restart && running {
             if self.restart {
                 let timeout = self.configs.hypervisor.shutdown_timeout_s();
@@ -131,8 +138,12 @@ impl Orchestrator {
                 say(&format!(
                     "[{ctid}] restarted: the changes that wait for a start are applied"
                 ));
+                clear_restart_record(ctid);
                 out.restarted = true;
             } else {
+                if !recorded {
+                    write_restart_record(ctid);
+                }
                 out.restart_needed = true;
                 say(&format!(
                     "[{ctid}] restart needed: a change takes effect at its next start (run with --restart, or `pct reboot {ctid}`)"
@@ -265,4 +276,30 @@ impl Orchestrator {
             })
             .collect()
     }
+}
+
+/// `STATE_DIR/restart-needed/<CTID>`: a change applied to the running CT takes effect only at
+/// its next start. Written when a run applied one without `--restart`; removed when a run
+/// restarts it or finds it stopped. A restart by hand is not seen: the next `--restart` run
+/// restarts it once more.
+pub fn restart_record(ctid: Ctid) -> std::path::PathBuf {
+    crate::paths::host_path(format!(
+        "{}/restart-needed/{ctid}",
+        crate::ownership::STATE_DIR
+    ))
+}
+
+fn write_restart_record(ctid: Ctid) {
+    let p = restart_record(ctid);
+    let r = p
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&p, ""));
+    if let Err(e) = r {
+        log::warn!("[{ctid}] cannot write `{}`: {e}", p.display());
+    }
+}
+
+fn clear_restart_record(ctid: Ctid) {
+    let _ = std::fs::remove_file(restart_record(ctid));
 }

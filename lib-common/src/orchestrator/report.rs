@@ -308,6 +308,11 @@ fn status_line(
     if let Some(n) = template_missing {
         parts.push(format!("template snapshot {n} missing"));
     }
+    let restart_needed =
+        st.status == CtStatus::Running && super::apply::restart_record(ctid).exists();
+    if restart_needed {
+        parts.push("restart needed (--restart)".into());
+    }
     let drift = orch.drift_in(ctid, &conf);
     entry.drift = drift.iter().map(DriftEntry::from).collect();
     let mut line = parts.join(", ");
@@ -318,6 +323,7 @@ fn status_line(
         line.push_str(&format!("; drift: {}", d.join("; ")));
     }
     let ok = ours
+        && !restart_needed
         && st.configured()
         && template_missing.is_none()
         && drift.is_empty()
@@ -365,6 +371,16 @@ fn plan_lines(orch: &Orchestrator, ctid: Ctid, entry: &mut CtEntry) -> crate::Re
             }
             (None, _) => format!("[{ctid}] up to date (has {CONFIGURED_STATE}): nothing to do"),
         });
+        if st.status == CtStatus::Running && super::apply::restart_record(ctid).exists() {
+            out.push(format!(
+                "      a change applied earlier waits for a restart: {}",
+                if orch.restart {
+                    "would restart it (--restart)"
+                } else {
+                    "--restart does it"
+                }
+            ));
+        }
         let drift = orch.drift_of(ctid)?;
         entry.drift = drift.iter().map(DriftEntry::from).collect();
         if !drift.is_empty() {

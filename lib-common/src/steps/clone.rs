@@ -166,8 +166,8 @@ pub fn tags_with_mark(want: &crate::types::Tags) -> String {
 }
 
 /// The CT's tags are the block's, not counting the ownership mark; order and case do not count
-/// (Proxmox compares tags without case and may sort them, pve-guest-common `PVE::GuestHelpers`
-/// `get_unique_tags`).
+/// (Proxmox compares tags without case, [`crate::types::Tags::contains`], and may store them in
+/// another order than given).
 pub fn same_tags(want: &crate::types::Tags, have: Option<&str>) -> bool {
     let norm = |it: &mut dyn Iterator<Item = &str>| -> std::collections::BTreeSet<String> {
         it.map(str::to_ascii_lowercase)
