@@ -158,6 +158,23 @@ impl ConfFile {
         Self::read(&path)
     }
 
+    /// Every CT conf on this host (`/etc/pve/lxc/<id>.conf`), by CTID; unreadable files and
+    /// other names are skipped.
+    pub fn load_all() -> std::collections::BTreeMap<Ctid, ConfFile> {
+        let dir = crate::paths::host_path("/etc/pve/lxc");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Default::default();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let ctid: Ctid = name.strip_suffix(".conf")?.parse().ok()?;
+                let conf = ConfFile::read(&e.path()).ok()?;
+                Some((ctid, conf))
+            })
+            .collect()
+    }
+
     /// Take the CT's config lock ([`lock_conf`], [`CONF_LOCK_TIMEOUT`]), then read its conf.
     /// Save before dropping the lock. In dry-run mode nothing is locked (nothing is written).
     pub fn load_locked(ctid: Ctid, dry_run: bool) -> Result<(Option<ConfLock>, ConfFile)> {

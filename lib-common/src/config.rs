@@ -16,7 +16,7 @@ use crate::error::Error;
 pub use crate::types::Ctid;
 use crate::types::{
     Bridge, DriverVersion, Features, GpuAssignment, Hostname, IfaceName, ImageRef, Ipv4Cidr,
-    MacAddr, ModelName, OsTemplate, SnapshotName, StorageId,
+    MacAddr, ModelName, OsTemplate, SnapshotName, Startup, StorageId, Tags,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -118,6 +118,15 @@ pub struct ContainerSpec {
     /// The template to clone from (a string in the file, as upstream writes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clone_from_template_ctid: Option<Ctid>,
+    /// Proxmox `onboot`; `None` leaves the CT's setting alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onboot: Option<bool>,
+    /// Proxmox `startup` (`order=N,up=N,down=N`); `None` leaves the CT's setting alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<Startup>,
+    /// Proxmox `tags`; the ownership tag is kept whatever this says. `None` leaves them alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
 }
 
 /// `null`, absent and `""` are `None`; anything else must parse as `T`.

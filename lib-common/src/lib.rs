@@ -23,6 +23,7 @@
 //! - [`tasks`]: Proxmox's record of running tasks (a lock held by a running task vs a stale one).
 //! - [`signals`]: SIGINT/SIGTERM/SIGHUP in the orchestrator (stop new work, pass on, wait, exit 130/143).
 //! - [`plan`]: create or clone, and from which template, for each container.
+//! - [`drift`]: how an existing container differs from its block, and how each difference is applied.
 //!
 //! `ARCHITECTURE.md` at the repository root maps the code and states its invariants.
 
@@ -30,6 +31,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod drift;
 pub mod env;
 pub mod error;
 pub mod fsutil;

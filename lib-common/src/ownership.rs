@@ -96,6 +96,42 @@ pub fn record_created(ctid: Ctid) {
     }
 }
 
+fn lineage_path(ctid: Ctid) -> PathBuf {
+    crate::paths::host_path(format!("{STATE_DIR}/cloned-from/{ctid}"))
+}
+
+/// Record that `target` was cloned from `source` (`STATE_DIR/cloned-from/<target>`), or, with
+/// `None`, that it was created from an OS template. A full clone's conf does not name its
+/// source, and `--prune` must never destroy a template a remaining CT was cloned from.
+pub fn record_lineage(target: Ctid, source: Option<Ctid>) {
+    let p = lineage_path(target);
+    let r = match source {
+        Some(s) => p
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&p, format!("{s}\n"))),
+        None => match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    };
+    if let Err(e) = r {
+        log::warn!(
+            "[{target}] cannot record its clone source in `{}`: {e}",
+            p.display()
+        );
+    }
+}
+
+/// The CT `ctid` was cloned from, as recorded by [`record_lineage`].
+pub fn cloned_from(ctid: Ctid) -> Option<Ctid> {
+    std::fs::read_to_string(lineage_path(ctid))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Whether `record` (a file written through [`record_created`]) lists `ctid`.
 pub fn created_in(record: &Path, ctid: Ctid) -> bool {
     std::fs::read_to_string(record)

@@ -167,6 +167,12 @@ pub struct CreateSpec {
     /// Omitted when empty.
     pub features: String,
     pub unprivileged: bool,
+    /// `--onboot`, when the block sets it.
+    pub onboot: Option<bool>,
+    /// `--startup`, when the block sets it.
+    pub startup: Option<crate::types::Startup>,
+    /// `--tags`, when the block sets it (the ownership tag is added right after the create).
+    pub tags: Option<crate::types::Tags>,
 }
 
 impl CreateSpec {
@@ -182,6 +188,9 @@ impl CreateSpec {
             net0: net0_value(spec),
             features: spec.proxmox_features(spec.unprivileged),
             unprivileged: spec.unprivileged,
+            onboot: spec.onboot,
+            startup: spec.startup,
+            tags: spec.tags.clone(),
         }
     }
 
@@ -211,6 +220,18 @@ impl CreateSpec {
         }
         a.push("--unprivileged".into());
         a.push(bool01(self.unprivileged).into());
+        if let Some(b) = self.onboot {
+            a.push("--onboot".into());
+            a.push(bool01(b).into());
+        }
+        if let Some(s) = &self.startup {
+            a.push("--startup".into());
+            a.push(s.to_string());
+        }
+        if let Some(t) = self.tags.as_ref().filter(|t| t.iter().next().is_some()) {
+            a.push("--tags".into());
+            a.push(t.to_string());
+        }
         a
     }
 }
@@ -654,13 +675,21 @@ impl PctClient {
 
     /// `pct create`, then the ownership mark (`crate::ownership`).
     pub fn create(&self, spec: &CreateSpec) -> Result<()> {
-        self.create_owned(spec.ctid, "create", spec.args())
+        self.create_owned(spec.ctid, "create", spec.args())?;
+        if !self.dry_run {
+            crate::ownership::record_lineage(spec.ctid, None);
+        }
+        Ok(())
     }
 
     /// `pct clone`, then the ownership mark (a clone inherits its source's tags; the mark is
     /// set explicitly anyway).
     pub fn clone_ct(&self, spec: &CloneSpec) -> Result<()> {
-        self.create_owned(spec.target, "clone", spec.args())
+        self.create_owned(spec.target, "clone", spec.args())?;
+        if !self.dry_run {
+            crate::ownership::record_lineage(spec.target, Some(spec.source));
+        }
+        Ok(())
     }
 
     /// Run a create or clone of `ctid` as ours: the in-flight record before it, and once it

@@ -22,7 +22,7 @@ use crate::json::escape_pointer;
 use crate::paths;
 use crate::types::{
     self, Bridge, DriverVersion, Features, GpuAssignment, Hostname, IfaceName, ImageRef, Ipv4Cidr,
-    MacAddr, ModelName, OsTemplate, ParseError, SnapshotName, StorageId,
+    MacAddr, ModelName, OsTemplate, ParseError, SnapshotName, Startup, StorageId, Tags,
 };
 
 /// The shipped schemas, compiled into every binary (used when PREFIX/etc lacks them).
@@ -718,6 +718,8 @@ const BLOCK_VALUES: &[ValueRule] = &[
         "clone_from_template_ctid",
         parses::<Ctid>,
     ),
+    ("/startup", "startup", parses::<Startup>),
+    ("/tags", "tags", parses::<Tags>),
 ];
 
 /// Parse each string at the rules' pointers; a value that does not parse is an error at its

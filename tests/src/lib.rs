@@ -15,6 +15,17 @@ pub const OSTEMPLATE: &str =
     "/fastData/shared-iso/template/cache/ubuntu-24.04-standard_24.04-2_amd64.tar.zst";
 pub const PREFIX_IN_HOST: &str = "/usr/local/phoenix_hypervisor";
 
+/// Shell lines for a drop-in that stands in for lxc-nvidia (CTID in `$1`, `GPU_ASSIGNMENT` from
+/// the orchestrator): they leave what the real step leaves in the conf's main section, a raw
+/// passthrough line per assigned GPU (inserted at the top, so never into a snapshot section).
+/// Without them the CT would really lack its GPUs, which the orchestrator reports as drift.
+pub const NVIDIA_STUB_PASSTHROUGH: &str = r#"conf="$PHOENIX_HOST_ROOT/etc/pve/lxc/$1.conf"
+for g in $(echo "$GPU_ASSIGNMENT" | tr ',' ' '); do
+  [ "$g" = none ] && continue
+  line="lxc.mount.entry: /dev/nvidia$g dev/nvidia$g none bind,optional,create=file"
+  grep -qxF "$line" "$conf" || sed -i "1i $line" "$conf"
+done"#;
+
 /// `target/<profile>/`, where the workspace binaries are.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");

@@ -51,16 +51,20 @@ fn host() -> Host {
     }
     host.drop_in(
         "phoenix_hypervisor_lxc_nvidia",
-        &recording_stub(
-            "lxc-nvidia",
-            &[
-                "GPU_ASSIGNMENT",
-                "NVIDIA_DRIVER_VERSION",
-                "NVIDIA_REPO_URL",
-                "NVIDIA_RUNFILE_URL",
-                "LXC_CONFIG_FILE",
-                "HYPERVISOR_CONFIG_FILE",
-            ],
+        &format!(
+            "{}\n{}",
+            recording_stub(
+                "lxc-nvidia",
+                &[
+                    "GPU_ASSIGNMENT",
+                    "NVIDIA_DRIVER_VERSION",
+                    "NVIDIA_REPO_URL",
+                    "NVIDIA_RUNFILE_URL",
+                    "LXC_CONFIG_FILE",
+                    "HYPERVISOR_CONFIG_FILE",
+                ],
+            ),
+            phoenix_e2e::NVIDIA_STUB_PASSTHROUGH
         ),
     );
     host.drop_in(

@@ -30,7 +30,10 @@ fn host() -> Host {
     }
     host.drop_in(
         "phoenix_hypervisor_lxc_nvidia",
-        "echo \"stub lxc-nvidia $1\"",
+        &format!(
+            "{}\necho \"stub lxc-nvidia $1\"",
+            phoenix_e2e::NVIDIA_STUB_PASSTHROUGH
+        ),
     );
     host.drop_in(
         "phoenix_hypervisor_lxc_docker",

@@ -11,7 +11,12 @@ fn main() -> ExitCode {
     let cli = EstablishArgs::parse();
     let code = if cli.validate {
         let result = validate::load_and_validate();
-        validate::print_validation(&result, &mut std::io::stdout(), &mut std::io::stderr())
+        if cli.output == lib_common::cli::Output::Json {
+            orchestrator::output::set_json(true);
+            orchestrator::output::validate_document(&result)
+        } else {
+            validate::print_validation(&result, &mut std::io::stdout(), &mut std::io::stderr())
+        }
     } else {
         orchestrator::run(&cli)
     };

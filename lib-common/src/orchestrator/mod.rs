@@ -7,8 +7,8 @@
 //! programs present (exit 4) → `--dry-run` stops here and only reads → run lock (exit 5) →
 //! log file → initial setup (exit 3) → containers (exit 1 if any failed or was skipped).
 //!
-//! Decisions per container (`pipeline`): *up to date* (it has `configured-state`: left alone,
-//! started when stopped), *resume* (it exists without `configured-state`: every idempotent step
+//! Decisions per container (`pipeline`): *up to date* (it has `configured-state`: its drift
+//! from the block is applied in place, `apply`; started when stopped), *resume* (it exists without `configured-state`: every idempotent step
 //! runs again), or *create* / *clone* (it does not exist). Template snapshots the setup
 //! program did not take are taken by the orchestrator while the container is shut down, right
 //! before `configured-state`, so both are consistent (no running processes, no half-written
@@ -25,10 +25,13 @@
 //! 128 + the signal's number once they are gone, the lock released last (`crate::signals`).
 //!
 //! Modules: [`lock`] (the run lock), [`runner`] (spawning a step), `pipeline` (one container,
-//! and running many with `--jobs`), `recover` (repairs at inspection), `report` (plan and
-//! summary output).
+//! and running many with `--jobs`), `recover` (repairs at inspection), `apply` (drift,
+//! `--recreate`, `--prune`), `report` (plan, `--status` and summary output), [`output`] (the
+//! `--output json` document).
 
+mod apply;
 pub mod lock;
+pub mod output;
 mod pipeline;
 mod recover;
 mod report;
@@ -72,6 +75,10 @@ pub struct Orchestrator {
     pub env: StepEnv,
     /// `--adopt`: existing CTs without our mark to converge and mark anyway.
     pub adopt: BTreeSet<Ctid>,
+    /// `--recreate`: CTs of ours to destroy and rebuild.
+    pub recreate: BTreeSet<Ctid>,
+    /// `--restart`: restart a CT whose applied change waits for its next start.
+    pub restart: bool,
     clone_locks: pipeline::CloneLocks,
 }
 
@@ -87,7 +94,7 @@ fn error_line(msg: &str) {
 
 /// Progress for people on stdout, and the same line in the log.
 fn say(msg: &str) {
-    println!("{msg}");
+    output::human(msg);
     log::info!("{msg}");
 }
 
@@ -102,8 +109,25 @@ fn debug_level(configs: &crate::config::Configs) -> Option<&'static str> {
         .then_some("debug")
 }
 
-/// Run the orchestrator with parsed arguments (not `--validate`); returns the exit code.
+/// Run the orchestrator with parsed arguments (not `--validate`); returns the exit code. With
+/// `--output json` exactly one document goes to stdout, also when the run ends early.
 pub fn run(args: &EstablishArgs) -> i32 {
+    output::set_json(args.output == crate::cli::Output::Json);
+    let code = run_inner(args);
+    if output::is_json() && !output::printed() {
+        let mode = if args.status {
+            output::Mode::Status
+        } else if args.dry_run {
+            output::Mode::DryRun
+        } else {
+            output::Mode::Run
+        };
+        output::Document::new(mode).finish(code);
+    }
+    code
+}
+
+fn run_inner(args: &EstablishArgs) -> i32 {
     let started = Instant::now();
     // 1. Configuration: nothing on the host is touched when it is invalid.
     let configs = match validate::load_and_validate() {
@@ -116,6 +140,17 @@ pub fn run(args: &EstablishArgs) -> i32 {
         Err(report) => {
             for d in &report.diagnostics {
                 eprintln!("{}", d.line());
+            }
+            if output::is_json() {
+                let mut doc = output::Document::new(if args.status {
+                    output::Mode::Status
+                } else if args.dry_run {
+                    output::Mode::DryRun
+                } else {
+                    output::Mode::Run
+                });
+                doc.diagnostics = report.diagnostics.iter().map(Into::into).collect();
+                doc.finish(exit::CONFIG);
             }
             eprintln!(
                 "error: invalid configuration ({}); nothing was changed\nhint: run `phoenix_establish_hypervisor --validate` after fixing it",
@@ -140,6 +175,36 @@ pub fn run(args: &EstablishArgs) -> i32 {
             configs.lxc_path.display()
         );
         return exit::CONFIG;
+    }
+    let recreate: BTreeSet<Ctid> = args.recreate.iter().copied().collect();
+    if let Some(bad) = recreate.iter().find(|c| !plan.entries.contains_key(c)) {
+        eprintln!(
+            "error: --recreate names CT {bad}, which is not defined in `{}` (lxc_configs)",
+            configs.lxc_path.display()
+        );
+        return exit::CONFIG;
+    }
+    // A template is recreated only with the existing CTs cloned from it: they were made from
+    // the snapshot that goes with it.
+    for &t in &recreate {
+        let clones: Vec<Ctid> = plan
+            .entries
+            .iter()
+            .filter(|(c, e)| {
+                e.action.source() == Some(t)
+                    && !recreate.contains(c)
+                    && crate::conffile::ConfFile::path_for(**c).exists()
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        if !clones.is_empty() {
+            eprintln!(
+                "error: --recreate names the template CT {t} but not the existing CT(s) cloned from it: {}\nhint: name them too (--recreate {t},{}), or leave {t} alone; nothing was changed",
+                join(&clones.iter().copied().collect()),
+                join(&clones.iter().copied().collect())
+            );
+            return exit::CONFIG;
+        }
     }
     let candidates = if only.is_empty() {
         plan.entries.keys().copied().collect()
@@ -170,11 +235,16 @@ pub fn run(args: &EstablishArgs) -> i32 {
         plan,
         configs,
         adopt,
+        recreate,
+        restart: args.restart,
         clone_locks: Default::default(),
     };
     let mut orch = orch;
+    if args.status {
+        return report::status(&orch);
+    }
     if args.dry_run {
-        return report::dry_run(&orch, &only, &candidates);
+        return report::dry_run(&orch, &only, &candidates, args.prune);
     }
     // 3. One run at a time.
     let _lock = match lock::acquire(&paths::host_path(paths::LOCK_FILE)) {
@@ -253,16 +323,22 @@ pub fn run(args: &EstablishArgs) -> i32 {
             return exit::SOME_FAILED;
         }
     };
-    let reports = orch.run_all(&selected, args.jobs as usize);
-    report::summary(&reports, started.elapsed());
-    if let Some(code) = interrupted_exit() {
-        return code;
+    let mut reports = orch.run_all(&selected, args.jobs as usize);
+    if crate::signals::interrupted().is_none() {
+        for r in orch.prune_or_list(args.prune) {
+            reports.insert(r.ctid, r);
+        }
     }
-    if reports.values().all(|r| r.result.is_success()) {
+    report::summary(&reports, started.elapsed());
+    let doc = report::run_document(&reports);
+    if let Some(code) = interrupted_exit() {
+        return doc.finish(code);
+    }
+    doc.finish(if reports.values().all(|r| r.result.is_success()) {
         exit::OK
     } else {
         exit::SOME_FAILED
-    }
+    })
 }
 
 /// When a signal interrupted the run: wait for (and, past the grace time, kill) every program

@@ -38,11 +38,21 @@ pub enum CtResult {
     Skipped { failed_template: Ctid },
     /// A signal stopped the run: at `stage`, or before it started (`None`).
     Interrupted { stage: Option<String> },
+    /// Had `configured-state` and drifted from its block: what was applied and what is left.
+    Drift(super::apply::Applied),
+    /// Not in the configuration but ours: listed (`pruned`: false) or destroyed by `--prune`.
+    Unlisted { pruned: bool, kept: Option<String> },
 }
 
 impl CtResult {
     pub fn is_success(&self) -> bool {
-        matches!(self, CtResult::Done | CtResult::UpToDate { .. })
+        matches!(
+            self,
+            CtResult::Done
+                | CtResult::UpToDate { .. }
+                | CtResult::Drift(_)
+                | CtResult::Unlisted { .. }
+        )
     }
 
     /// The failed template behind a failure or skip of `ctid`.
@@ -71,6 +81,34 @@ impl CtResult {
             }
             CtResult::Interrupted { stage: Some(s) } => format!("interrupted at {s}"),
             CtResult::Interrupted { stage: None } => "interrupted: not started".into(),
+            CtResult::Drift(a) => {
+                let mut parts = Vec::new();
+                if !a.changed.is_empty() {
+                    parts.push(format!("updated ({} change(s))", a.changed.len()));
+                }
+                if a.restarted {
+                    parts.push("restarted".into());
+                }
+                if a.restart_needed {
+                    parts.push("restart needed (--restart)".into());
+                }
+                if !a.recreate.is_empty() {
+                    parts.push(format!("needs --recreate: {}", a.recreate.join(",")));
+                }
+                parts.join("; ")
+            }
+            CtResult::Unlisted {
+                pruned: true,
+                kept: _,
+            } => "pruned: stopped and destroyed".into(),
+            CtResult::Unlisted {
+                pruned: false,
+                kept: Some(k),
+            } => format!("not configured; kept: {k}"),
+            CtResult::Unlisted {
+                pruned: false,
+                kept: None,
+            } => "not configured (--prune destroys it)".into(),
         }
     }
 }
@@ -106,7 +144,7 @@ impl Orchestrator {
         &self.configs.lxc.lxc_configs[&ctid]
     }
 
-    fn ready_timeout(&self) -> Duration {
+    pub(super) fn ready_timeout(&self) -> Duration {
         Duration::from_secs(self.configs.hypervisor.ready_timeout_s())
     }
 
@@ -147,7 +185,7 @@ impl Orchestrator {
     }
 
     /// A step program for this CT.
-    fn step(&self, step: Step, ctid: Ctid, args: &[String]) -> Result<(), String> {
+    pub(super) fn step(&self, step: Step, ctid: Ctid, args: &[String]) -> Result<(), String> {
         let vars = self.step_vars(step, ctid);
         runner::run_step(step, Some(ctid), args, &vars, &self.env).map_err(String::from)
     }
@@ -253,6 +291,14 @@ impl Orchestrator {
             self.stage(ctid, "adopt: tag it `phoenix-managed`", || {
                 self.pct.mark_ours(ctid).map(drop).map_err(msg)
             })?;
+        }
+        let mut state = state;
+        if self.recreate.contains(&ctid) && state.exists() {
+            *action = "recreate".into();
+            self.stage(ctid, "recreate (--recreate): stop, destroy", || {
+                self.destroy_ours(ctid).map_err(msg)
+            })?;
+            state = self.inspect(ctid).map_err(inspect_err)?;
         }
         if state.configured() {
             return self.up_to_date(ctid, &state, action);
@@ -365,6 +411,29 @@ impl Orchestrator {
     /// A CT with `configured-state`: left alone; started when stopped; a template whose own
     /// snapshot has gone gets it back.
     fn up_to_date(
+        &self,
+        ctid: Ctid,
+        state: &CtState,
+        action: &mut String,
+    ) -> Result<CtResult, StageError> {
+        let applied = self
+            .apply_drift(ctid, state.status == CtStatus::Running)
+            .map_err(|e| StageError {
+                stage: "drift".into(),
+                message: msg(e),
+            })?;
+        let drifted = applied != super::apply::Applied::default();
+        if drifted {
+            *action = "apply drift".into();
+        }
+        let result = self.up_to_date_rest(ctid, state, action)?;
+        Ok(match result {
+            CtResult::UpToDate { .. } if drifted => CtResult::Drift(applied),
+            r => r,
+        })
+    }
+
+    fn up_to_date_rest(
         &self,
         ctid: Ctid,
         state: &CtState,

@@ -138,7 +138,44 @@ pub fn settings_diff(
     if !same_net(&want_net, have_net) {
         set.push(("net0", want_net));
     }
+    // The optional fields: absent in the block = not managed (whatever the CT has stays).
+    if let Some(want) = spec.onboot
+        && (current.get("onboot") == Some("1")) != want
+    {
+        set.push(("onboot", if want { "1" } else { "0" }.to_string()));
+    }
+    if let Some(want) = spec.startup
+        && current
+            .get("startup")
+            .and_then(|s| s.parse::<crate::types::Startup>().ok())
+            != Some(want)
+    {
+        set.push(("startup", want.to_string()));
+    }
+    if let Some(want) = &spec.tags
+        && !same_tags(want, current.get("tags"))
+    {
+        set.push(("tags", tags_with_mark(want)));
+    }
     (set, delete)
+}
+
+/// The block's tags plus the ownership mark (`crate::ownership`), which is always kept.
+pub fn tags_with_mark(want: &crate::types::Tags) -> String {
+    crate::ownership::with_mark(Some(&want.to_string()))
+}
+
+/// The CT's tags are the block's, not counting the ownership mark; order and case do not count
+/// (Proxmox compares tags without case, [`crate::types::Tags::contains`], and may store them in
+/// another order than given).
+pub fn same_tags(want: &crate::types::Tags, have: Option<&str>) -> bool {
+    let norm = |it: &mut dyn Iterator<Item = &str>| -> std::collections::BTreeSet<String> {
+        it.map(str::to_ascii_lowercase)
+            .filter(|t| t != crate::ownership::TAG)
+            .collect()
+    };
+    let have = have.unwrap_or("");
+    norm(&mut want.iter()) == norm(&mut have.split([';', ',', ' ']).filter(|t| !t.is_empty()))
 }
 
 fn sorted_pairs(s: &str) -> BTreeMap<String, String> {

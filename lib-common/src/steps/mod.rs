@@ -101,6 +101,9 @@ pub(crate) mod tests {
             is_template: None,
             template_snapshot_name: None,
             clone_from_template_ctid: None,
+            onboot: None,
+            startup: None,
+            tags: None,
         }
     }
 
