@@ -184,6 +184,19 @@ fn real_steps_build_the_reference_tree_and_a_second_run_changes_nothing() {
     let mark = host.journal_mark();
     let r = host.establish(&[]).ok();
     assert_up_to_date_run(&host, &r, mark, &ALL);
+    // Issue 14: a re-run with nothing to do reads the state from one `pct list` and the conf
+    // files: at most 2 `pct` calls in all, whatever the number of containers.
+    let calls: Vec<String> = host
+        .journal_since(mark)
+        .into_iter()
+        .filter(|e| e.argv[0] == "pct")
+        .map(|e| e.argv.join(" "))
+        .collect();
+    assert!(
+        calls.len() <= 2,
+        "no-op re-run made {} pct calls: {calls:?}",
+        calls.len()
+    );
 }
 
 #[test]
@@ -796,4 +809,44 @@ fn debug_mode_logs_at_debug_level_in_the_run_and_its_steps() {
     host.establish(&[]).expect_code(3);
     let log = std::fs::read_to_string(host.log_file()).unwrap();
     assert!(log.contains("step log level: debug"), "{log}");
+}
+
+#[test]
+#[ignore]
+fn zz_measure_calls() {
+    let host = Host::reference();
+    host.install();
+    let r = host.establish(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let j = host.journal();
+    let pct: Vec<_> = j.iter().filter(|e| e.argv[0] == "pct").collect();
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    for e in &pct {
+        let k = if e.argv[1] == "exec" {
+            format!("exec {}", e.argv.get(4).cloned().unwrap_or_default())
+        } else {
+            e.argv[1].clone()
+        };
+        *by.entry(k).or_default() += 1;
+    }
+    for e in &pct {
+        if e.argv.get(2).map(String::as_str) == Some("950")
+            || e.argv.get(2).map(String::as_str) == Some("910")
+        {
+            let mut a = e.argv.join(" ");
+            a.truncate(140);
+            eprintln!("SEQ {}", a.replace('\n', " "));
+        }
+    }
+    eprintln!("BUILD pct calls {} (all {}) {:?}", pct.len(), j.len(), by);
+    let mark = host.journal_mark();
+    host.establish(&[]).ok();
+    let j2 = host.journal_since(mark);
+    let n = j2.iter().filter(|e| e.argv[0] == "pct").count();
+    eprintln!(
+        "NOOP pct calls {} (all {}) {:?}",
+        n,
+        j2.len(),
+        j2.iter().map(|e| e.argv.join(" ")).collect::<Vec<_>>()
+    );
 }
