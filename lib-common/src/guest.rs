@@ -79,6 +79,12 @@ fn mentions_network_down(out: &ExecOutput) -> bool {
 pub const READ_OPT_SCRIPT: &str = r#"[ -e "$1" ] || exit 100
 exec cat -- "$1""#;
 
+/// Prints `systemctl is-enabled "$1"` and `systemctl is-active "$1"` on two lines (an empty
+/// line where one printed nothing).
+pub const SERVICE_STATE_SCRIPT: &str = r#"e=$(systemctl is-enabled "$1" 2>/dev/null)
+a=$(systemctl is-active "$1" 2>/dev/null)
+printf '%s\n%s\n' "$e" "$a""#;
+
 /// The exit code of [`READ_OPT_SCRIPT`] for a file that does not exist.
 pub const READ_OPT_ABSENT: i32 = 100;
 
@@ -345,6 +351,16 @@ impl<'a> Guest<'a> {
                 .stdout
                 .lines()
                 .any(|l| l.trim() == "Status: install ok installed"))
+    }
+
+    /// Whether `unit` is enabled and whether it is active, in one call ([`SERVICE_STATE_SCRIPT`]):
+    /// `systemctl is-enabled` prints `enabled`, `systemctl is-active` prints `active`.
+    pub fn service_state(&self, unit: &str) -> Result<(bool, bool)> {
+        let out = self.query_script(SERVICE_STATE_SCRIPT, &[unit])?;
+        let mut lines = out.stdout.lines().map(str::trim);
+        let enabled = lines.next() == Some("enabled");
+        let active = lines.next() == Some("active");
+        Ok((enabled, active))
     }
 
     /// `systemctl is-enabled UNIT` prints `enabled`.

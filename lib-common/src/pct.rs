@@ -686,8 +686,8 @@ impl PctClient {
         self.create_owned(spec.ctid, "create", spec.args())
     }
 
-    /// `pct clone`, then the ownership mark (a clone inherits its source's tags; the mark is
-    /// set explicitly anyway).
+    /// `pct clone`, then the ownership mark unless the clone inherited it with its source's
+    /// tags.
     pub fn clone_ct(&self, spec: &CloneSpec) -> Result<()> {
         self.create_owned(spec.target, "clone", spec.args())
     }
@@ -710,18 +710,18 @@ impl PctClient {
             return Err(e);
         }
         crate::ownership::record_created(ctid);
-        let tags = self.config(ctid)?.get("tags").map(str::to_string);
-        self.set(
-            ctid,
-            &[("tags", &crate::ownership::with_mark(tags.as_deref()))],
-        )?;
+        // A clone of our template has inherited the mark (pve-container `PVE::API2::LXC`
+        // `clone_vm` copies the source's config, `tags` included): `mark_ours` reads the conf
+        // file and sets it only where it is missing.
+        self.mark_ours(ctid)?;
         crate::ownership::clear_intent(ctid);
         Ok(())
     }
 
     /// Set the ownership mark on `ctid` unless it has it (adoption, repair).
     pub fn mark_ours(&self, ctid: Ctid) -> Result<bool> {
-        let tags = self.config(ctid)?.get("tags").map(str::to_string);
+        // The conf file holds the tags (no `pct config` call).
+        let tags = crate::conffile::ConfFile::load(ctid)?.get("tags");
         if crate::ownership::has_mark(tags.as_deref()) {
             return Ok(false);
         }

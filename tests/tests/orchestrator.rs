@@ -154,6 +154,15 @@ fn real_steps_build_the_reference_tree_and_a_second_run_changes_nothing() {
     for c in ALL {
         assert_built(&host, c);
     }
+    // Issue 14: the build's own cost is its number of `pct` calls (each pays the Perl CLI's
+    // start-up on a real host). Before the issue: 449 for these 7 CTs (64 per CT); the
+    // issue's aim is 15 per CT; this bound holds what was reached (see the README's table).
+    let build_calls = host.journal().iter().filter(|e| e.argv[0] == "pct").count();
+    assert!(
+        build_calls <= 37 * ALL.len(),
+        "the reference build made {build_calls} pct calls, {:.1} per CT",
+        build_calls as f64 / ALL.len() as f64
+    );
     assert_eq!(host.ct_ids(), ALL);
     for c in GPU {
         assert_gpu_passthrough(&host, c);
@@ -809,44 +818,4 @@ fn debug_mode_logs_at_debug_level_in_the_run_and_its_steps() {
     host.establish(&[]).expect_code(3);
     let log = std::fs::read_to_string(host.log_file()).unwrap();
     assert!(log.contains("step log level: debug"), "{log}");
-}
-
-#[test]
-#[ignore]
-fn zz_measure_calls() {
-    let host = Host::reference();
-    host.install();
-    let r = host.establish(&[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let j = host.journal();
-    let pct: Vec<_> = j.iter().filter(|e| e.argv[0] == "pct").collect();
-    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
-    for e in &pct {
-        let k = if e.argv[1] == "exec" {
-            format!("exec {}", e.argv.get(4).cloned().unwrap_or_default())
-        } else {
-            e.argv[1].clone()
-        };
-        *by.entry(k).or_default() += 1;
-    }
-    for e in &pct {
-        if e.argv.get(2).map(String::as_str) == Some("950")
-            || e.argv.get(2).map(String::as_str) == Some("910")
-        {
-            let mut a = e.argv.join(" ");
-            a.truncate(140);
-            eprintln!("SEQ {}", a.replace('\n', " "));
-        }
-    }
-    eprintln!("BUILD pct calls {} (all {}) {:?}", pct.len(), j.len(), by);
-    let mark = host.journal_mark();
-    host.establish(&[]).ok();
-    let j2 = host.journal_since(mark);
-    let n = j2.iter().filter(|e| e.argv[0] == "pct").count();
-    eprintln!(
-        "NOOP pct calls {} (all {}) {:?}",
-        n,
-        j2.len(),
-        j2.iter().map(|e| e.argv.join(" ")).collect::<Vec<_>>()
-    );
 }

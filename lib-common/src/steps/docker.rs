@@ -489,11 +489,12 @@ fn merge_daemon_json(ctx: &StepContext, guest: &Guest, gpus: bool) -> Result<boo
 fn service(ctx: &StepContext, guest: &Guest, config_changed: bool) -> Result<bool> {
     let ctid = guest.ctid();
     let mut changed = false;
-    if !guest.service_enabled("docker")? {
+    let (enabled, active) = guest.service_state("docker")?;
+    if !enabled {
         guest.run(&["systemctl", "enable", "docker"])?;
         changed = true;
     }
-    if !guest.service_active("docker")? {
+    if !active {
         ctx.say(Some(ctid), "starting docker");
         guest.run(&["systemctl", "start", "docker"])?;
         changed = true;
