@@ -768,6 +768,48 @@ exec "$PHOENIX_ROOT/bin/phoenix_hypervisor_create_lxc" "$@""#,
 }
 
 #[test]
+fn after_a_drop_in_clone_that_leaves_the_ct_stopped_the_orchestrator_starts_it() {
+    // Our own clone-lxc leaves the CT started and ready, so the orchestrator does not ask
+    // again (issue 14); a drop-in may not, and then it does.
+    let host = host();
+    host.drop_in(
+        "phoenix_hypervisor_clone_lxc",
+        r#""$PHOENIX_ROOT/bin/phoenix_hypervisor_clone_lxc" "$@" || exit $?
+pct stop "$3" >/dev/null"#,
+    );
+    let r = host.establish(&["--only", "902"]).ok();
+    assert_built(&host, 902);
+    assert!(
+        r.stdout.contains("[902] start, wait ready ... ok"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains("[900] start, wait ready"),
+        "our own create-lxc was checked again:\n{}",
+        r.stdout
+    );
+    let calls: Vec<String> = host
+        .journal()
+        .iter()
+        .filter(|e| target(e) == 902 && e.mutating)
+        .map(|e| e.argv[1].clone())
+        .collect();
+    let stop = calls
+        .iter()
+        .position(|c| c == "stop")
+        .expect("the drop-in's stop");
+    let shutdown = calls
+        .iter()
+        .position(|c| c == "shutdown")
+        .expect("finalize");
+    assert!(
+        calls[stop..shutdown].iter().any(|c| c == "start"),
+        "not started before its steps: {calls:?}"
+    );
+}
+
+#[test]
 fn finalize_falls_back_to_stop_when_a_clean_shutdown_fails() {
     let host = host();
     host.set_faults("pct shutdown 900 1\n");

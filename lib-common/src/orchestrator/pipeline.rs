@@ -311,11 +311,18 @@ impl Orchestrator {
                 )?;
             }
         }
-        self.stage(ctid, "start, wait ready", || {
-            crate::step::ensure_running(&self.pct, ctid, self.ready_timeout())
-                .map(drop)
-                .map_err(msg)
-        })?;
+        let step = match self.plan.entries[&ctid].action {
+            Action::Create { .. } => Step::CreateLxc,
+            Action::Clone { .. } => Step::CloneLxc,
+        };
+        // Our own create-lxc/clone-lxc leave the CT started and ready; a drop-in may not.
+        if !runner::is_own_program(step) {
+            self.stage(ctid, "start, wait ready", || {
+                crate::step::ensure_running(&self.pct, ctid, self.ready_timeout())
+                    .map(drop)
+                    .map_err(msg)
+            })?;
+        }
         if spec.has_gpus() {
             self.stage(ctid, "lxc-nvidia", || {
                 self.step(Step::LxcNvidia, ctid, &[ctid.to_string()])
