@@ -139,6 +139,9 @@ pub fn lxc_line(key: &str, value: &str) -> String {
     format!("{key}: {value}")
 }
 
+/// The section of changes waiting for the next start.
+const PENDING: &str = "pve:pending";
+
 impl ConfFile {
     /// Host path of a CT's conf file: `HOST_ROOT/etc/pve/lxc/<id>.conf`.
     pub fn path_for(ctid: Ctid) -> PathBuf {
@@ -233,6 +236,62 @@ impl ConfFile {
         self.sections()
             .into_iter()
             .filter(|s| s != "pve:pending")
+            .collect()
+    }
+
+    /// Complete snapshots: those without a `snapstate` (`prepare` while it is taken, `delete`
+    /// while it is removed: pve-guest-common `PVE::AbstractConfig::snapshot_prepare` and
+    /// `snapshot_delete`). `pct listsnapshot` lists the incomplete ones too; this is what a
+    /// caller that needs a usable snapshot wants, without a `pct` call.
+    pub fn complete_snapshots(&self) -> Vec<String> {
+        self.snapshot_names()
+            .into_iter()
+            .filter(|s| self.section_get(s, "snapstate").is_none())
+            .collect()
+    }
+
+    /// Whether a complete snapshot with exactly this name exists ([`Self::complete_snapshots`]).
+    pub fn has_complete_snapshot(&self, name: &str) -> bool {
+        self.complete_snapshots().iter().any(|s| s == name)
+    }
+
+    /// What `pct config CTID` prints, read from the file instead of a `pct` call: the main
+    /// section with, unless `current`, the `[pve:pending]` values merged in and its pending
+    /// deletions removed (pve-container `PVE::API2::LXC::Config` `vm_config`, which merges the
+    /// pending section unless `current` is set; `delete` is `PVE::LXC::Config->parse_pending_delete`,
+    /// a comma list whose keys may carry a `!` force mark).
+    pub fn to_config(&self, current: bool) -> crate::pct::PctConfig {
+        let mut cfg = crate::pct::PctConfig {
+            settings: self.settings().into_iter().collect(),
+            lxc: self.lxc_entries(),
+        };
+        if !current && self.sections().iter().any(|s| s == PENDING) {
+            for (k, v) in self.section_settings(PENDING) {
+                if k == "delete" {
+                    for key in v.split(',') {
+                        cfg.settings.remove(key.trim().trim_start_matches('!'));
+                    }
+                } else {
+                    cfg.settings.insert(k, v);
+                }
+            }
+        }
+        cfg
+    }
+
+    /// All settings of the section `[name]`, in file order.
+    fn section_settings(&self, name: &str) -> Vec<(String, String)> {
+        let Some(start) = self
+            .lines
+            .iter()
+            .position(|l| section_name(l) == Some(name))
+        else {
+            return Vec::new();
+        };
+        self.lines[start + 1..]
+            .iter()
+            .take_while(|l| section_name(l).is_none())
+            .filter_map(|l| parse_setting_line(l))
             .collect()
     }
 
@@ -368,6 +427,43 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_what_pct_config_and_listsnapshot_would_say() {
+        let text = "\
+cores: 2
+features: nesting=1
+memory: 2048
+tags: phoenix-managed
+lxc.cgroup2.devices.allow: c 195:* rwm
+
+[pve:pending]
+delete: !cores
+dev0: /dev/nvidia0,mode=0666
+features: nesting=1,keyctl=1
+
+[base]
+cores: 2
+snaptime: 1
+
+[half]
+cores: 2
+snapstate: prepare
+";
+        let c = ConfFile::parse(Path::new("/x/900.conf"), text);
+        let cur = c.to_config(true);
+        assert_eq!(cur.get("features"), Some("nesting=1"));
+        assert_eq!(cur.get("cores"), Some("2"));
+        assert_eq!(cur.get("dev0"), None);
+        assert_eq!(cur.lxc.len(), 1);
+        let merged = c.to_config(false);
+        assert_eq!(merged.get("features"), Some("nesting=1,keyctl=1"));
+        assert_eq!(merged.get("dev0"), Some("/dev/nvidia0,mode=0666"));
+        assert_eq!(merged.get("cores"), None);
+        assert_eq!(merged.get("tags"), Some("phoenix-managed"));
+        assert_eq!(c.complete_snapshots(), vec!["base".to_string()]);
+        assert!(c.has_complete_snapshot("base") && !c.has_complete_snapshot("half"));
+    }
 
     const WITH_SNAPSHOTS: &str = "\
 arch: amd64

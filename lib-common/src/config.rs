@@ -354,7 +354,7 @@ pub struct Behavior {
     pub rollback_on_failure: bool,
     /// Log at debug level.
     pub debug_mode: bool,
-    /// Seconds to wait for `pct exec CTID -- uptime` to succeed after a start (ours; optional).
+    /// Seconds to wait for a started CT to have booted (`crate::step::wait_ready`; ours; optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_timeout_s: Option<u64>,
     /// `pct shutdown --timeout` before the `pct stop` fallback (ours; optional).

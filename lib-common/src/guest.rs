@@ -74,6 +74,20 @@ fn mentions_network_down(out: &ExecOutput) -> bool {
     !reached_some && NETWORK_DOWN.iter().any(|p| all.contains(p))
 }
 
+/// Prints the file `$1`, or exits [`READ_OPT_ABSENT`] when it does not exist: a test and a
+/// read in one `pct exec`.
+pub const READ_OPT_SCRIPT: &str = r#"[ -e "$1" ] || exit 100
+exec cat -- "$1""#;
+
+/// Prints `systemctl is-enabled "$1"` and `systemctl is-active "$1"` on two lines (an empty
+/// line where one printed nothing).
+pub const SERVICE_STATE_SCRIPT: &str = r#"e=$(systemctl is-enabled "$1" 2>/dev/null)
+a=$(systemctl is-active "$1" 2>/dev/null)
+printf '%s\n%s\n' "$e" "$a""#;
+
+/// The exit code of [`READ_OPT_SCRIPT`] for a file that does not exist.
+pub const READ_OPT_ABSENT: i32 = 100;
+
 /// First pause before retrying a command the network failed; doubled each time up to
 /// [`NETWORK_MAX_PAUSE`].
 pub const NETWORK_FIRST_PAUSE: Duration = Duration::from_millis(500);
@@ -315,12 +329,13 @@ impl<'a> Guest<'a> {
         self.query_ok(&["cat", "--", path])
     }
 
-    /// A file's content, or `None` when it does not exist.
+    /// A file's content, or `None` when it does not exist: one call ([`READ_OPT_SCRIPT`]).
     pub fn read_file_opt(&self, path: &str) -> Result<Option<String>> {
-        if !self.file_exists(path)? {
+        let out = self.query_script(READ_OPT_SCRIPT, &[path])?;
+        if out.code == READ_OPT_ABSENT {
             return Ok(None);
         }
-        self.read_file(path).map(Some)
+        Ok(Some(self.check(&format!("cat -- {path}"), out)?.stdout))
     }
 
     /// `test -e PATH`.
@@ -336,6 +351,16 @@ impl<'a> Guest<'a> {
                 .stdout
                 .lines()
                 .any(|l| l.trim() == "Status: install ok installed"))
+    }
+
+    /// Whether `unit` is enabled and whether it is active, in one call ([`SERVICE_STATE_SCRIPT`]):
+    /// `systemctl is-enabled` prints `enabled`, `systemctl is-active` prints `active`.
+    pub fn service_state(&self, unit: &str) -> Result<(bool, bool)> {
+        let out = self.query_script(SERVICE_STATE_SCRIPT, &[unit])?;
+        let mut lines = out.stdout.lines().map(str::trim);
+        let enabled = lines.next() == Some("enabled");
+        let active = lines.next() == Some("active");
+        Ok((enabled, active))
     }
 
     /// `systemctl is-enabled UNIT` prints `enabled`.

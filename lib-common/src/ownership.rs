@@ -4,8 +4,8 @@
 //! record of what this run created (so that rollback destroys only that).
 //!
 //! - The tag is what a person sees (`pct config`, the web UI) and what Proxmox keeps. Clones of
-//!   our templates inherit it, so it is also set explicitly right after every create and clone
-//!   ([`crate::pct::PctClient::create`], [`crate::pct::PctClient::clone_ct`]).
+//!   our templates inherit it; it is set right after every create, and after a clone that did
+//!   not inherit it ([`crate::pct::PctClient::create`], [`crate::pct::PctClient::clone_ct`]).
 //! - `HOST_ROOT/var/lib/phoenix_hypervisor/creating/<CTID>` exists from just before our
 //!   `pct create`/`pct clone` until the tag is set. A CT left `lock: create` by a killed run has
 //!   only `lock: create` in its conf (pve-container writes the rest at the end of the task,
@@ -144,7 +144,8 @@ pub fn created_in(record: &Path, ctid: Ctid) -> bool {
 /// ours returned but was not marked yet (its in-flight record is still there) is marked now.
 /// Otherwise a precondition error (exit 3) that says what is there and how to proceed.
 pub fn require_ours(pct: &crate::pct::PctClient, ctid: Ctid) -> Result<()> {
-    let cfg = pct.config(ctid)?;
+    // Read from the conf file: `pct config` would cost a call for what the file says.
+    let cfg = crate::conffile::ConfFile::load(ctid)?.to_config(false);
     if has_mark(cfg.get("tags")) {
         return Ok(());
     }

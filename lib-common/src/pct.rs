@@ -134,6 +134,24 @@ pub fn parse_listsnapshot(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The power state of every CT on this node from `pct list` output (pve-container
+/// `src/PVE/CLI/pct.pm`, `list`: `PVE::API2::LXC->vmlist` printed as `VMID Status Lock Name`;
+/// no output at all when there is no CT). The lock column may be empty, so only the first two
+/// columns are read; locks come from the conf file.
+pub fn parse_list(text: &str) -> BTreeMap<Ctid, CtStatus> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let id: Ctid = it.next()?.parse().ok()?;
+            let status = match it.next()? {
+                "running" => CtStatus::Running,
+                _ => CtStatus::Stopped,
+            };
+            Some((id, status))
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Argument vectors (pure; checked against the API schema in tests)
 
@@ -583,6 +601,17 @@ impl PctClient {
         }
     }
 
+    /// `pct list`: the power state of every CT on this node in one call ([`parse_list`]).
+    pub fn list(&self) -> Result<BTreeMap<Ctid, CtStatus>> {
+        let args = vec!["list".to_string()];
+        log::debug!("pct {}", display_argv(&args));
+        let out = self.run_raw(&args)?;
+        if out.code != 0 {
+            return Err(pct_failure(None, "list", &out).into());
+        }
+        Ok(parse_list(&out.stdout))
+    }
+
     pub fn exists(&self, ctid: Ctid) -> Result<bool> {
         Ok(self.status(ctid)? != CtStatus::Missing)
     }
@@ -682,8 +711,8 @@ impl PctClient {
         Ok(())
     }
 
-    /// `pct clone`, then the ownership mark (a clone inherits its source's tags; the mark is
-    /// set explicitly anyway).
+    /// `pct clone`, then the ownership mark unless the clone inherited it with its source's
+    /// tags.
     pub fn clone_ct(&self, spec: &CloneSpec) -> Result<()> {
         self.create_owned(spec.target, "clone", spec.args())?;
         if !self.dry_run {
@@ -710,18 +739,18 @@ impl PctClient {
             return Err(e);
         }
         crate::ownership::record_created(ctid);
-        let tags = self.config(ctid)?.get("tags").map(str::to_string);
-        self.set(
-            ctid,
-            &[("tags", &crate::ownership::with_mark(tags.as_deref()))],
-        )?;
+        // A clone of our template has inherited the mark (pve-container `PVE::API2::LXC`
+        // `clone_vm` copies the source's config, `tags` included): `mark_ours` reads the conf
+        // file and sets it only where it is missing.
+        self.mark_ours(ctid)?;
         crate::ownership::clear_intent(ctid);
         Ok(())
     }
 
     /// Set the ownership mark on `ctid` unless it has it (adoption, repair).
     pub fn mark_ours(&self, ctid: Ctid) -> Result<bool> {
-        let tags = self.config(ctid)?.get("tags").map(str::to_string);
+        // The conf file holds the tags (no `pct config` call).
+        let tags = crate::conffile::ConfFile::load(ctid)?.get("tags");
         if crate::ownership::has_mark(tags.as_deref()) {
             return Ok(false);
         }
@@ -779,16 +808,21 @@ impl PctClient {
     /// did not stop`) a hard `pct stop`. A stopped CT is left alone. Returns whether it was
     /// running.
     pub fn shutdown_or_stop(&self, ctid: Ctid, timeout_s: u64) -> Result<bool> {
+        // The shutdown is tried first: the CT is almost always running here, so asking
+        // `pct status` first would cost a call each time. Only when it fails is the status
+        // asked: a CT that is stopped (pve-container `PVE::API2::LXC::Status` `vm_shutdown`
+        // dies "CT <vmid> not running") is fine, a running one is stopped hard.
+        let Err(e) = self.shutdown(ctid, timeout_s, false) else {
+            return Ok(true);
+        };
         if self.require_exists(ctid)? != CtStatus::Running {
             return Ok(false);
         }
-        if let Err(e) = self.shutdown(ctid, timeout_s, false) {
-            if crate::error::kind_of(&e) != crate::error::ErrorKind::Proxmox {
-                return Err(e);
-            }
-            log::warn!("[{ctid}] clean shutdown failed ({e:#}); stopping it hard");
-            self.stop(ctid)?;
+        if crate::error::kind_of(&e) != crate::error::ErrorKind::Proxmox {
+            return Err(e);
         }
+        log::warn!("[{ctid}] clean shutdown failed ({e:#}); stopping it hard");
+        self.stop(ctid)?;
         Ok(true)
     }
 
@@ -1211,6 +1245,23 @@ mod tests {
         }
 
         #[test]
+        fn list_reads_every_ct_in_one_call() {
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "printf 'VMID       Status     Lock         Name\n900        running                 BaseTemplate\n901        stopped    snapshot     GPU\n'",
+                false,
+            );
+            let l = c.list().unwrap();
+            assert_eq!(l.get(&Ctid(900)), Some(&CtStatus::Running));
+            assert_eq!(l.get(&Ctid(901)), Some(&CtStatus::Stopped));
+            assert_eq!(l.len(), 2);
+            let log = std::fs::read_to_string(d.path().join("argv.log")).unwrap();
+            assert_eq!(log, "list\n");
+            assert!(parse_list("").is_empty());
+        }
+
+        #[test]
         fn status_maps_missing_and_running() {
             let d = tempfile::tempdir().unwrap();
             let c = client(
@@ -1316,6 +1367,24 @@ mod tests {
         }
 
         #[test]
+        fn a_clean_shutdown_is_one_call_and_a_stopped_ct_is_left_alone() {
+            let d = tempfile::tempdir().unwrap();
+            let c = client(d.path(), "exit 0", false);
+            assert!(c.shutdown_or_stop(Ctid(900), 5).unwrap());
+            let log = std::fs::read_to_string(d.path().join("argv.log")).unwrap();
+            assert_eq!(log, "shutdown\n900\n--timeout\n5\n");
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                r#"case "$1" in status) echo 'status: stopped';; shutdown) echo 'CT 900 not running' >&2; exit 255;; esac"#,
+                false,
+            );
+            assert!(!c.shutdown_or_stop(Ctid(900), 5).unwrap());
+            let log = std::fs::read_to_string(d.path().join("argv.log")).unwrap();
+            assert_eq!(log, "shutdown\n900\n--timeout\n5\nstatus\n900\n");
+        }
+
+        #[test]
         fn shutdown_falls_back_to_stop() {
             let d = tempfile::tempdir().unwrap();
             let c = client(
@@ -1326,7 +1395,7 @@ mod tests {
             assert!(c.shutdown_or_stop(Ctid(900), 5).unwrap());
             let log = std::fs::read_to_string(d.path().join("argv.log")).unwrap();
             assert!(
-                log.ends_with("shutdown\n900\n--timeout\n5\nstop\n900\n"),
+                log.ends_with("shutdown\n900\n--timeout\n5\nstatus\n900\nstop\n900\n"),
                 "{log}"
             );
         }

@@ -57,7 +57,7 @@ use regex::Regex;
 use crate::config::{Configs, ContainerSpec, Ctid};
 use crate::error::{Error, ErrorKind, Result};
 use crate::guest::Guest;
-use crate::pct::{CtStatus, ExecOutput, PctClient};
+use crate::pct::{ExecOutput, PctClient};
 use crate::step::{CtidArgs, StepContext, next_interval, wait_ready};
 
 /// Where [`Ct::ensure_upgraded`] records that the template's packages were upgraded.
@@ -202,12 +202,12 @@ impl<'a> Ct<'a> {
     }
 
     fn start_if_stopped(&self) -> Result<()> {
-        if self.pct().require_exists(self.ctid)? == CtStatus::Stopped {
-            self.say("is stopped; starting it");
-            self.pct().start(self.ctid)?;
+        // One call when it runs (the readiness wait); status and start only when it does not.
+        if crate::step::ensure_running(self.pct(), self.ctid, self.ready_timeout())? {
+            self.say("was stopped; started it");
             self.changed();
         }
-        wait_ready(self.pct(), self.ctid, self.ready_timeout())
+        Ok(())
     }
 
     fn summary(&self) {
@@ -457,12 +457,13 @@ END { if (!d) print l }' "$f" > "$f.phoenix-new" && chmod 644 "$f.phoenix-new" &
     pub fn ensure_service(&self, unit: &str) -> Result<bool> {
         check_unit(self.ctid, unit)?;
         let mut changed = false;
-        if !self.service_enabled(unit)? {
+        let (enabled, active) = self.guest.service_state(unit)?;
+        if !enabled {
             self.say(&format!("enabling {unit}"));
             self.run(&["systemctl", "enable", unit])?;
             changed = true;
         }
-        if !self.service_active(unit)? {
+        if !active {
             self.say(&format!("starting {unit}"));
             self.run(&["systemctl", "start", unit])?;
             changed = true;
@@ -574,7 +575,12 @@ END { if (!d) print l }' "$f" > "$f.phoenix-new" && chmod 644 "$f.phoenix-new" &
             name,
         )?;
         let pct = self.pct();
-        if pct.has_snapshot(ctid, name)? {
+        // The conf file lists the snapshots (no `pct listsnapshot` call).
+        if crate::conffile::ConfFile::load(ctid)?
+            .snapshot_names()
+            .iter()
+            .any(|s| s == name)
+        {
             if self.changes() > 0 {
                 log::warn!(
                     "[{ctid}] this run changed the template after its snapshot `{name}` was taken; clones from `{name}` do not have those changes (to retake it: `pct delsnapshot {ctid} {name}` and run this again)"

@@ -222,32 +222,31 @@ pub fn poll_interval(elapsed: Duration) -> Duration {
     (elapsed / 10).clamp(FIRST_POLL, MAX_POLL)
 }
 
-/// Wait until the CT is usable: `pct status` says running, then `pct exec CTID -- systemctl
-/// is-system-running` says the guest has booted. Polls quickly at first, backing off ([`poll_interval`]). Timeout → a Timeout error (exit 6)
-/// naming the CTID and seconds. In dry-run mode returns at once.
+/// The readiness wait, run inside the guest in one `pct exec` (`$1`: the timeout in ms): polls
+/// `systemctl is-system-running` until the guest has booted (`running`; `degraded`: up with a
+/// failed unit; `offline` or no systemctl: no systemd as PID 1, nothing to wait for). Exit 0 when
+/// ready; 124 with the last state on stdout when the time is up.
+pub const READY_SCRIPT: &str = r#"end=$(( $(date +%s%3N) + $1 ))
+while :; do
+  command -v systemctl >/dev/null 2>&1 || exit 0
+  s=$(systemctl is-system-running 2>/dev/null)
+  case "$s" in running|degraded|offline) exit 0 ;; esac
+  if [ "$(date +%s%3N)" -ge "$end" ]; then echo "$s"; exit 124; fi
+  sleep 0.05
+done"#;
+
+/// Wait until the CT is usable, in one call: on Proxmox `pct exec` works as soon as `pct start`
+/// returned (pve-container `PVE::LXC::vm_start`: `lxc-start`, then `lxc-wait -s RUNNING`), so
+/// the guest's own boot is waited for inside the guest ([`READY_SCRIPT`]), not polled from the
+/// host. Only a failure of `pct exec` itself (lxc-attach cannot attach yet) is retried, backing
+/// off ([`poll_interval`]). Timeout → a Timeout error (exit 6) naming the CTID and seconds; a
+/// CT that is missing or not running → a precondition error. In dry-run mode returns at once.
 pub fn wait_ready(pct: &PctClient, ctid: Ctid, timeout: Duration) -> Result<()> {
     if pct.dry_run() {
         return Ok(());
     }
     let start = Instant::now();
-    // Once `pct status` has said running, only `pct exec` is polled (one call per poll, not
-    // two: on a real host each pct call costs a few hundred ms); an exec error (stopped, gone)
-    // sends it back to `pct status`.
-    let mut running = false;
     loop {
-        let mut last = String::new();
-        if !running {
-            match pct.status(ctid)? {
-                CtStatus::Missing => {
-                    return Err(Error::precondition(format!(
-                        "CT {ctid} does not exist; cannot wait for it to become ready"
-                    ))
-                    .into());
-                }
-                CtStatus::Stopped => last = "status is stopped".to_string(),
-                CtStatus::Running => running = true,
-            }
-        }
         if let Some(sig) = crate::signals::interrupted() {
             return Err(Error::new(
                 crate::error::ErrorKind::Other,
@@ -258,33 +257,23 @@ pub fn wait_ready(pct: &PctClient, ctid: Ctid, timeout: Duration) -> Result<()> 
             )
             .into());
         }
-        if running {
-            // `pct exec` works as soon as `pct start` returned; the guest's own boot goes on
-            // after that: ready once systemd says it is up (`degraded`: up with a failed unit;
-            // `offline`: no systemd as PID 1, nothing to wait for).
-            match pct.exec_query(ctid, &["systemctl", "is-system-running"]) {
-                Ok(out) if matches!(out.stdout.trim(), "running" | "degraded" | "offline") => {
-                    log::debug!("[{ctid}] ready after {:?}", start.elapsed());
-                    return Ok(());
-                }
-                Ok(out) => {
-                    last = format!(
-                        "`systemctl is-system-running` exit {}: {}",
-                        out.code,
-                        out.tail(200)
-                    )
-                }
-                // lxc-attach cannot attach yet (the CT's init is still coming up): a failure
-                // of `pct exec` itself, but the CT runs; poll exec again.
-                Err(e) if crate::error::kind_of(&e) == crate::error::ErrorKind::Proxmox => {
-                    last = format!("{e:#}");
-                }
-                Err(e) => {
-                    last = format!("{e:#}");
-                    running = false;
-                }
+        let left = timeout.saturating_sub(start.elapsed());
+        let left_ms = left.as_millis().to_string();
+        let last = match pct.exec_script_query(ctid, READY_SCRIPT, &[&left_ms]) {
+            Ok(out) if out.success() => {
+                log::debug!("[{ctid}] ready after {:?}", start.elapsed());
+                return Ok(());
             }
-        }
+            Ok(out) => format!(
+                "`systemctl is-system-running` says {:?} (exit {})",
+                out.stdout.trim(),
+                out.code
+            ),
+            Err(e) if crate::error::kind_of(&e) == crate::error::ErrorKind::Proxmox => {
+                format!("{e:#}")
+            }
+            Err(e) => return Err(e),
+        };
         if start.elapsed() >= timeout {
             return Err(Error::timeout(format!(
                 "CT {ctid} did not become ready within {} s (last: {last})\nhint: check `pct status {ctid}` and the container's console; raise behavior.ready_timeout_s if it boots slowly",
@@ -308,7 +297,16 @@ pub fn fmt_secs(d: Duration) -> String {
 }
 
 /// Start the CT unless it is running, then wait until ready. Returns whether it started it.
+/// A running CT costs one call (the readiness wait); `pct status` is asked only when that
+/// call says the CT is not running (or missing).
 pub fn ensure_running(pct: &PctClient, ctid: Ctid, timeout: Duration) -> Result<bool> {
+    if !pct.dry_run() {
+        match wait_ready(pct, ctid, timeout) {
+            Ok(()) => return Ok(false),
+            Err(e) if crate::error::kind_of(&e) == crate::error::ErrorKind::Precondition => {}
+            Err(e) => return Err(e),
+        }
+    }
     let started = match pct.require_exists(ctid)? {
         CtStatus::Running => false,
         _ => {

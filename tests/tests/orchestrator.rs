@@ -158,6 +158,17 @@ fn real_steps_build_the_reference_tree_and_a_second_run_changes_nothing() {
     for c in ALL {
         assert_built(&host, c);
     }
+    // Issue 14: the build's own cost is its number of `pct` calls (each pays the Perl CLI's
+    // start-up on a real host). Before the issue: 449 for these 7 CTs (64 per CT); the
+    // issue's aim is 15 per CT; this bound holds what was reached (35 per CT, see the README's
+    // table) with a margin: the setup programs poll their services' URLs until they answer,
+    // and how often depends on the machine's load.
+    let build_calls = host.journal().iter().filter(|e| e.argv[0] == "pct").count();
+    assert!(
+        build_calls <= 40 * ALL.len(),
+        "the reference build made {build_calls} pct calls, {:.1} per CT",
+        build_calls as f64 / ALL.len() as f64
+    );
     assert_eq!(host.ct_ids(), ALL);
     for c in GPU {
         assert_gpu_passthrough(&host, c);
@@ -188,6 +199,19 @@ fn real_steps_build_the_reference_tree_and_a_second_run_changes_nothing() {
     let mark = host.journal_mark();
     let r = host.establish(&[]).ok();
     assert_up_to_date_run(&host, &r, mark, &ALL);
+    // Issue 14: a re-run with nothing to do reads the state from one `pct list` and the conf
+    // files: at most 2 `pct` calls in all, whatever the number of containers.
+    let calls: Vec<String> = host
+        .journal_since(mark)
+        .into_iter()
+        .filter(|e| e.argv[0] == "pct")
+        .map(|e| e.argv.join(" "))
+        .collect();
+    assert!(
+        calls.len() <= 2,
+        "no-op re-run made {} pct calls: {calls:?}",
+        calls.len()
+    );
 }
 
 #[test]
@@ -744,6 +768,48 @@ exec "$PHOENIX_ROOT/bin/phoenix_hypervisor_create_lxc" "$@""#,
         std::fs::read_to_string(host.prefix().join("bin/phoenix_hypervisor_create_lxc.sh"))
             .unwrap()
             .contains("drop-in create")
+    );
+}
+
+#[test]
+fn after_a_drop_in_clone_that_leaves_the_ct_stopped_the_orchestrator_starts_it() {
+    // Our own clone-lxc leaves the CT started and ready, so the orchestrator does not ask
+    // again (issue 14); a drop-in may not, and then it does.
+    let host = host();
+    host.drop_in(
+        "phoenix_hypervisor_clone_lxc",
+        r#""$PHOENIX_ROOT/bin/phoenix_hypervisor_clone_lxc" "$@" || exit $?
+pct stop "$3" >/dev/null"#,
+    );
+    let r = host.establish(&["--only", "902"]).ok();
+    assert_built(&host, 902);
+    assert!(
+        r.stdout.contains("[902] start, wait ready ... ok"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains("[900] start, wait ready"),
+        "our own create-lxc was checked again:\n{}",
+        r.stdout
+    );
+    let calls: Vec<String> = host
+        .journal()
+        .iter()
+        .filter(|e| target(e) == 902 && e.mutating)
+        .map(|e| e.argv[1].clone())
+        .collect();
+    let stop = calls
+        .iter()
+        .position(|c| c == "stop")
+        .expect("the drop-in's stop");
+    let shutdown = calls
+        .iter()
+        .position(|c| c == "shutdown")
+        .expect("finalize");
+    assert!(
+        calls[stop..shutdown].iter().any(|c| c == "start"),
+        "not started before its steps: {calls:?}"
     );
 }
 

@@ -6,11 +6,15 @@
 //!   path (the union of the `pct` call intervals and of the boot time after each `pct start`),
 //!   for the reference configuration and a generated 50-CT tree; aim under 5 %.
 //! - (b) readiness detection delay: from the guest being ready (end of `pct start` + boot
-//!   latency, which errs late, so the delay errs high) to the end of the first successful
-//!   `pct exec CTID -- uptime`; aim under 250 ms.
+//!   latency, which errs late, so the delay errs high) to the end of the readiness `pct exec`
+//!   (`lib_common::step::READY_SCRIPT`, which waits inside the guest); aim under 250 ms.
 //! - (c) `--jobs 4` over `--jobs 1` on the 50-CT tree (one base template, 4 templates cloned
 //!   from it, 45 containers cloned from those); aim 3x.
 //! - (d) wall time of a re-run that has nothing to do, 50 CTs.
+//! - (e) issue 14: `pct` calls per container for a build and a no-op re-run, and wall time with
+//!   `call 300` added to the latency rules at `--jobs 1` and `--jobs 4`, for the reference
+//!   configuration with every real step and for the 50-CT tree (`bench-orch --calls-only`
+//!   runs only this), beside the figures recorded before the change.
 //!
 //! Step programs: the real initial-setup, create-lxc and clone-lxc; lxc-nvidia, lxc-docker and
 //! setup programs are no-op drop-ins (their work inside the guest is not the orchestrator's).
@@ -77,6 +81,12 @@ struct RunStats {
 
 impl BenchHost {
     fn new(build_dir: &Path, lxc: &Value) -> Result<BenchHost> {
+        BenchHost::with(build_dir, lxc, false, &[])
+    }
+
+    /// `real`: every installed program runs (lxc-nvidia, lxc-docker and the setup programs
+    /// too), as a real build does; `extra`: latency rules added to [`LATENCY`].
+    fn with(build_dir: &Path, lxc: &Value, real: bool, extra: &[(&str, u64)]) -> Result<BenchHost> {
         let dir = tempfile::Builder::new()
             .prefix("phoenix-bench-")
             .tempdir()?;
@@ -90,9 +100,18 @@ impl BenchHost {
                 .stdout(std::process::Stdio::null()),
         )?;
         let prefix = root.join(PREFIX_IN_HOST);
-        let bins: Vec<String> = ["establish", "initial-setup", "create-lxc", "clone-lxc"]
-            .map(String::from)
-            .to_vec();
+        let bins: Vec<String> = if real {
+            std::fs::read_dir(build_dir)?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| lib_common::paths::installed_name(n).is_some())
+                .collect()
+        } else {
+            ["establish", "initial-setup", "create-lxc", "clone-lxc"]
+                .map(String::from)
+                .to_vec()
+        };
         lib_common::install::install(
             build_dir,
             &bins,
@@ -109,16 +128,25 @@ impl BenchHost {
             prefix.join("etc/phoenix_lxc_configs.json"),
             serde_json::to_string_pretty(lxc)?,
         )?;
-        for step in [
-            "phoenix_hypervisor_lxc_nvidia",
-            "phoenix_hypervisor_lxc_docker",
-        ] {
+        let no_op_steps: &[&str] = if real {
+            &[]
+        } else {
+            &[
+                "phoenix_hypervisor_lxc_nvidia",
+                "phoenix_hypervisor_lxc_docker",
+            ]
+        };
+        for step in no_op_steps {
             use std::os::unix::fs::PermissionsExt;
             let p = prefix.join(format!("bin/{step}.sh"));
             std::fs::write(&p, "#!/bin/sh\nexit 0\n")?;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
         }
-        let latency: String = LATENCY.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+        let latency: String = LATENCY
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| format!("{k} {v}\n"))
+            .collect();
         std::fs::create_dir_all(root.join("etc/pve-sim"))?;
         std::fs::write(root.join("etc/pve-sim/latency"), latency)?;
         Ok(BenchHost {
@@ -231,7 +259,7 @@ fn detection_delays(calls: &[Call]) -> Vec<u64> {
         let found = calls[i + 1..].iter().find(|c| {
             c.sub() == "exec"
                 && c.argv.get(2) == Some(ctid)
-                && c.argv.get(4).map(String::as_str) == Some("uptime")
+                && c.argv.iter().any(|a| a == lib_common::step::READY_SCRIPT)
                 && c.exit == 0
         });
         if let Some(c) = found {
@@ -307,12 +335,15 @@ fn wide_tree(reference: &Value) -> Value {
     v
 }
 
-pub fn run(release: bool) -> Result<()> {
+pub fn run(release: bool, calls_only: bool) -> Result<()> {
     let build_dir = build_bins(release)?;
     let reference: Value = serde_json::from_str(&std::fs::read_to_string(
         workspace_root().join("tests/fixtures/upstream-214aa23/phoenix_lxc_configs.json"),
     )?)?;
     let tree = wide_tree(&reference);
+    if calls_only {
+        return calls_per_ct(&build_dir, &reference, &tree);
+    }
     let rules: Vec<String> = LATENCY.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!(
         "== orchestrator against pve-sim ({} build; latency ms: {}; lxc-nvidia/lxc-docker as no-op drop-ins)",
@@ -368,6 +399,55 @@ pub fn run(release: bool) -> Result<()> {
     );
     if mutating != 0 {
         bail!("a no-op re-run made {mutating} mutating pct calls");
+    }
+    calls_per_ct(&build_dir, &reference, &tree)
+}
+
+/// `pct` calls of `r` (pvesm and others not counted).
+fn pct_calls(r: &RunStats) -> usize {
+    r.calls
+        .iter()
+        .filter(|c| c.argv.first().is_some_and(|a| a == "pct"))
+        .count()
+}
+
+/// Figures recorded before issue 14 (the commit before it, same measurement), for the table.
+const BEFORE: &[(&str, &str)] = &[
+    (
+        "reference, real steps",
+        "build 64.1, no-op re-run 3.0 pct calls per CT",
+    ),
+    (
+        "generated tree, 50 CTs",
+        "build about 79 (3,968 journal calls), no-op re-run 2.0 pct calls per CT",
+    ),
+];
+
+/// (e) `pct` calls per container for a build and a no-op re-run, and wall time with `call
+/// 300` (each `pct` call pays a real host's Perl start-up) at `--jobs 1` and `--jobs 4`: the
+/// reference configuration with every real step, and the generated 50-CT tree.
+fn calls_per_ct(build_dir: &Path, reference: &Value, tree: &Value) -> Result<()> {
+    let call = [("call", 300)];
+    for (label, lxc, real) in [
+        ("reference, real steps", reference, true),
+        ("generated tree, 50 CTs", tree, false),
+    ] {
+        let n = lxc["lxc_configs"].as_object().map_or(1, |m| m.len()).max(1) as f64;
+        let h1 = BenchHost::with(build_dir, lxc, real, &call)?;
+        let b1 = h1.establish(&[])?;
+        let noop = h1.establish(&[])?;
+        let h4 = BenchHost::with(build_dir, lxc, real, &call)?;
+        let b4 = h4.establish(&["--jobs", "4"])?;
+        let before = BEFORE.iter().find(|b| b.0 == label).map_or("", |b| b.1);
+        println!(
+            "(e) {label}: build {:.1} pct calls per CT ({} in all), no-op re-run {:.1} per CT ({} in all); with call 300: --jobs 1 {:.2} s, --jobs 4 {:.2} s (before: {before})",
+            pct_calls(&b1) as f64 / n,
+            pct_calls(&b1),
+            pct_calls(&noop) as f64 / n,
+            pct_calls(&noop),
+            b1.wall.as_secs_f64(),
+            b4.wall.as_secs_f64(),
+        );
     }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! - `uninstall [--root PREFIX]`: remove the installed programs (configs stay).
 //! - `demo`: the main job against a temporary pve-sim host.
 //! - `bench`: the benchmarks whose figures the README records.
-//! - `bench-orch [--debug]`: only the orchestrator benchmark.
+//! - `bench-orch [--debug] [--calls-only]`: only the orchestrator benchmark (or only its `pct`
+//!   call counts and `call 300` wall times).
 //! - `deb`: a Debian package for Proxmox VE hosts.
 
 mod bench_orch;
@@ -53,6 +54,9 @@ enum Command {
         /// Use the debug build (faster to build, slower to run).
         #[arg(long)]
         debug: bool,
+        /// Only (e): `pct` calls per container and wall time with `call 300`.
+        #[arg(long)]
+        calls_only: bool,
     },
     /// Build a Debian package (amd64) into target/deb/.
     Deb {
@@ -69,7 +73,7 @@ fn main() -> ExitCode {
         Command::Uninstall { root } => build::uninstall(root),
         Command::Demo { host_root } => demo::run(host_root),
         Command::Bench => build::bench(),
-        Command::BenchOrch { debug } => bench_orch::run(!debug),
+        Command::BenchOrch { debug, calls_only } => bench_orch::run(!debug, calls_only),
         Command::Deb { debug } => deb::build(!debug),
     };
     match result {

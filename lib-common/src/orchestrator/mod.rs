@@ -80,6 +80,8 @@ pub struct Orchestrator {
     /// `--restart`: restart a CT whose applied change waits for its next start.
     pub restart: bool,
     clone_locks: pipeline::CloneLocks,
+    /// Power states from one `pct list`, taken at the first inspection ([`Orchestrator::inspect`]).
+    listing: std::sync::Mutex<Option<std::collections::BTreeMap<Ctid, CtStatus>>>,
 }
 
 /// `error: ...` on stderr and in the log.
@@ -238,6 +240,7 @@ fn run_inner(args: &EstablishArgs) -> i32 {
         recreate,
         restart: args.restart,
         clone_locks: Default::default(),
+        listing: Default::default(),
     };
     let mut orch = orch;
     if args.status {
@@ -418,34 +421,59 @@ impl CtState {
 }
 
 impl Orchestrator {
-    /// Whether an existing CT carries our mark.
+    /// Whether an existing CT carries our mark (its conf file's `tags`).
     pub fn is_marked(&self, ctid: Ctid) -> crate::Result<bool> {
-        Ok(crate::ownership::has_mark(
-            self.pct.config(ctid)?.get("tags"),
-        ))
+        let conf = crate::conffile::ConfFile::load(ctid)?;
+        Ok(crate::ownership::has_mark(conf.get("tags").as_deref()))
+    }
+
+    /// The CT's power state from one `pct list` for the whole run (taken at the first call):
+    /// a no-op re-run then costs one `pct` call in all. Only CTs that have not been processed
+    /// yet are inspected, and nothing but their own pipeline changes their power state, so the
+    /// listing is current for them. A CT the listing lacks (it appeared since) is asked with
+    /// `pct status`.
+    fn listed_status(&self, ctid: Ctid) -> crate::Result<CtStatus> {
+        self.ensure_listing()?;
+        let listing = self.listing.lock().unwrap_or_else(|p| p.into_inner());
+        match listing.as_ref().and_then(|l| l.get(&ctid)) {
+            Some(s) => Ok(*s),
+            None => {
+                drop(listing);
+                self.pct.status(ctid)
+            }
+        }
     }
 }
 
 impl Orchestrator {
-    /// `pct status` and, when it exists, `pct listsnapshot` (read-only).
+    /// Take the run's one `pct list` unless it was taken.
+    fn ensure_listing(&self) -> crate::Result<()> {
+        let mut listing = self.listing.lock().unwrap_or_else(|p| p.into_inner());
+        if listing.is_none() {
+            *listing = Some(self.pct.list()?);
+        }
+        Ok(())
+    }
+
+    /// What the host has of `ctid`, read-only: its conf file (whether it exists, its complete
+    /// snapshots; `/etc/pve/lxc/<ctid>.conf` is the node's own, so a missing file is a missing
+    /// CT) and its power state from the run's one `pct list`.
     pub fn inspect(&self, ctid: Ctid) -> crate::Result<CtState> {
-        let status = self.pct.status(ctid)?;
-        let snapshots = if status == CtStatus::Missing {
-            Vec::new()
-        } else {
-            // `pct listsnapshot` lists a snapshot an interrupted `pct snapshot` left in state
-            // `prepare`; only the conf says it is incomplete.
-            let conf = crate::conffile::ConfFile::load(ctid).ok();
-            self.pct
-                .list_snapshots(ctid)?
-                .into_iter()
-                .filter(|s| {
-                    conf.as_ref()
-                        .is_none_or(|c| c.section_get(s, "snapstate").is_none())
-                })
-                .collect()
-        };
-        Ok(CtState { status, snapshots })
+        // The listing first: even a host with none of our CTs yet is asked once.
+        self.ensure_listing()?;
+        let path = crate::conffile::ConfFile::path_for(ctid);
+        if !path.exists() {
+            return Ok(CtState {
+                status: CtStatus::Missing,
+                snapshots: Vec::new(),
+            });
+        }
+        let conf = crate::conffile::ConfFile::read(&path)?;
+        let status = self.listed_status(ctid)?;
+        Ok(CtState {
+            status,
+            snapshots: conf.complete_snapshots(),
+        })
     }
 
     /// The template snapshot this CT must have, if it is a template.

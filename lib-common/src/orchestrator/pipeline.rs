@@ -357,11 +357,18 @@ impl Orchestrator {
                 )?;
             }
         }
-        self.stage(ctid, "start, wait ready", || {
-            crate::step::ensure_running(&self.pct, ctid, self.ready_timeout())
-                .map(drop)
-                .map_err(msg)
-        })?;
+        let step = match self.plan.entries[&ctid].action {
+            Action::Create { .. } => Step::CreateLxc,
+            Action::Clone { .. } => Step::CloneLxc,
+        };
+        // Our own create-lxc/clone-lxc leave the CT started and ready; a drop-in may not.
+        if !runner::is_own_program(step) {
+            self.stage(ctid, "start, wait ready", || {
+                crate::step::ensure_running(&self.pct, ctid, self.ready_timeout())
+                    .map(drop)
+                    .map_err(msg)
+            })?;
+        }
         if spec.has_gpus() {
             self.stage(ctid, "lxc-nvidia", || {
                 self.step(Step::LxcNvidia, ctid, &[ctid.to_string()])
@@ -388,10 +395,14 @@ impl Orchestrator {
         // The setup program may have taken the template snapshot itself (the design's rule).
         let take_template = match self.template_snapshot(ctid) {
             Some(name) => {
-                let has = self.pct.has_snapshot(ctid, name).map_err(|e| StageError {
-                    stage: "template snapshot".into(),
-                    message: msg(e),
-                })?;
+                let has = crate::conffile::ConfFile::load(ctid)
+                    .map_err(|e| StageError {
+                        stage: "template snapshot".into(),
+                        message: msg(e),
+                    })?
+                    .snapshot_names()
+                    .iter()
+                    .any(|s| s == name);
                 (!has).then_some(name)
             }
             None => None,
@@ -451,10 +462,8 @@ impl Orchestrator {
             return Ok(CtResult::Done);
         }
         if state.status == CtStatus::Stopped {
-            let is_pve_template = self
-                .pct
-                .config(ctid)
-                .map(|c| c.get("template") == Some("1"))
+            let is_pve_template = crate::conffile::ConfFile::load(ctid)
+                .map(|c| c.get("template").as_deref() == Some("1"))
                 .unwrap_or(false);
             if !is_pve_template {
                 *action = "start".into();

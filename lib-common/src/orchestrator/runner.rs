@@ -84,6 +84,28 @@ pub fn presence(path: &Path) -> Presence {
     }
 }
 
+/// Whether the program at `step`'s path is our own build of that step (the installed binary,
+/// or the build output it links to), not a drop-in: a compiled program (ELF) whose file name is
+/// the step's. Our create-lxc and clone-lxc exit 0 only with the CT started and ready, so the
+/// orchestrator does not ask again after them (one `pct exec` per CT, issue 14); after a
+/// drop-in script it does.
+pub fn is_own_program(step: Step) -> bool {
+    let Ok(real) = std::fs::canonicalize(step.path()) else {
+        return false;
+    };
+    let Some(name) = real.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let want = step.design_name();
+    let named = name == want || paths::installed_name(name).as_deref() == Some(want.as_str());
+    let mut magic = [0u8; 4];
+    let elf = std::fs::File::open(&real)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF";
+    named && elf
+}
+
 /// Where the steps find the configuration and the log.
 #[derive(Debug, Clone)]
 pub struct StepEnv {

@@ -26,7 +26,9 @@ pub fn run(ctx: &StepContext, source: Ctid, snapshot: &str, target: Ctid) -> Res
         .into());
     }
     let pct = &ctx.pct;
-    if pct.status(target)? != CtStatus::Missing {
+    // The conf files say what exists and which snapshots a source has: no `pct status`,
+    // `pct listsnapshot` or `pct config --snapshot` call.
+    if ConfFile::path_for(target).exists() {
         crate::ownership::require_ours(pct, target)?;
         ctx.say(
             Some(target),
@@ -34,13 +36,14 @@ pub fn run(ctx: &StepContext, source: Ctid, snapshot: &str, target: Ctid) -> Res
         );
         return converge(ctx, target, spec, false);
     }
-    if pct.status(source)? == CtStatus::Missing {
+    if !ConfFile::path_for(source).exists() {
         return Err(Error::precondition(format!(
             "CT {target}: the clone source CT {source} does not exist\nhint: create the template first (phoenix_hypervisor_create_lxc {source} or the orchestrator)"
         ))
         .into());
     }
-    let snapshots = pct.list_snapshots(source)?;
+    let source_conf = ConfFile::load(source)?;
+    let snapshots = source_conf.snapshot_names();
     if !snapshots.iter().any(|s| s == snapshot) {
         return Err(Error::precondition(format!(
             "CT {target}: snapshot '{snapshot}' of the clone source CT {source} does not exist (it has: {})\nhint: finish the template CT {source} first; its template_snapshot_name is taken at the end of its setup",
@@ -55,9 +58,9 @@ pub fn run(ctx: &StepContext, source: Ctid, snapshot: &str, target: Ctid) -> Res
     // Proxmox cannot shrink a disk: a clone asking for less than its source's root disk is a
     // configuration error, found before anything changes (validation checks the same between
     // configured sizes).
-    let source_disk = pct
-        .config_snapshot(source, snapshot)?
-        .get("rootfs")
+    let source_disk = source_conf
+        .section_get(snapshot, "rootfs")
+        .as_deref()
         .and_then(disk_size_bytes);
     if let Some(bytes) = source_disk
         && bytes > gib_bytes(spec.storage_size_gb)
@@ -263,7 +266,7 @@ pub(crate) fn converge(
     let current = if fresh && ctx.dry_run {
         PctConfig::default()
     } else {
-        pct.config(target)?
+        ConfFile::load(target)?.to_config(false)
     };
     let (set, delete) = settings_diff(spec, &current);
     if !set.is_empty() {
@@ -293,7 +296,8 @@ pub(crate) fn converge(
     if spec.gpus().is_empty() && strip_gpu_lines(ctx, target)? {
         outcome = Outcome::Changed;
     }
-    let running = if fresh && ctx.dry_run {
+    // A fresh clone is stopped (pve-container `PVE::API2::LXC` `clone_vm` never starts it).
+    let running = if fresh {
         false
     } else {
         pct.status(target)? == CtStatus::Running

@@ -4,7 +4,7 @@
 
 use crate::config::Ctid;
 use crate::error::{Error, Result};
-use crate::pct::{CreateSpec, CtStatus};
+use crate::pct::CreateSpec;
 use crate::step::{StepContext, wait_ready};
 use crate::steps::{Outcome, check_block};
 
@@ -13,17 +13,22 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     let spec = ctx.container(ctid)?;
     check_block(ctid, spec)?;
     let pct = &ctx.pct;
-    match pct.status(ctid)? {
-        CtStatus::Missing => {}
+    // Whether it exists and is a template: the conf file says both (no `pct` call).
+    let conf = crate::conffile::ConfFile::path_for(ctid)
+        .exists()
+        .then(|| crate::conffile::ConfFile::load(ctid))
+        .transpose()?;
+    match conf {
+        None => {}
         // A converted template can never start or change; leave it alone.
-        CtStatus::Stopped if pct.config(ctid)?.get("template") == Some("1") => {
+        Some(c) if c.get("template").as_deref() == Some("1") => {
             ctx.say(
                 Some(ctid),
                 "already exists (a Proxmox template); nothing to do",
             );
             return Ok(Outcome::Unchanged);
         }
-        CtStatus::Running | CtStatus::Stopped => {
+        Some(_) => {
             crate::ownership::require_ours(pct, ctid)?;
             ctx.say(
                 Some(ctid),

@@ -261,9 +261,11 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     }
     // What the CT runs with, not what `pct config` shows: a feature set while it ran waits in
     // `[pve:pending]` until the next start, and Docker sees only the running values.
-    let mut live = pct.config_current(ctid)?;
+    // Read from the conf file (`ConfFile::to_config`), not with two `pct config` calls.
+    let conf = crate::conffile::ConfFile::load(ctid)?;
+    let mut live = conf.to_config(true);
     if !ctx.dry_run {
-        let pending = pct.config(ctid)?;
+        let pending = conf.to_config(false);
         let unprivileged = live.get("unprivileged") == Some("1");
         let needed = |c: &PctConfig| {
             has_feature(c, "nesting") && (!unprivileged || has_feature(c, "keyctl"))
@@ -279,7 +281,7 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
             );
             pct.shutdown_or_stop(ctid, ctx.configs.hypervisor.shutdown_timeout_s())?;
             ensure_running(pct, ctid, ctx.ready_timeout())?;
-            live = pct.config_current(ctid)?;
+            live = crate::conffile::ConfFile::load(ctid)?.to_config(true);
             outcome = Outcome::Changed;
         }
     }
@@ -345,12 +347,9 @@ fn has_feature(c: &PctConfig, name: &str) -> bool {
 /// Docker Engine from Docker's repository unless all its packages are installed.
 fn install_engine(ctx: &StepContext, guest: &Guest) -> Result<bool> {
     let ctid = guest.ctid();
-    let mut missing = Vec::new();
-    for p in DOCKER_PACKAGES {
-        if !guest.package_installed(p)? {
-            missing.push(p);
-        }
-    }
+    // One `dpkg-query` for all of them.
+    let missing = guest.missing_packages(&DOCKER_PACKAGES)?;
+    let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
     if missing.is_empty() {
         log::info!("[{ctid}] Docker Engine already installed");
         return Ok(false);
@@ -490,11 +489,12 @@ fn merge_daemon_json(ctx: &StepContext, guest: &Guest, gpus: bool) -> Result<boo
 fn service(ctx: &StepContext, guest: &Guest, config_changed: bool) -> Result<bool> {
     let ctid = guest.ctid();
     let mut changed = false;
-    if !guest.service_enabled("docker")? {
+    let (enabled, active) = guest.service_state("docker")?;
+    if !enabled {
         guest.run(&["systemctl", "enable", "docker"])?;
         changed = true;
     }
-    if !guest.service_active("docker")? {
+    if !active {
         ctx.say(Some(ctid), "starting docker");
         guest.run(&["systemctl", "start", "docker"])?;
         changed = true;

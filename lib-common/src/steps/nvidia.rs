@@ -438,7 +438,7 @@ pub fn dev_changes(
 /// config lock and checks the devices). Returns whether it changed (or would change) anything.
 fn apply_dev(ctx: &StepContext, ctid: Ctid, wanted: &[(String, String)]) -> Result<bool> {
     let pct = &ctx.pct;
-    let cfg = pct.config(ctid)?;
+    let cfg = crate::conffile::ConfFile::load(ctid)?.to_config(false);
     let (set, delete) = dev_changes(&cfg, wanted);
     if !delete.is_empty() {
         let keys: Vec<&str> = delete.iter().map(String::as_str).collect();
@@ -467,8 +467,9 @@ fn dev_pending(ctx: &StepContext, ctid: Ctid) -> Result<bool> {
     if ctx.dry_run {
         return Ok(false);
     }
-    let merged = ctx.pct.config(ctid)?;
-    let current = ctx.pct.config_current(ctid)?;
+    let conf = crate::conffile::ConfFile::load(ctid)?;
+    let merged = conf.to_config(false);
+    let current = conf.to_config(true);
     let devs = |c: &PctConfig| -> Vec<(String, String)> {
         c.settings
             .iter()
@@ -854,12 +855,9 @@ fi"#;
 /// The CUDA repository, toolkit and nvtop; returns whether anything changed.
 fn install_cuda(ctx: &StepContext, guest: &Guest, s: &NvidiaSettings) -> Result<bool> {
     let ctid = guest.ctid();
-    let mut missing = Vec::new();
-    for p in GUEST_PACKAGES {
-        if !guest.package_installed(p)? {
-            missing.push(p);
-        }
-    }
+    // One `dpkg-query` for all of them.
+    let missing = guest.missing_packages(&GUEST_PACKAGES)?;
+    let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
     let list = cuda_list_content(&s.repo_url);
     let repo_ok = guest.read_file_opt(CUDA_LIST)?.as_deref() == Some(list.as_str())
         && guest.file_exists(CUDA_KEYRING)?;
