@@ -28,3 +28,20 @@ pub const PORTAINER_ROLE: &str = "PORTAINER_ROLE";
 pub const PORTAINER_SERVER_IP: &str = "PORTAINER_SERVER_IP";
 /// lxc-docker's override of `network.portainer_agent_port`.
 pub const PORTAINER_AGENT_PORT: &str = "PORTAINER_AGENT_PORT";
+
+/// Set by the orchestrator for its children: its PID, so a step it runs shares its run lock.
+pub const RUN_LOCK_PID: &str = "PHOENIX_RUN_LOCK_PID";
+/// Set by the orchestrator for its children: the file recording the CTs this run created.
+pub const CREATED_RECORD: &str = "PHOENIX_CREATED_RECORD";
+
+/// The step overrides: the orchestrator sets the ones that apply to a step and removes the
+/// rest, so a value in the caller's environment never leaks into the wrong container.
+pub const STEP_OVERRIDES: &[&str] = &[
+    GPU_ASSIGNMENT,
+    NVIDIA_DRIVER_VERSION,
+    NVIDIA_REPO_URL,
+    NVIDIA_RUNFILE_URL,
+    PORTAINER_ROLE,
+    PORTAINER_SERVER_IP,
+    PORTAINER_AGENT_PORT,
+];

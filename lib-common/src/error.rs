@@ -25,6 +25,41 @@ pub enum ErrorKind {
     Other,
 }
 
+/// The exit status of `phoenix_establish_hypervisor` (README, "Steps and exit codes"); a step's
+/// is its [`ErrorKind`]. Both become numbers only here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunExit {
+    /// Every container processed (`--validate`: valid; `--status`: the host matches).
+    Ok,
+    /// Some container failed or was skipped (`--status`: something differs or is missing).
+    SomeFailed,
+    /// Invalid configuration; nothing on the host was touched.
+    Config,
+    /// Initial setup failed.
+    InitialSetup,
+    /// A required step program is missing or not executable.
+    MissingStep,
+    /// Another run holds the run lock.
+    Locked,
+    /// A signal (its number) interrupted the run: exit 128 + the signal.
+    Interrupted(i32),
+}
+
+impl RunExit {
+    /// The process exit code.
+    pub fn code(self) -> i32 {
+        match self {
+            RunExit::Ok => 0,
+            RunExit::SomeFailed => 1,
+            RunExit::Config => 2,
+            RunExit::InitialSetup => 3,
+            RunExit::MissingStep => 4,
+            RunExit::Locked => 5,
+            RunExit::Interrupted(sig) => 128 + sig,
+        }
+    }
+}
+
 impl ErrorKind {
     /// The step exit code of this kind.
     pub fn exit_code(self) -> i32 {

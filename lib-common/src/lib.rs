@@ -43,7 +43,7 @@ pub mod plan;
 pub mod types;
 pub mod validate;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, RunExit};
 
 // Modules whose public items are not all documented yet (each is being changed on another
 // branch; their docs come with the merge). Remove an `allow` once its module is documented.

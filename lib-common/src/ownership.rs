@@ -28,7 +28,7 @@ pub const TAG: &str = "phoenix-managed";
 pub const STATE_DIR: &str = "/var/lib/phoenix_hypervisor";
 
 /// Environment variable naming the file of CTIDs created by the current run.
-pub const CREATED_RECORD_ENV: &str = "PHOENIX_CREATED_RECORD";
+pub const CREATED_RECORD_ENV: &str = crate::env::CREATED_RECORD;
 
 /// Whether a `tags` value (Proxmox separates tags by `;`, also accepting `,` and spaces) has
 /// our mark.

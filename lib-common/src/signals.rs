@@ -38,12 +38,6 @@ pub fn name(sig: i32) -> &'static str {
     }
 }
 
-/// The exit status of a run interrupted by `sig`: 128 + its number (130 SIGINT, 143 SIGTERM,
-/// 129 SIGHUP), as a shell reports it.
-pub fn exit_code(sig: i32) -> i32 {
-    128 + sig
-}
-
 extern "C" fn on_signal(sig: libc::c_int) {
     if FIRST
         .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
@@ -97,7 +91,7 @@ fn watchdog() {
                 if SECOND_INT.load(Ordering::SeqCst) == 1 {
                     signal_descendants(libc::SIGKILL);
                     eprintln!("interrupted twice: killed every running program");
-                    std::process::exit(exit_code(libc::SIGINT));
+                    std::process::exit(crate::RunExit::Interrupted(libc::SIGINT).code());
                 }
                 if t.elapsed() >= GRACE {
                     let left = descendants();
@@ -197,9 +191,11 @@ mod tests {
 
     #[test]
     fn exit_codes_follow_the_shell() {
-        assert_eq!(exit_code(libc::SIGINT), 130);
-        assert_eq!(exit_code(libc::SIGTERM), 143);
-        assert_eq!(exit_code(libc::SIGHUP), 129);
+        // 128 + the signal, as a shell reports it.
+        let code = |sig| crate::RunExit::Interrupted(sig).code();
+        assert_eq!(code(libc::SIGINT), 130);
+        assert_eq!(code(libc::SIGTERM), 143);
+        assert_eq!(code(libc::SIGHUP), 129);
         assert_eq!(name(libc::SIGTERM), "SIGTERM");
     }
 

@@ -167,7 +167,7 @@ where
                 }
                 let code = match e {
                     crate::orchestrator::lock::LockError::Held { .. } => {
-                        crate::orchestrator::exit::LOCKED
+                        crate::RunExit::Locked.code()
                     }
                     crate::orchestrator::lock::LockError::Io { .. } => 1,
                 };

@@ -396,7 +396,7 @@ pub fn print_validation(
     result: &Result<(Configs, Vec<Diagnostic>), Report>,
     out: &mut dyn std::io::Write,
     err: &mut dyn std::io::Write,
-) -> i32 {
+) -> crate::RunExit {
     // Output is best effort: a closed stdout must not turn a verdict into a panic.
     match result {
         Ok((configs, warnings)) => {
@@ -409,14 +409,14 @@ pub fn print_validation(
                 plural(configs.lxc.lxc_configs.len(), "container"),
                 plural(warnings.len(), "warning")
             );
-            0
+            crate::RunExit::Ok
         }
         Err(report) => {
             for d in &report.diagnostics {
                 let _ = writeln!(err, "{}", d.line());
             }
             let _ = writeln!(out, "{}", report.summary());
-            crate::ErrorKind::Config.exit_code()
+            crate::RunExit::Config
         }
     }
 }

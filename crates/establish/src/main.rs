@@ -20,5 +20,5 @@ fn main() -> ExitCode {
     } else {
         orchestrator::run(&cli)
     };
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    ExitCode::from(u8::try_from(code.code()).unwrap_or(1))
 }

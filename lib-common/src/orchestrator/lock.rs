@@ -96,7 +96,7 @@ pub fn acquire(path: &Path) -> Result<RunLock, LockError> {
 }
 
 /// Environment variable by which the orchestrator tells its steps that it holds the run lock.
-pub const HOLDER_ENV: &str = "PHOENIX_RUN_LOCK_PID";
+pub const HOLDER_ENV: &str = crate::env::RUN_LOCK_PID;
 
 /// The pid written in the lock file at `path`, if readable.
 fn holder_pid(path: &Path) -> Option<u32> {

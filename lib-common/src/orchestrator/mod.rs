@@ -41,6 +41,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::RunExit;
 use crate::cli::EstablishArgs;
 use crate::config::{Configs, Ctid};
 use crate::paths;
@@ -56,16 +57,6 @@ pub const CONFIGURED_STATE: &str = crate::types::CONFIGURED_STATE_SNAPSHOT;
 
 /// The orchestrator's log program name.
 pub const PROGRAM: &str = crate::paths::ESTABLISH;
-
-/// Exit codes of the orchestrator (`architecture.md`).
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const SOME_FAILED: i32 = 1;
-    pub const CONFIG: i32 = 2;
-    pub const INITIAL_SETUP: i32 = 3;
-    pub const MISSING_STEP: i32 = 4;
-    pub const LOCKED: i32 = 5;
-}
 
 /// Everything one run works with.
 pub struct Orchestrator {
@@ -107,13 +98,13 @@ fn absolute(p: &Path) -> PathBuf {
 /// `behavior.debug_mode` logs at debug level (this run and its steps), unless
 /// `PHOENIX_LOG_LEVEL` already says otherwise.
 fn debug_level(configs: &crate::config::Configs) -> Option<&'static str> {
-    (configs.hypervisor.behavior.debug_mode && std::env::var_os("PHOENIX_LOG_LEVEL").is_none())
+    (configs.hypervisor.behavior.debug_mode && std::env::var_os(crate::env::LOG_LEVEL).is_none())
         .then_some("debug")
 }
 
 /// Run the orchestrator with parsed arguments (not `--validate`); returns the exit code. With
 /// `--output json` exactly one document goes to stdout, also when the run ends early.
-pub fn run(args: &EstablishArgs) -> i32 {
+pub fn run(args: &EstablishArgs) -> RunExit {
     output::set_json(args.output == crate::cli::Output::Json);
     let code = run_inner(args);
     if output::is_json() && !output::printed() {
@@ -129,7 +120,7 @@ pub fn run(args: &EstablishArgs) -> i32 {
     code
 }
 
-fn run_inner(args: &EstablishArgs) -> i32 {
+fn run_inner(args: &EstablishArgs) -> RunExit {
     let started = Instant::now();
     // 1. Configuration: nothing on the host is touched when it is invalid.
     let configs = match validate::load_and_validate() {
@@ -152,13 +143,13 @@ fn run_inner(args: &EstablishArgs) -> i32 {
                     output::Mode::Run
                 });
                 doc.diagnostics = report.diagnostics.iter().map(Into::into).collect();
-                doc.finish(exit::CONFIG);
+                doc.finish(RunExit::Config);
             }
             eprintln!(
                 "error: invalid configuration ({}); nothing was changed\nhint: run `phoenix_establish_hypervisor --validate` after fixing it",
                 report.summary()
             );
-            return exit::CONFIG;
+            return RunExit::Config;
         }
     };
     let plan = plan::plan(&configs.lxc);
@@ -168,7 +159,7 @@ fn run_inner(args: &EstablishArgs) -> i32 {
             "error: --only names CT {bad}, which is not defined in `{}` (lxc_configs)",
             configs.lxc_path.display()
         );
-        return exit::CONFIG;
+        return RunExit::Config;
     }
     let adopt: BTreeSet<Ctid> = args.adopt.iter().copied().collect();
     if let Some(bad) = adopt.iter().find(|c| !plan.entries.contains_key(c)) {
@@ -176,7 +167,7 @@ fn run_inner(args: &EstablishArgs) -> i32 {
             "error: --adopt names CT {bad}, which is not defined in `{}` (lxc_configs)",
             configs.lxc_path.display()
         );
-        return exit::CONFIG;
+        return RunExit::Config;
     }
     let recreate: BTreeSet<Ctid> = args.recreate.iter().copied().collect();
     if let Some(bad) = recreate.iter().find(|c| !plan.entries.contains_key(c)) {
@@ -184,7 +175,7 @@ fn run_inner(args: &EstablishArgs) -> i32 {
             "error: --recreate names CT {bad}, which is not defined in `{}` (lxc_configs)",
             configs.lxc_path.display()
         );
-        return exit::CONFIG;
+        return RunExit::Config;
     }
     // A template is recreated only with the existing CTs cloned from it: they were made from
     // the snapshot that goes with it.
@@ -205,7 +196,7 @@ fn run_inner(args: &EstablishArgs) -> i32 {
                 join(&clones.iter().copied().collect()),
                 join(&clones.iter().copied().collect())
             );
-            return exit::CONFIG;
+            return RunExit::Config;
         }
     }
     let candidates = if only.is_empty() {
@@ -222,7 +213,7 @@ fn run_inner(args: &EstablishArgs) -> i32 {
         eprintln!(
             "hint: install the programs (`cargo xtask install` or the Debian package) or put an executable drop-in script at that path; nothing was changed"
         );
-        return exit::MISSING_STEP;
+        return RunExit::MissingStep;
     }
     let log_file = absolute(&paths::log_file());
     let orch = Orchestrator {
@@ -254,11 +245,11 @@ fn run_inner(args: &EstablishArgs) -> i32 {
         Ok(l) => l,
         Err(e @ lock::LockError::Held { .. }) => {
             eprintln!("error: {e}");
-            return exit::LOCKED;
+            return RunExit::Locked;
         }
         Err(e) => {
             eprintln!("error: {e}");
-            return exit::SOME_FAILED;
+            return RunExit::SomeFailed;
         }
     };
     // From here on a signal stops new work and ends the run cleanly (`crate::signals`).
@@ -270,7 +261,7 @@ fn run_inner(args: &EstablishArgs) -> i32 {
     }
     if let Err(e) = std::fs::write(&record, "") {
         eprintln!("error: cannot write `{}`: {e}", record.display());
-        return exit::SOME_FAILED;
+        return RunExit::SomeFailed;
     }
     orch.env.created_record = Some(record);
     let orch = orch;
@@ -315,7 +306,7 @@ fn run_inner(args: &EstablishArgs) -> i32 {
                 "initial setup failed: {f}\nhint: see {} for the whole output; no container was touched",
                 log_file.display()
             ));
-            return exit::INITIAL_SETUP;
+            return RunExit::InitialSetup;
         }
     }
     // 5. Containers.
@@ -323,7 +314,7 @@ fn run_inner(args: &EstablishArgs) -> i32 {
         Ok(s) => s,
         Err(e) => {
             error_line(&format!("cannot read the host's containers: {e:#}"));
-            return exit::SOME_FAILED;
+            return RunExit::SomeFailed;
         }
     };
     let mut reports = orch.run_all(&selected, args.jobs as usize);
@@ -338,23 +329,23 @@ fn run_inner(args: &EstablishArgs) -> i32 {
         return doc.finish(code);
     }
     doc.finish(if reports.values().all(|r| r.result.is_success()) {
-        exit::OK
+        RunExit::Ok
     } else {
-        exit::SOME_FAILED
+        RunExit::SomeFailed
     })
 }
 
 /// When a signal interrupted the run: wait for (and, past the grace time, kill) every program
 /// still running below it, say so, and return the exit code. The caller returns it, which
 /// releases the run lock last.
-fn interrupted_exit() -> Option<i32> {
+fn interrupted_exit() -> Option<RunExit> {
     let sig = crate::signals::interrupted()?;
     crate::signals::reap_descendants();
     error_line(&format!(
         "interrupted by {}: the run stopped; every program it started has ended\nhint: run it again: it repairs what was interrupted and goes on",
         crate::signals::name(sig)
     ));
-    Some(crate::signals::exit_code(sig))
+    Some(RunExit::Interrupted(sig))
 }
 
 fn join(set: &BTreeSet<Ctid>) -> String {

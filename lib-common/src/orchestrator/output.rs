@@ -85,15 +85,15 @@ impl Document {
     }
 
     /// Print it on stdout (JSON mode only), with `exit_code`, and return that code.
-    pub fn finish(mut self, exit_code: i32) -> i32 {
-        self.exit_code = exit_code;
+    pub fn finish(mut self, exit: crate::RunExit) -> crate::RunExit {
+        self.exit_code = exit.code();
         if is_json() && !PRINTED.swap(true, Ordering::SeqCst) {
             match serde_json::to_string_pretty(&self) {
                 Ok(s) => println!("{s}"),
                 Err(e) => eprintln!("error: cannot write the JSON document: {e}"),
             }
         }
-        exit_code
+        exit
     }
 }
 
@@ -199,7 +199,7 @@ impl From<&Diagnostic> for DiagEntry {
 /// stderr). Returns the exit code.
 pub fn validate_document(
     result: &Result<(crate::config::Configs, Vec<Diagnostic>), crate::validate::Report>,
-) -> i32 {
+) -> crate::RunExit {
     let mut doc = Document::new(Mode::Validate);
     let code =
         crate::validate::print_validation(result, &mut std::io::stderr(), &mut std::io::stderr());

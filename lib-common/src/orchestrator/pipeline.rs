@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::runner::{self, Step, StepFailure};
 use super::{CONFIGURED_STATE, CtState, Orchestrator, error_line, say};
 use crate::config::{ContainerSpec, Ctid, PortainerRole};
+use crate::env;
 use crate::pct::CtStatus;
 use crate::plan::Action;
 use crate::step::wait_ready;
@@ -198,17 +199,17 @@ impl Orchestrator {
         match step {
             Step::LxcNvidia => vec![
                 (
-                    "GPU_ASSIGNMENT",
+                    env::GPU_ASSIGNMENT,
                     spec.gpu_assignment
                         .as_ref()
                         .map_or_else(|| "none".to_string(), ToString::to_string),
                 ),
                 (
-                    "NVIDIA_DRIVER_VERSION",
+                    env::NVIDIA_DRIVER_VERSION,
                     lxc.nvidia_driver_version.to_string(),
                 ),
-                ("NVIDIA_REPO_URL", lxc.nvidia_repo_url.clone()),
-                ("NVIDIA_RUNFILE_URL", lxc.nvidia_runfile_url.clone()),
+                (env::NVIDIA_REPO_URL, lxc.nvidia_repo_url.clone()),
+                (env::NVIDIA_RUNFILE_URL, lxc.nvidia_runfile_url.clone()),
             ],
             Step::LxcDocker => {
                 let role = match spec.portainer_role {
@@ -217,11 +218,14 @@ impl Orchestrator {
                     PortainerRole::None => "none",
                 };
                 let mut v = vec![
-                    ("PORTAINER_ROLE", role.to_string()),
-                    ("PORTAINER_AGENT_PORT", net.portainer_agent_port.to_string()),
+                    (env::PORTAINER_ROLE, role.to_string()),
+                    (
+                        env::PORTAINER_AGENT_PORT,
+                        net.portainer_agent_port.to_string(),
+                    ),
                 ];
                 if let Some(ip) = net.portainer_server_ip() {
-                    v.push(("PORTAINER_SERVER_IP", ip.to_string()));
+                    v.push((env::PORTAINER_SERVER_IP, ip.to_string()));
                 }
                 v
             }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::output::{CtEntry, Document, DriftEntry, Mode, UnlistedEntry};
 use super::runner::{Presence, Step, presence};
-use super::{CONFIGURED_STATE, CtReport, CtResult, Orchestrator, exit};
+use super::{CONFIGURED_STATE, CtReport, CtResult, Orchestrator};
+use crate::RunExit;
 use crate::config::Ctid;
 use crate::drift::Class;
 use crate::pct::CtStatus;
@@ -144,7 +145,7 @@ pub fn dry_run(
     only: &BTreeSet<Ctid>,
     candidates: &BTreeSet<Ctid>,
     prune: bool,
-) -> i32 {
+) -> RunExit {
     out!("Dry run: nothing is changed, no step program runs, no file is written.");
     let marker = &orch.configs.hypervisor.core_paths.hypervisor_marker;
     out!(
@@ -161,7 +162,7 @@ pub fn dry_run(
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot read the host's containers: {e:#}");
-            return doc.finish(exit::SOME_FAILED);
+            return doc.finish(RunExit::SomeFailed);
         }
     };
     for ctid in orch
@@ -185,7 +186,7 @@ pub fn dry_run(
             }
             Err(e) => {
                 eprintln!("error: [{ctid}] cannot read its state: {e:#}");
-                return doc.finish(exit::SOME_FAILED);
+                return doc.finish(RunExit::SomeFailed);
             }
         }
     }
@@ -207,7 +208,7 @@ pub fn dry_run(
             }
         );
     }
-    doc.finish(exit::OK)
+    doc.finish(RunExit::Ok)
 }
 
 fn unlisted_entry(u: &super::apply::Unlisted, prune: bool) -> UnlistedEntry {
@@ -226,7 +227,7 @@ fn unlisted_entry(u: &super::apply::Unlisted, prune: bool) -> UnlistedEntry {
 
 /// `--status`: read-only; one line per configured CT and per CT of ours that is not
 /// configured. 0 when the host matches the configuration, 1 otherwise.
-pub fn status(orch: &Orchestrator) -> i32 {
+pub fn status(orch: &Orchestrator) -> RunExit {
     let mut in_sync = true;
     let mut doc = Document::new(Mode::Status);
     for ctid in orch.plan.order() {
@@ -271,7 +272,11 @@ pub fn status(orch: &Orchestrator) -> i32 {
         }
     );
     doc.in_sync = Some(in_sync);
-    doc.finish(if in_sync { exit::OK } else { exit::SOME_FAILED })
+    doc.finish(if in_sync {
+        RunExit::Ok
+    } else {
+        RunExit::SomeFailed
+    })
 }
 
 /// One CT's status line and whether it matches its block.

@@ -13,18 +13,6 @@ use crate::config::Ctid;
 use crate::error::ErrorKind;
 use crate::paths;
 
-/// Variables a step may read; the orchestrator sets the ones that apply and removes the rest,
-/// so a value in the caller's environment never leaks into the wrong container.
-pub const STEP_VARS: &[&str] = &[
-    "GPU_ASSIGNMENT",
-    "NVIDIA_DRIVER_VERSION",
-    "NVIDIA_REPO_URL",
-    "NVIDIA_RUNFILE_URL",
-    "PORTAINER_ROLE",
-    "PORTAINER_SERVER_IP",
-    "PORTAINER_AGENT_PORT",
-];
-
 /// Which program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Step {
@@ -155,7 +143,7 @@ impl std::fmt::Display for StepFailure {
 const TAIL_LINES: usize = 20;
 const SHOWN_LINES: usize = 6;
 
-/// Run `step args...` for `ctid`, with `vars` set (and the other [`STEP_VARS`] removed); wait
+/// Run `step args...` for `ctid`, with `vars` set (and the other [`crate::env::STEP_OVERRIDES`] removed); wait
 /// for it. Its output goes to the log line by line.
 pub fn run_step(
     step: Step,
@@ -169,18 +157,18 @@ pub fn run_step(
     let path = step.path();
     let mut cmd = Command::new(&path);
     cmd.args(args)
-        .env("LXC_CONFIG_FILE", &env.lxc_config)
-        .env("HYPERVISOR_CONFIG_FILE", &env.hypervisor_config)
-        .env("PHOENIX_LOG_FILE", &env.log_file)
-        .env("PHOENIX_ROOT", paths::prefix())
+        .env(crate::env::LXC_CONFIG_FILE, &env.lxc_config)
+        .env(crate::env::HYPERVISOR_CONFIG_FILE, &env.hypervisor_config)
+        .env(crate::env::LOG_FILE, &env.log_file)
+        .env(crate::env::PREFIX, paths::prefix())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for v in STEP_VARS {
+    for v in crate::env::STEP_OVERRIDES {
         cmd.env_remove(v);
     }
     if let Some(level) = env.log_level {
-        cmd.env("PHOENIX_LOG_LEVEL", level);
+        cmd.env(crate::env::LOG_LEVEL, level);
     }
     for (k, v) in vars {
         cmd.env(k, v);
