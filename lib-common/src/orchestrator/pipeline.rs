@@ -575,23 +575,25 @@ impl Orchestrator {
         }
     }
 
+    /// End every pending CT, none of them started, with `result`.
+    fn end_pending(&self, b: &mut Board, result: impl Fn() -> CtResult) {
+        for ctid in std::mem::take(&mut b.pending) {
+            let report = CtReport {
+                ctid,
+                name: self.spec(ctid).name.to_string(),
+                action: "none".into(),
+                result: result(),
+                seconds: 0.0,
+            };
+            b.done.insert(ctid, report);
+        }
+    }
+
     /// The lowest pending CTID whose source is done (the design's order with `--jobs 1`);
     /// descendants of failed templates are marked skipped on the way.
     fn pick(&self, b: &mut Board, selected: &BTreeSet<Ctid>) -> Pick {
         if crate::signals::interrupted().is_some() {
-            for ctid in std::mem::take(&mut b.pending) {
-                let name = self.spec(ctid).name.to_string();
-                b.done.insert(
-                    ctid,
-                    CtReport {
-                        ctid,
-                        name,
-                        action: "none".into(),
-                        result: CtResult::Interrupted { stage: None },
-                        seconds: 0.0,
-                    },
-                );
-            }
+            self.end_pending(b, || CtResult::Interrupted { stage: None });
             return if b.running.is_empty() {
                 Pick::Finished
             } else {
@@ -640,23 +642,11 @@ impl Orchestrator {
         if b.running.is_empty() {
             // Only reachable with a clone cycle, which validation rejects: fail them rather
             // than wait forever.
-            for ctid in std::mem::take(&mut b.pending) {
-                let name = self.spec(ctid).name.to_string();
-                b.done.insert(
-                    ctid,
-                    CtReport {
-                        ctid,
-                        name,
-                        action: "none".into(),
-                        result: CtResult::Failed {
-                            stage: "order".into(),
-                            message: "its clone sources form a cycle".into(),
-                            rollback: None,
-                        },
-                        seconds: 0.0,
-                    },
-                );
-            }
+            self.end_pending(b, || CtResult::Failed {
+                stage: "order".into(),
+                message: "its clone sources form a cycle".into(),
+                rollback: None,
+            });
             return Pick::Finished;
         }
         Pick::Wait
