@@ -44,6 +44,13 @@ pub const RUNFILE_FLAGS: [&str; 6] = [
     "--no-nvidia-modprobe",
     "--no-dkms",
 ];
+/// Runs `"$@"` (the installer `$1` with its flags), then removes `$1` whatever happened (a
+/// failed removal only warns on stderr); exits with the installer's status.
+pub const RUN_AND_REMOVE_SCRIPT: &str = r#""$@"
+rc=$?
+rm -f -- "$1" || echo "warning: could not remove $1" >&2
+exit "$rc"
+"#;
 /// Keyring of the CUDA repository inside the guest (armored key; apt reads `.asc` as such).
 pub const CUDA_KEYRING: &str = "/etc/apt/keyrings/cuda-archive-keyring.asc";
 /// The CUDA repository's sources list inside the guest.
@@ -577,13 +584,14 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
         }
     }
 
-    if install_user_space(ctx, &guest, &settings)? {
+    let installed = install_user_space(ctx, &guest, &settings)?;
+    let cuda = install_cuda(ctx, &guest, &settings)?;
+    if installed || cuda {
         outcome = Outcome::Changed;
     }
-    if install_cuda(ctx, &guest, &settings)? {
-        outcome = Outcome::Changed;
-    }
-    if !ctx.dry_run {
+    // Nothing installed: `nvidia-smi` has just reported the version (install_user_space's
+    // check), so a second call would tell nothing new.
+    if !ctx.dry_run && (installed || cuda) {
         verify(&guest, &settings.driver_version)?;
     }
     ctx.say(
@@ -752,12 +760,13 @@ fn install_user_space(ctx: &StepContext, guest: &Guest, s: &NvidiaSettings) -> R
     guest.pct().push(ctid, &host_file, &dest, Some("0755"))?;
     let mut argv = vec![dest.as_str()];
     argv.extend(RUNFILE_FLAGS);
-    let result = guest.run(&argv);
-    // Remove the installer whatever happened; a failed cleanup only warns.
-    if let Err(e) = guest.run(&["rm", "-f", "--", &dest]) {
-        log::warn!("[{ctid}] could not remove `{dest}`: {e:#}");
-    }
-    result?;
+    // The installer and its removal (whatever happened; a failed cleanup only warns) in one
+    // `pct exec`; the installer's exit is the script's.
+    guest.run_script(
+        &crate::pct::display_argv(&argv),
+        RUN_AND_REMOVE_SCRIPT,
+        &argv,
+    )?;
     Ok(true)
 }
 
