@@ -194,6 +194,29 @@ fn phoenix_host_root_is_read_in_one_place() {
 }
 
 #[test]
+fn environment_variable_names_are_spelled_in_env_rs() {
+    // Every name the programs read or pass on is a constant of lib-common/src/env.rs.
+    let names = [
+        "\"PHOENIX_",
+        "\"HYPERVISOR_CONFIG_FILE\"",
+        "\"LXC_CONFIG_FILE\"",
+        "\"GPU_ASSIGNMENT\"",
+        "\"NVIDIA_DRIVER_VERSION\"",
+        "\"NVIDIA_REPO_URL\"",
+        "\"NVIDIA_RUNFILE_URL\"",
+        "\"PORTAINER_ROLE\"",
+        "\"PORTAINER_SERVER_IP\"",
+        "\"PORTAINER_AGENT_PORT\"",
+    ];
+    let bad = offenders(&names, &["lib-common/src/env.rs"]);
+    assert!(
+        bad.is_empty(),
+        "environment variable names belong in lib-common/src/env.rs (use its constants):\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
 fn one_atomic_file_replacement() {
     // Files are replaced through lib-common/src/fsutil.rs; the other renames move what is not
     // written by us into place.

@@ -73,26 +73,26 @@ impl DockerSettings {
             ))
             .into()
         };
-        let role = match env("PORTAINER_ROLE") {
+        let role = match env(crate::env::PORTAINER_ROLE) {
             None => spec.portainer_role,
             Some(v) => match v.as_str() {
                 "server" => PortainerRole::Server,
                 "agent" => PortainerRole::Agent,
                 "none" => PortainerRole::None,
-                _ => return Err(bad("PORTAINER_ROLE", &v, "server, agent or none")),
+                _ => return Err(bad(crate::env::PORTAINER_ROLE, &v, "server, agent or none")),
             },
         };
-        let server_ip = match env("PORTAINER_SERVER_IP") {
+        let server_ip = match env(crate::env::PORTAINER_SERVER_IP) {
             Some(v) if v.parse::<std::net::Ipv4Addr>().is_err() => {
-                return Err(bad("PORTAINER_SERVER_IP", &v, "an IPv4 address"));
+                return Err(bad(crate::env::PORTAINER_SERVER_IP, &v, "an IPv4 address"));
             }
             Some(v) => Some(v),
             None => hv.network.portainer_server_ip().map(str::to_string),
         };
-        let agent_port = match env("PORTAINER_AGENT_PORT") {
+        let agent_port = match env(crate::env::PORTAINER_AGENT_PORT) {
             Some(v) => match v.parse::<u16>() {
                 Ok(p) if p > 0 => p,
-                _ => return Err(bad("PORTAINER_AGENT_PORT", &v, "a port 1..65535")),
+                _ => return Err(bad(crate::env::PORTAINER_AGENT_PORT, &v, "a port 1..65535")),
             },
             None => hv.network.portainer_agent_port,
         };

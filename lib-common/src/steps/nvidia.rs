@@ -89,13 +89,13 @@ impl NvidiaSettings {
             }
         };
         let (gpu_src, gpu_raw) = pick(
-            "GPU_ASSIGNMENT",
+            crate::env::GPU_ASSIGNMENT,
             format!("lxc_configs.\"{ctid}\".gpu_assignment"),
             spec.gpu_assignment.as_deref().unwrap_or("none"),
         );
         let gpus = check_gpu_assignment(ctid, &gpu_src, &gpu_raw)?;
         let (ver_src, driver_version) = pick(
-            "NVIDIA_DRIVER_VERSION",
+            crate::env::NVIDIA_DRIVER_VERSION,
             "nvidia_driver_version".into(),
             &lxc.nvidia_driver_version,
         );
@@ -106,13 +106,13 @@ impl NvidiaSettings {
             .into());
         }
         let (repo_src, repo_url) = pick(
-            "NVIDIA_REPO_URL",
+            crate::env::NVIDIA_REPO_URL,
             "nvidia_repo_url".into(),
             &lxc.nvidia_repo_url,
         );
         check_url(ctid, &repo_src, &repo_url)?;
         let (run_src, runfile_url) = pick(
-            "NVIDIA_RUNFILE_URL",
+            crate::env::NVIDIA_RUNFILE_URL,
             "nvidia_runfile_url".into(),
             &lxc.nvidia_runfile_url,
         );
