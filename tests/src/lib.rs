@@ -182,6 +182,18 @@ impl Host {
         &self.hv_config
     }
 
+    /// Remove the installed setup programs of `ctids` (tests that build without them).
+    pub fn remove_setup_programs(&self, ctids: &[u32]) {
+        for c in ctids {
+            let p = self
+                .prefix()
+                .join(format!("bin/phoenix_hypervisor_setup_{c}.sh"));
+            if p.exists() {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+    }
+
     /// Install the workspace's programs into PREFIX as `cargo xtask install` lays them out, with
     /// symlinks to the build output (so a test always runs the current build).
     pub fn install(&self) {

@@ -16,14 +16,7 @@ const BRANCH: [u32; 3] = [900, 902, 910];
 fn built() -> Host {
     let host = Host::reference();
     host.install();
-    for c in [900, 901, 902, 903, 910, 920, 950] {
-        let p = host
-            .prefix()
-            .join(format!("bin/phoenix_hypervisor_setup_{c}.sh"));
-        if p.exists() {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
+    host.remove_setup_programs(&[900, 901, 902, 903, 910, 920, 950]);
     host.drop_in("phoenix_hypervisor_lxc_docker", "echo \"stub: CT $1\"");
     host.drop_in(
         "phoenix_hypervisor_lxc_nvidia",
@@ -392,14 +385,7 @@ fn onboot_startup_and_tags_are_set_at_create_and_at_clone() {
     let host = Host::reference();
     host.install();
     host.drop_in("phoenix_hypervisor_lxc_docker", "echo \"stub: CT $1\"");
-    for c in [900, 902] {
-        let p = host
-            .prefix()
-            .join(format!("bin/phoenix_hypervisor_setup_{c}.sh"));
-        if p.exists() {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
+    host.remove_setup_programs(&[900, 902]);
     set(&host, 900, "onboot", json!(true));
     set(&host, 900, "startup", json!("order=1,up=30"));
     set(&host, 900, "tags", json!("base"));

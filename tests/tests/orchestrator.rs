@@ -41,14 +41,7 @@ fi"#
 fn host() -> Host {
     let host = Host::reference();
     host.install();
-    for c in ALL {
-        let p = host
-            .prefix()
-            .join(format!("bin/phoenix_hypervisor_setup_{c}.sh"));
-        if p.exists() {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
+    host.remove_setup_programs(&ALL);
     host.drop_in(
         "phoenix_hypervisor_lxc_nvidia",
         &format!(

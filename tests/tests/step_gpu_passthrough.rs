@@ -196,13 +196,10 @@ fn a_gpu_less_clone_strips_inherited_devn_entries() {
     assert_eq!(dev_lines(&host.conf_main(901)).len(), 7);
 }
 
-#[test]
-fn lines_added_while_the_ct_ran_end_with_the_devices_visible() {
-    // Someone added the passthrough by hand while the CT ran (or a run was interrupted after
-    // the edit): the step ends with every node present inside.
-    let host = host_901("8.4.1");
-    set_mode(&host, "lxc");
-    nvidia(&host, &["901"]).ok();
+/// Passthrough configured as raw lines on 901, but 901 started without them and they were
+/// written back while it ran (a by-hand edit, or a run interrupted after the edit).
+fn raw_lines_added_while_running(host: &Host) {
+    nvidia(host, &["901"]).ok();
     host.pct(&["stop", "901"]).ok();
     let p = host.path("/etc/pve/lxc/901.conf");
     let full = std::fs::read_to_string(&p).unwrap();
@@ -214,6 +211,15 @@ fn lines_added_while_the_ct_ran_end_with_the_devices_visible() {
     std::fs::write(&p, &without).unwrap();
     host.pct(&["start", "901"]).ok();
     std::fs::write(&p, &full).unwrap();
+}
+
+#[test]
+fn lines_added_while_the_ct_ran_end_with_the_devices_visible() {
+    // Someone added the passthrough by hand while the CT ran (or a run was interrupted after
+    // the edit): the step ends with every node present inside.
+    let host = host_901("8.4.1");
+    set_mode(&host, "lxc");
+    raw_lines_added_while_running(&host);
     nvidia(&host, &["901"]).ok();
     assert_live(&host, "901");
 }
@@ -222,18 +228,7 @@ fn lines_added_while_the_ct_ran_end_with_the_devices_visible() {
 fn lines_added_while_the_ct_ran_are_made_live_by_a_restart() {
     let host = host_901("8.4.1");
     set_mode(&host, "lxc");
-    nvidia(&host, &["901"]).ok();
-    host.pct(&["stop", "901"]).ok();
-    let p = host.path("/etc/pve/lxc/901.conf");
-    let full = std::fs::read_to_string(&p).unwrap();
-    let without: String = full
-        .lines()
-        .filter(|l| !l.starts_with("lxc."))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&p, &without).unwrap();
-    host.pct(&["start", "901"]).ok();
-    std::fs::write(&p, &full).unwrap();
+    raw_lines_added_while_running(&host);
     // Configured, not live: the nodes are missing inside until a start.
     assert_ne!(host.exec("901", &["test", "-e", "/dev/nvidia0"]).code, 0);
     let mark = host.journal_mark();

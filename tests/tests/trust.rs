@@ -20,14 +20,7 @@ use phoenix_e2e::{Host, OSTEMPLATE};
 fn host() -> Host {
     let host = Host::reference();
     host.install();
-    for c in [900, 901, 902, 903, 910, 920, 950] {
-        let p = host
-            .prefix()
-            .join(format!("bin/phoenix_hypervisor_setup_{c}.sh"));
-        if p.exists() {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
+    host.remove_setup_programs(&[900, 901, 902, 903, 910, 920, 950]);
     host.drop_in(
         "phoenix_hypervisor_lxc_nvidia",
         &format!(
