@@ -85,6 +85,23 @@ pub const SERVICE_STATE_SCRIPT: &str = r#"e=$(systemctl is-enabled "$1" 2>/dev/n
 a=$(systemctl is-active "$1" 2>/dev/null)
 printf '%s\n%s\n' "$e" "$a""#;
 
+/// `apt-get update`, then `apt-get install` of `$@` with no questions and changed config files
+/// kept: one `pct exec` for what used to be two.
+pub const APT_UPDATE_INSTALL_SCRIPT: &str = r#"export DEBIAN_FRONTEND=noninteractive
+apt-get update -q || exit
+exec apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@""#;
+
+/// Writes `$3` to `$1` with mode `$2`: a temporary file in the same directory (created if
+/// needed), renamed over `$1`, so a reader never sees half a file.
+pub const WRITE_FILE_SCRIPT: &str = r#"set -e
+mkdir -p -- "$(dirname -- "$1")"
+t=$(mktemp -- "$1.XXXXXX")
+trap 'rm -f -- "$t"' EXIT
+printf '%s' "$3" >"$t"
+chmod -- "$2" "$t"
+mv -f -- "$t" "$1"
+trap - EXIT"#;
+
 /// The exit code of [`READ_OPT_SCRIPT`] for a file that does not exist.
 pub const READ_OPT_ABSENT: i32 = 100;
 
@@ -208,15 +225,65 @@ impl<'a> Guest<'a> {
     }
 
     /// Install those of `packages` that are missing (after an `apt-get update`); nothing when
-    /// all are installed. Returns whether it installed anything.
+    /// all are installed. Returns whether it installed anything. Two calls at most: the check
+    /// and [`Guest::apt_update_install`].
     pub fn ensure_packages(&self, packages: &[&str]) -> Result<bool> {
         let missing = self.missing_packages(packages)?;
         if missing.is_empty() {
             return Ok(false);
         }
-        self.apt_update()?;
-        self.apt_install(&missing.iter().map(String::as_str).collect::<Vec<_>>())?;
+        self.apt_update_install(&missing.iter().map(String::as_str).collect::<Vec<_>>())?;
         Ok(true)
+    }
+
+    /// `apt-get update`, then `apt-get install -y PACKAGES` as [`Guest::apt_install`], in one
+    /// `pct exec` ([`APT_UPDATE_INSTALL_SCRIPT`]). A network that is down (apt's warnings, an
+    /// install that cannot download) is retried as [`Guest::run`] does.
+    pub fn apt_update_install(&self, packages: &[&str]) -> Result<()> {
+        if let Some(bad) = packages.iter().find(|p| !PACKAGE_NAME.is_match(p)) {
+            return Err(Error::config(format!(
+                "CT {}: `{bad}` is not a valid Debian package name",
+                self.ctid
+            ))
+            .into());
+        }
+        let label = format!(
+            "apt-get update && apt-get install -y {}",
+            packages.join(" ")
+        );
+        self.run_script(&label, APT_UPDATE_INSTALL_SCRIPT, packages)
+            .map(drop)
+    }
+
+    /// Write `content` to `dest` with `perms` in one `pct exec`, the content passed as an
+    /// argument ([`WRITE_FILE_SCRIPT`]: a temporary file beside `dest`, renamed over it, the
+    /// directory created). For files that are not secret (apt sources, daemon.json, unit
+    /// files): an argument is visible in the host's process list while the call runs, so a
+    /// secret goes through [`Guest::write_file`] (`pct push` of a 0600 file). Content over
+    /// 64 KiB goes through `pct push` too (the kernel limits one argument to 128 KiB).
+    pub fn write_public_file(&self, dest: &str, content: &str, perms: &str) -> Result<()> {
+        if content.len() > 64 * 1024 || content.contains('\0') {
+            return self.write_file(dest, content.as_bytes(), perms);
+        }
+        if self.pct.dry_run() {
+            println!(
+                "would write {} bytes to `{dest}` in CT {} (mode {perms})",
+                content.len(),
+                self.ctid
+            );
+            return Ok(());
+        }
+        log::info!(
+            "[{}] write `{dest}` ({} bytes, mode {perms})",
+            self.ctid,
+            content.len()
+        );
+        self.run_script(
+            &format!("write {dest}"),
+            WRITE_FILE_SCRIPT,
+            &[dest, perms, content],
+        )
+        .map(drop)
     }
 
     fn check(&self, what: &str, out: ExecOutput) -> Result<ExecOutput> {

@@ -14,6 +14,7 @@
 //! - [`pct`]: the one client for `pct`/`pvesm`/`pveversion` (argv building, running, failures).
 //! - [`conffile`]: the one reader/writer of `/etc/pve/lxc/<id>.conf` (sections, atomic writes).
 //! - [`guest`]: commands and files inside a container, over [`pct`].
+//! - [`probe`]: many read-only questions about a guest in one `pct exec`.
 //! - [`host`]: host facts from its files (driver version, device majors, storages).
 //! - [`steps`]: the logic of initial-setup, create-lxc and clone-lxc.
 //! - [`orchestrator`]: `phoenix_establish_hypervisor` (lock, step runner, pipeline per CT, `--jobs`).
@@ -40,6 +41,7 @@ pub mod json;
 pub mod logging;
 pub mod paths;
 pub mod plan;
+pub mod probe;
 pub mod types;
 pub mod validate;
 

@@ -318,6 +318,39 @@ pub fn ensure_running(pct: &PctClient, ctid: Ctid, timeout: Duration) -> Result<
     Ok(started)
 }
 
+/// [`ensure_running`] and a [`Probe`](crate::probe::Probe) in one call when the CT runs: the
+/// probe waits for readiness inside the guest, then answers. A CT that is not running is
+/// started (then probed: two more calls). Returns whether it started the CT, and the answers;
+/// in dry-run mode a CT that is not running is reported as "would start" and the answers are
+/// `None` (nothing can be asked of a stopped guest).
+pub fn ensure_running_probe(
+    pct: &PctClient,
+    ctid: Ctid,
+    timeout: Duration,
+    probe: &crate::probe::Probe,
+) -> Result<(bool, Option<crate::probe::Facts>)> {
+    let probe = probe.clone().ready(timeout);
+    match probe.run(pct, ctid) {
+        Ok(facts) => return Ok((false, Some(facts))),
+        Err(e) if crate::error::kind_of(&e) == crate::error::ErrorKind::Precondition => {}
+        Err(e) => return Err(e),
+    }
+    let started = match pct.require_exists(ctid)? {
+        CtStatus::Running => false,
+        _ => {
+            pct.start(ctid)?;
+            true
+        }
+    };
+    if pct.dry_run() && started {
+        return Ok((true, None));
+    }
+    // Just started: `pct exec` may need a moment to attach (wait_ready retries that), then
+    // the probe waits for the boot inside.
+    wait_ready(pct, ctid, timeout)?;
+    Ok((started, Some(probe.run(pct, ctid)?)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
