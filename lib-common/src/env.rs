@@ -33,6 +33,16 @@ pub const PORTAINER_AGENT_PORT: &str = "PORTAINER_AGENT_PORT";
 pub const RUN_LOCK_PID: &str = "PHOENIX_RUN_LOCK_PID";
 /// Set by the orchestrator for its children: the file recording the CTs this run created.
 pub const CREATED_RECORD: &str = "PHOENIX_CREATED_RECORD";
+/// Set to `1` by the orchestrator for create-lxc/clone-lxc when the next program it runs on
+/// the CT is our own step, which waits for the guest's boot in its first `pct exec`: the CT
+/// is started and not waited for here (one call fewer per CT, issue 14). Unset (by hand, or
+/// before a drop-in script), the step waits as its contract says.
+pub const SKIP_READY_WAIT: &str = "PHOENIX_SKIP_READY_WAIT";
+/// Set to `1` by the orchestrator for a template's setup program: the orchestrator takes the
+/// template snapshot at finalize, in the same shutdown as `configured-state`, so the setup
+/// program does not shut the CT down for it (four calls fewer per template, issue 14). Unset
+/// (by hand), a setup program takes it itself, as the design says.
+pub const TEMPLATE_SNAPSHOT_AT_FINALIZE: &str = "PHOENIX_TEMPLATE_SNAPSHOT_AT_FINALIZE";
 
 /// The step overrides: the orchestrator sets the ones that apply to a step and removes the
 /// rest, so a value in the caller's environment never leaks into the wrong container.
@@ -44,4 +54,11 @@ pub const STEP_OVERRIDES: &[&str] = &[
     PORTAINER_ROLE,
     PORTAINER_SERVER_IP,
     PORTAINER_AGENT_PORT,
+    SKIP_READY_WAIT,
+    TEMPLATE_SNAPSHOT_AT_FINALIZE,
 ];
+
+/// Whether `name` is set to `1`.
+pub fn flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v == "1")
+}

@@ -189,7 +189,7 @@ pub struct CreateSpec {
     pub onboot: Option<bool>,
     /// `--startup`, when the block sets it.
     pub startup: Option<crate::types::Startup>,
-    /// `--tags`, when the block sets it (the ownership tag is added right after the create).
+    /// The block's `tags`, if any; `--tags` always carries them plus the ownership mark.
     pub tags: Option<crate::types::Tags>,
 }
 
@@ -246,10 +246,15 @@ impl CreateSpec {
             a.push("--startup".into());
             a.push(s.to_string());
         }
-        if let Some(t) = self.tags.as_ref().filter(|t| t.iter().next().is_some()) {
-            a.push("--tags".into());
-            a.push(t.to_string());
-        }
+        // The ownership mark is part of the create (one call, and the CT is never without
+        // it); `mark_ours` after the create then finds it and makes no call.
+        let tags = self
+            .tags
+            .as_ref()
+            .filter(|t| t.iter().next().is_some())
+            .map(|t| t.to_string());
+        a.push("--tags".into());
+        a.push(crate::ownership::with_mark(tags.as_deref()));
         a
     }
 }
@@ -1109,7 +1114,9 @@ mod tests {
                 "--net0",
                 "name=eth0,bridge=vmbr0,ip=10.0.0.200/24,gw=10.0.0.1,hwaddr=52:54:00:AA:BB:CC",
                 "--unprivileged",
-                "1"
+                "1",
+                "--tags",
+                "phoenix-managed"
             ]
         );
         assert!(!a.iter().any(|x| x == "--hwaddress" || x == "--features"));
@@ -1119,7 +1126,12 @@ mod tests {
         let a = CreateSpec::from_spec(Ctid(902), &s).args();
         let i = a.iter().position(|x| x == "--features").unwrap();
         assert_eq!(a[i + 1], "nesting=1");
-        assert_eq!(a.last().unwrap(), "0");
+        let i = a.iter().position(|x| x == "--unprivileged").unwrap();
+        assert_eq!(a[i + 1], "0");
+        // The block's own tags come first, the ownership mark after them.
+        s.tags = Some("web;prod".parse().unwrap());
+        let a = CreateSpec::from_spec(Ctid(902), &s).args();
+        assert_eq!(a[a.len() - 2..], ["--tags", "web;prod;phoenix-managed"]);
     }
 
     #[test]

@@ -401,7 +401,7 @@ fn onboot_startup_and_tags_are_set_at_create_and_at_clone() {
         .argv
         .join(" ");
     assert!(
-        create.ends_with("--onboot 1 --startup order=1,up=30 --tags base"),
+        create.ends_with("--onboot 1 --startup order=1,up=30 --tags base;phoenix-managed"),
         "{create}"
     );
     let m900 = host.conf_main(900);

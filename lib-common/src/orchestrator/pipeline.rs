@@ -16,7 +16,6 @@ use crate::config::{ContainerSpec, Ctid, PortainerRole};
 use crate::env;
 use crate::pct::CtStatus;
 use crate::plan::Action;
-use crate::step::wait_ready;
 
 /// Per clone source, a mutex held around the clone step: Proxmox locks the source (`lock:
 /// disk`) for the clone's duration, so concurrent clones from one source would collide.
@@ -187,8 +186,34 @@ impl Orchestrator {
 
     /// A step program for this CT.
     pub(super) fn step(&self, step: Step, ctid: Ctid, args: &[String]) -> Result<(), String> {
-        let vars = self.step_vars(step, ctid);
+        let mut vars = self.step_vars(step, ctid);
+        match step {
+            Step::CreateLxc | Step::CloneLxc
+                if self.next_program(ctid).is_some_and(runner::is_own_program) =>
+            {
+                vars.push((env::SKIP_READY_WAIT, "1".into()));
+            }
+            Step::Setup(_) if self.template_snapshot(ctid).is_some() => {
+                vars.push((env::TEMPLATE_SNAPSHOT_AT_FINALIZE, "1".into()));
+            }
+            _ => {}
+        }
         runner::run_step(step, Some(ctid), args, &vars, &self.env).map_err(String::from)
+    }
+
+    /// The first program the pipeline runs on `ctid` after its create or clone: lxc-nvidia,
+    /// lxc-docker or its setup program (when executable), in that order; `None` when there is
+    /// none (finalize follows).
+    fn next_program(&self, ctid: Ctid) -> Option<Step> {
+        let spec = self.spec(ctid);
+        if spec.has_gpus() {
+            return Some(Step::LxcNvidia);
+        }
+        if spec.wants_docker() {
+            return Some(Step::LxcDocker);
+        }
+        let setup = Step::Setup(ctid);
+        (runner::presence(&setup.path()) == runner::Presence::Executable).then_some(setup)
     }
 
     /// The variables the step contracts name, from the configuration.
@@ -416,7 +441,7 @@ impl Orchestrator {
             what.push_str(&format!("{t} + "));
         }
         what.push_str(CONFIGURED_STATE);
-        what.push_str(", start, wait ready");
+        what.push_str(", start");
         self.stage(ctid, &what, || {
             self.finalize(ctid, take_template).map_err(msg)
         })?;
@@ -484,7 +509,7 @@ impl Orchestrator {
     }
 
     /// Shutdown (stop as fallback), take the template snapshot when needed and
-    /// `configured-state`, start, wait ready.
+    /// `configured-state`, start.
     fn finalize(&self, ctid: Ctid, template: Option<&str>) -> crate::Result<()> {
         let mut names: Vec<&str> = template.into_iter().collect();
         if !names.contains(&CONFIGURED_STATE) {
@@ -499,8 +524,11 @@ impl Orchestrator {
         for n in names {
             self.pct.snapshot(ctid, n)?;
         }
-        self.pct.start(ctid)?;
-        wait_ready(&self.pct, ctid, self.ready_timeout())
+        // Started, not waited for: the guest booted and passed its checks before the
+        // shutdown, the snapshot does not change its disk, and nothing in this run uses it
+        // again (clones come from its snapshot). The design's finalize is "start"; a start
+        // that fails is still this CT's failure. One call fewer per CT (issue 14).
+        self.pct.start(ctid)
     }
 
     /// With `behavior.rollback_on_failure`, stop and destroy a CT this run created. A CT that

@@ -52,6 +52,10 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     );
     pct.create(&create)?;
     pct.start(ctid)?;
+    if crate::env::flag(crate::env::SKIP_READY_WAIT) {
+        ctx.say(Some(ctid), "created and started");
+        return Ok(Outcome::Changed);
+    }
     wait_ready(pct, ctid, ctx.ready_timeout())?;
     ctx.say(Some(ctid), "created, started and ready");
     Ok(Outcome::Changed)
