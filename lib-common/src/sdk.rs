@@ -551,7 +551,9 @@ END { if (!d) print l }' "$f" > "$f.phoenix-new" && chmod 644 "$f.phoenix-new" &
 
     /// For a template: take its snapshot `template_snapshot_name` unless it exists. Shuts the
     /// CT down (`pct shutdown --timeout`, `pct stop` if that fails), snapshots, starts it again
-    /// and waits until ready. Returns whether it took the snapshot.
+    /// and waits until ready. Returns whether it took the snapshot. Run by the orchestrator
+    /// (`env::TEMPLATE_SNAPSHOT_AT_FINALIZE` set), it leaves the snapshot to the orchestrator's
+    /// finalize, which takes it in the same shutdown as `configured-state`.
     pub fn finalize_template(&self) -> Result<bool> {
         let ctid = self.ctid;
         if !self.spec.is_template() {
@@ -587,6 +589,14 @@ END { if (!d) print l }' "$f" > "$f.phoenix-new" && chmod 644 "$f.phoenix-new" &
                 );
             }
             self.say(&format!("snapshot `{name}` exists; not taking it again"));
+            return Ok(false);
+        }
+        // Run by the orchestrator: it takes the snapshot at finalize, in the same shutdown as
+        // `configured-state` (`env::TEMPLATE_SNAPSHOT_AT_FINALIZE`; four calls fewer).
+        if crate::env::flag(crate::env::TEMPLATE_SNAPSHOT_AT_FINALIZE) {
+            self.say(&format!(
+                "snapshot `{name}`: taken by the orchestrator at finalize, with `configured-state`"
+            ));
             return Ok(false);
         }
         self.say(&format!(
