@@ -335,14 +335,14 @@ fn wide_tree(reference: &Value) -> Value {
     v
 }
 
-pub fn run(release: bool, calls_only: bool) -> Result<()> {
+pub fn run(release: bool, calls_only: bool, before: Option<&Path>) -> Result<()> {
     let build_dir = build_bins(release)?;
     let reference: Value = serde_json::from_str(&std::fs::read_to_string(
         workspace_root().join("tests/fixtures/upstream-214aa23/phoenix_lxc_configs.json"),
     )?)?;
     let tree = wide_tree(&reference);
     if calls_only {
-        return calls_per_ct(&build_dir, &reference, &tree);
+        return calls_per_ct(&build_dir, &reference, &tree, before);
     }
     let rules: Vec<String> = LATENCY.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!(
@@ -400,7 +400,7 @@ pub fn run(release: bool, calls_only: bool) -> Result<()> {
     if mutating != 0 {
         bail!("a no-op re-run made {mutating} mutating pct calls");
     }
-    calls_per_ct(&build_dir, &reference, &tree)
+    calls_per_ct(&build_dir, &reference, &tree, before)
 }
 
 /// `pct` calls of `r` (pvesm and others not counted).
@@ -425,29 +425,50 @@ const BEFORE: &[(&str, &str)] = &[
 
 /// (e) `pct` calls per container for a build and a no-op re-run, and wall time with `call
 /// 300` (each `pct` call pays a real host's Perl start-up) at `--jobs 1` and `--jobs 4`: the
-/// reference configuration with every real step, and the generated 50-CT tree.
-fn calls_per_ct(build_dir: &Path, reference: &Value, tree: &Value) -> Result<()> {
+/// reference configuration with every real step, and the generated 50-CT tree. With `before`
+/// (a build directory of the code before issue 14), the same runs with those binaries too, in
+/// the same run, printed first.
+fn calls_per_ct(
+    build_dir: &Path,
+    reference: &Value,
+    tree: &Value,
+    before: Option<&Path>,
+) -> Result<()> {
     let call = [("call", 300)];
     for (label, lxc, real) in [
         ("reference, real steps", reference, true),
         ("generated tree, 50 CTs", tree, false),
     ] {
         let n = lxc["lxc_configs"].as_object().map_or(1, |m| m.len()).max(1) as f64;
-        let h1 = BenchHost::with(build_dir, lxc, real, &call)?;
-        let b1 = h1.establish(&[])?;
-        let noop = h1.establish(&[])?;
-        let h4 = BenchHost::with(build_dir, lxc, real, &call)?;
-        let b4 = h4.establish(&["--jobs", "4"])?;
-        let before = BEFORE.iter().find(|b| b.0 == label).map_or("", |b| b.1);
-        println!(
-            "(e) {label}: build {:.1} pct calls per CT ({} in all), no-op re-run {:.1} per CT ({} in all); with call 300: --jobs 1 {:.2} s, --jobs 4 {:.2} s (before: {before})",
-            pct_calls(&b1) as f64 / n,
-            pct_calls(&b1),
-            pct_calls(&noop) as f64 / n,
-            pct_calls(&noop),
-            b1.wall.as_secs_f64(),
-            b4.wall.as_secs_f64(),
-        );
+        let builds: Vec<(&str, &Path)> = before
+            .map(|b| ("before issue 14", b))
+            .into_iter()
+            .chain([("now", build_dir)])
+            .collect();
+        for (which, dir) in builds {
+            let h1 = BenchHost::with(dir, lxc, real, &call)?;
+            let b1 = h1.establish(&[])?;
+            let noop = h1.establish(&[])?;
+            let h4 = BenchHost::with(dir, lxc, real, &call)?;
+            let b4 = h4.establish(&["--jobs", "4"])?;
+            let recorded = if before.is_none() {
+                BEFORE
+                    .iter()
+                    .find(|b| b.0 == label)
+                    .map_or(String::new(), |b| format!(" (recorded before: {})", b.1))
+            } else {
+                String::new()
+            };
+            println!(
+                "(e) {label}, {which}: build {:.1} pct calls per CT ({} in all), no-op re-run {:.1} per CT ({} in all); with call 300: --jobs 1 {:.2} s, --jobs 4 {:.2} s{recorded}",
+                pct_calls(&b1) as f64 / n,
+                pct_calls(&b1),
+                pct_calls(&noop) as f64 / n,
+                pct_calls(&noop),
+                b1.wall.as_secs_f64(),
+                b4.wall.as_secs_f64(),
+            );
+        }
     }
     Ok(())
 }

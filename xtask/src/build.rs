@@ -137,5 +137,5 @@ pub fn bench() -> Result<()> {
     run(cargo().args(["bench", "-p", "lib-common"]))?;
     println!("== pve-sim: cost of one pct call");
     run(cargo().args(["bench", "-p", "pve-sim"]))?;
-    crate::bench_orch::run(true, false)
+    crate::bench_orch::run(true, false, None)
 }

@@ -57,6 +57,10 @@ enum Command {
         /// Only (e): `pct` calls per container and wall time with `call 300`.
         #[arg(long)]
         calls_only: bool,
+        /// (e) also for the binaries in this build directory (e.g. a build of the commit
+        /// before issue 14, `91b6733`), measured in the same run: the "before" column.
+        #[arg(long, value_name = "BUILD_DIR")]
+        before: Option<PathBuf>,
     },
     /// Build a Debian package (amd64) into target/deb/.
     Deb {
@@ -73,7 +77,11 @@ fn main() -> ExitCode {
         Command::Uninstall { root } => build::uninstall(root),
         Command::Demo { host_root } => demo::run(host_root),
         Command::Bench => build::bench(),
-        Command::BenchOrch { debug, calls_only } => bench_orch::run(!debug, calls_only),
+        Command::BenchOrch {
+            debug,
+            calls_only,
+            before,
+        } => bench_orch::run(!debug, calls_only, before.as_deref()),
         Command::Deb { debug } => deb::build(!debug),
     };
     match result {
