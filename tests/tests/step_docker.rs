@@ -484,3 +484,58 @@ EOF
 chmod 0755 /usr/local/sbin/apt-get"#;
     host.exec(ctid, &["bash", "-c", script]).ok();
 }
+
+#[test]
+fn a_smoke_test_image_that_cannot_be_pulled_while_the_network_stays_down_is_a_warning() {
+    let host = host_with_910();
+    docker(&host, &[], &["910"]).ok();
+    // The image gone and the network down from now on: the probe's smoke test (local image
+    // only) fails, the setup script's cannot pull.
+    host.edit_hypervisor_config(|c| c["behavior"]["ready_timeout_s"] = 1.into());
+    host.exec(
+        "910",
+        &[
+            "bash",
+            "-c",
+            "rm /var/lib/docker-sim/images/hello-world_latest && echo 99999999999999 > /run/pve-sim/network-up-ms",
+        ],
+    )
+    .ok();
+    let mark = host.journal_mark();
+    let r = docker(&host, &[], &["910"]).ok();
+    assert!(
+        r.stderr.contains("smoke test skipped") && r.stderr.contains("network is down"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.contains("nothing changed"), "{}", r.stdout);
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    // The probe, then the smoke test retried while the network stayed down.
+    let execs = host.execs_since(mark);
+    assert!(is_probe(&execs[0]), "{execs:?}");
+    assert!(
+        execs.len() >= 3
+            && execs[1..]
+                .iter()
+                .all(|e| is_setup(e) && e.ends_with(" _ smoke hello-world")),
+        "{execs:?}"
+    );
+}
+
+#[test]
+fn dry_run_of_a_stopped_ct_starts_nothing() {
+    let host = host_with_910();
+    host.pct(&["stop", "910"]).ok();
+    let mark = host.journal_mark();
+    let r = docker(&host, &[], &["--dry-run", "910"]).ok();
+    assert!(
+        r.stdout.contains("would run: pct start 910") && r.stdout.contains("not running"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    assert!(
+        host.pct(&["status", "910"]).ok().stdout.contains("stopped"),
+        "started"
+    );
+}

@@ -523,8 +523,12 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     let lacks_keyctl = unprivileged && !has_feature(&live, "keyctl");
 
     let actions = plan(ctx, ctid, &settings, &facts, unprivileged)?;
-    if !actions.is_empty() {
+    // The smoke test alone (its image was not there yet, or it failed in the probe) checks;
+    // it changes no configuration.
+    if actions.iter().any(|a| !matches!(a, Action::Smoke(_))) {
         outcome = Outcome::Changed;
+    }
+    if !actions.is_empty() {
         if ctx.dry_run {
             for a in &actions {
                 println!("{}", a.describe(ctid));
@@ -963,6 +967,195 @@ fn keyctl_hint(ctid: Ctid, e: anyhow::Error, lacks_keyctl: bool) -> anyhow::Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs [`APPLY_SCRIPT`] with bash on this machine, with stand-ins for apt-get, curl,
+    /// systemctl and docker on PATH that log their argv, so the framing of the actions, their
+    /// order and the failure line are tested end to end.
+    fn run_apply(
+        actions: &[Action],
+        tools: &[(&str, &str)],
+    ) -> (tempfile::TempDir, crate::pct::ExecOutput, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let log = d.path().join("log");
+        for (name, body) in tools {
+            let p = bin.join(name);
+            std::fs::write(
+                &p,
+                format!(
+                    "#!/bin/bash\necho \"{name} $*\" >>'{}'\n{body}\n",
+                    log.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let args: Vec<String> = actions.iter().flat_map(Action::args).collect();
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(APPLY_SCRIPT)
+            .arg("_")
+            .args(&args)
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("STATE", d.path().join("state"))
+            .output()
+            .unwrap();
+        let out = crate::pct::ExecOutput {
+            code: out.status.code().unwrap(),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        };
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        (d, out, log)
+    }
+
+    /// A docker stand-in: `inspect` prints the state in $STATE (none: no such object), `run -d`
+    /// and `start` make it running, `info` prints a driver.
+    const DOCKER: &str = r#"case "$1" in
+  inspect) [ -f "$STATE" ] || { echo "Error: No such object: ${@: -1}" >&2; exit 1; }; cat "$STATE" ;;
+  start) echo running >"$STATE" ;;
+  run) if [ "$2" = -d ]; then echo running >"$STATE"; else echo 'Hello from Docker!'; fi ;;
+  info) echo overlay2 ;;
+esac"#;
+
+    #[test]
+    fn the_setup_script_runs_every_action_in_order_with_values_as_data() {
+        let d0 = tempfile::tempdir().unwrap();
+        let list = d0.path().join("etc/apt/sources.list.d/x.list");
+        let key = d0.path().join("keyrings/x.asc");
+        let weird = "deb [a=b] https://x/$1 `id` 'q' \"z\"\n";
+        let actions = vec![
+            Action::Fetch {
+                url: "https://example.invalid/gpg".into(),
+                dest: key.to_str().unwrap().into(),
+            },
+            Action::Write {
+                path: list.to_str().unwrap().into(),
+                mode: "0640".into(),
+                content: weird.into(),
+            },
+            Action::AptInstall(strings(&["docker-ce", "containerd.io"])),
+            Action::Service { restart: true },
+            Action::Info,
+            Action::Container {
+                name: "portainer".into(),
+                args: strings(&["run", "-d", "--name", "portainer", "img:1"]),
+            },
+            Action::Smoke(SMOKE_IMAGE.into()),
+        ];
+        let (_d, out, log) = run_apply(
+            &actions,
+            &[
+                ("apt-get", ""),
+                ("curl", r#"printf key >"$3""#),
+                ("systemctl", r#"[ "$1" != is-enabled ]"#),
+                ("docker", DOCKER),
+            ],
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(std::fs::read_to_string(&list).unwrap(), weird);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&list), 0o640);
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "key");
+        assert_eq!(mode(&key), 0o644);
+        assert!(
+            out.stdout.contains(&format!("{DRIVER_LINE}overlay2\n")),
+            "{out:?}"
+        );
+        let calls: Vec<&str> = log.lines().collect();
+        let want = [
+            &format!("curl -fsSL -o {}.part.", key.display())[..],
+            "apt-get update -q",
+            "apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold docker-ce containerd.io",
+            "systemctl is-enabled -q docker",
+            "systemctl enable docker",
+            "systemctl is-active -q docker",
+            "systemctl restart docker",
+            "docker info --format {{.Driver}}",
+            "docker inspect --format {{.State.Status}} portainer",
+            "docker run -d --name portainer img:1",
+            "docker inspect --format {{.State.Status}} portainer",
+            "docker run --rm hello-world",
+        ];
+        assert_eq!(calls.len(), want.len(), "{log}");
+        for (w, g) in want.iter().zip(&calls) {
+            assert!(g.starts_with(w), "`{g}` is not `{w}...`:\n{log}");
+        }
+    }
+
+    #[test]
+    fn the_setup_script_stops_at_the_first_failure_and_names_it() {
+        let d0 = tempfile::tempdir().unwrap();
+        let daemon = d0.path().join("daemon.json");
+        let actions = vec![
+            Action::AptInstall(strings(&["docker-ce"])),
+            Action::Write {
+                path: daemon.to_str().unwrap().into(),
+                mode: "0644".into(),
+                content: "{}\n".into(),
+            },
+        ];
+        let (_d, out, log) = run_apply(
+            &actions,
+            &[(
+                "apt-get",
+                r#"[ "$1" = install ] && { echo 'E: Unable to locate package docker-ce' >&2; exit 100; }; exit 0"#,
+            )],
+        );
+        assert_eq!(out.code, 100, "{out:?}");
+        assert_eq!(
+            out.stderr.lines().last(),
+            Some("phoenix-docker: `apt-get install -y docker-ce` failed (exit 100)"),
+            "{out:?}"
+        );
+        assert!(out.stderr.contains("Unable to locate package"));
+        assert!(!daemon.exists(), "{log}");
+
+        // A stopped container is started, not created again; one that does not stay up fails.
+        let start = Action::Container {
+            name: "portainer".into(),
+            args: strings(&["run", "-d", "--name", "portainer", "img:1"]),
+        };
+        let (d, out, log) = run_apply(
+            std::slice::from_ref(&start),
+            &[(
+                "docker",
+                r#"case "$1" in inspect) [ -f "$STATE" ] && cat "$STATE" || echo exited ;; start) echo running >"$STATE" ;; esac"#,
+            )],
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            log.contains("docker start portainer") && !log.contains("docker run"),
+            "{log}"
+        );
+        drop(d);
+        let (_d, out, _) = run_apply(
+            &[start, Action::Smoke(SMOKE_IMAGE.into())],
+            &[("docker", r#"[ "$1" = inspect ] && echo exited; exit 0"#)],
+        );
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr
+                .contains("container `portainer` is not running after `docker run` (exited)"),
+            "{out:?}"
+        );
+        // The smoke test's failure line is what `apply` recognises.
+        let (_d, out, _) = run_apply(
+            &[Action::Smoke(SMOKE_IMAGE.into())],
+            &[("docker", "echo 'docker: no' >&2; exit 125")],
+        );
+        assert_eq!(out.code, 125);
+        assert!(
+            out.stderr.lines().last().unwrap().starts_with(SMOKE_FAILED),
+            "{out:?}"
+        );
+    }
 
     #[test]
     fn merge_keeps_existing_values_and_adds_missing() {
