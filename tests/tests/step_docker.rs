@@ -2,7 +2,8 @@
 //! merged (keys already there kept), the `vfs` warning, Portainer server/agent running, the
 //! NVIDIA runtime only where the CT has GPUs and `no-cgroups` only when it is unprivileged,
 //! idempotency (no mutating call, no install command on a second run), a CT without nesting
-//! (exit 2) and guest failures (exit 5) that leave nothing half-written.
+//! (exit 2) and guest failures (exit 5) that leave nothing half-written. The `pct` calls are
+//! counted (issue 14): a probe, and one setup script when anything is missing.
 
 use phoenix_e2e::{Host, Run};
 
@@ -74,8 +75,13 @@ fn portainer_server_ct_first_run_installs_second_run_changes_nothing() {
         ],
     )
     .ok();
+    let mark = host.journal_mark();
     let r = docker(&host, &[], &["910"]).ok();
     assert!(r.stderr.contains("vfs"), "no vfs warning: {}", r.stderr);
+    // The probe and one setup script: nothing else.
+    let execs = host.execs_since(mark);
+    assert_eq!(host.journal_since(mark).len(), 2, "{execs:?}");
+    assert!(is_probe(&execs[0]) && is_setup(&execs[1]), "{execs:?}");
 
     for p in [
         "docker-ce",
@@ -136,36 +142,23 @@ fn portainer_server_ct_first_run_installs_second_run_changes_nothing() {
     host.exec("910", &["systemctl", "is-enabled", "docker"])
         .ok();
 
-    // Second run: nothing changes.
+    // Second run: nothing changes, and the probe is the only call (its smoke test runs with
+    // the local image: it checks, it changes nothing).
     let mark = host.journal_mark();
     let r = docker(&host, &[], &["910"]).ok();
     assert!(r.stdout.contains("nothing changed"), "{}", r.stdout);
+    assert!(r.stderr.contains("vfs"), "no vfs warning: {}", r.stderr);
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
     let execs = host.execs_since(mark);
-    for bad in [
-        "apt-get",
-        "docker run",
-        "docker start",
-        "systemctl start",
-        "systemctl restart",
-        "systemctl enable",
-        "nvidia-ctk",
-        "bash",
-    ] {
-        // The smoke test runs every time (it checks, it changes nothing).
-        assert!(
-            !execs.iter().any(|e| e.starts_with(bad)
-                && e != "docker run --rm hello-world"
-                && !read_only_script(e)),
-            "`{bad}` on the second run: {execs:?}"
-        );
-    }
+    assert_eq!(host.journal_since(mark).len(), 1, "{execs:?}");
+    assert!(is_probe(&execs[0]), "{execs:?}");
     // The container survives a CT restart (restart=always, docker enabled).
     host.pct(&["stop", "910"]).ok();
     host.pct(&["start", "910"]).ok();
     let mark = host.journal_mark();
     docker(&host, &[], &["910"]).ok();
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    assert_eq!(host.journal_since(mark).len(), 1);
 }
 
 #[test]
@@ -178,7 +171,11 @@ fn gpu_cts_get_the_nvidia_runtime_and_no_cgroups_only_when_unprivileged() {
     });
     for ct in ["903", "920"] {
         host.run("create-lxc", [ct]).ok();
+        let mark = host.journal_mark();
         docker(&host, &[], &[ct]).ok();
+        let execs = host.execs_since(mark);
+        assert_eq!(host.journal_since(mark).len(), 2, "{ct}: {execs:?}");
+        assert!(is_probe(&execs[0]) && is_setup(&execs[1]), "{execs:?}");
         host.exec(ct, &["dpkg", "-s", "nvidia-container-toolkit"])
             .ok();
         let d = daemon_json(&host, ct);
@@ -201,12 +198,8 @@ fn gpu_cts_get_the_nvidia_runtime_and_no_cgroups_only_when_unprivileged() {
         let mark = host.journal_mark();
         docker(&host, &[], &[ct]).ok();
         assert_eq!(host.mutating_since(mark), Vec::<String>::new());
-        assert!(
-            !host
-                .execs_since(mark)
-                .iter()
-                .any(|e| e.starts_with("nvidia-ctk") || e.starts_with("apt-get"))
-        );
+        let execs = host.execs_since(mark);
+        assert!(execs.len() == 1 && is_probe(&execs[0]), "{ct}: {execs:?}");
     }
     // GPU containers can use the runtime in the unprivileged CT once the GPUs are passed in.
     host.run("lxc-nvidia", ["920"]).ok();
@@ -287,19 +280,48 @@ fn guest_failure_is_exit_5_and_dry_run_changes_nothing() {
     let host = host_with_910();
     let mark = host.journal_mark();
     let r = docker(&host, &[], &["--dry-run", "910"]).ok();
-    assert!(
-        r.stdout.contains("would run: pct exec 910 -- apt-get"),
-        "{}",
-        r.stdout
-    );
+    for want in [
+        "would run: pct exec 910 -- apt-get update -q && apt-get install -y docker-ce docker-ce-cli containerd.io docker-buildx-plugin docker-compose-plugin",
+        "would run: pct exec 910 -- curl -fsSL -o /etc/apt/keyrings/docker.asc https://download.docker.com/linux/ubuntu/gpg",
+        "would write 110 bytes to `/etc/apt/sources.list.d/docker.list` in CT 910 (mode 0644)",
+        "/etc/docker/daemon.json",
+        "would run: pct exec 910 -- systemctl enable docker && systemctl restart docker",
+        "would run: pct exec 910 -- docker run -d --name portainer",
+        "would run: pct exec 910 -- docker run --rm hello-world (smoke test)",
+    ] {
+        assert!(r.stdout.contains(want), "`{want}` missing in\n{}", r.stdout);
+    }
+    // The probe only: it reads, it changes nothing.
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    let execs = host.execs_since(mark);
+    assert!(execs.len() == 1 && is_probe(&execs[0]), "{execs:?}");
     assert_ne!(host.exec("910", &["dpkg", "-s", "docker-ce"]).code, 0);
 
     // `pct exec` itself failing is a Proxmox failure (exit 4), not the command's (exit 5).
-    host.set_faults("pct exec 910 apt-get\n");
+    host.set_faults("pct exec 910 bash\n");
     let r = docker(&host, &[], &["910"]).expect_code(4);
     assert!(
-        r.stderr.contains("CT 910") && r.stderr.contains("apt-get"),
+        r.stderr.contains("CT 910") && r.stderr.contains("pct exec"),
+        "{}",
+        r.stderr
+    );
+    host.set_faults("");
+    assert_ne!(
+        host.exec("910", &["test", "-e", "/etc/docker/daemon.json"])
+            .code,
+        0
+    );
+    assert_ne!(host.exec("910", &["dpkg", "-s", "docker-ce"]).code, 0);
+
+    // A command of the setup script failing: exit 5 naming it, and what comes after it in the
+    // script (daemon.json) not done.
+    apt_install_fails(&host, "910");
+    let r = docker(&host, &[], &["910"]).expect_code(5);
+    assert!(
+        r.stderr.contains("CT 910")
+            && r.stderr.contains("`apt-get install -y docker-ce")
+            && r.stderr
+                .contains("E: Sub-process /usr/bin/dpkg returned an error code (1)"),
         "{}",
         r.stderr
     );
@@ -309,12 +331,8 @@ fn guest_failure_is_exit_5_and_dry_run_changes_nothing() {
         0
     );
     assert_ne!(host.exec("910", &["dpkg", "-s", "docker-ce"]).code, 0);
+    host.exec("910", &["rm", "/usr/local/sbin/apt-get"]).ok();
 
-    host.set_faults("pct push 910\n");
-    let r = docker(&host, &[], &["910"]).expect_code(4);
-    assert!(r.stderr.contains("push"), "{}", r.stderr);
-
-    host.set_faults("");
     docker(&host, &[], &["910"]).ok();
     let ps = host
         .exec("910", &["docker", "ps", "--format", "{{.Names}}"])
@@ -414,11 +432,13 @@ fn docker_ends_with_a_smoke_test_and_diagnoses_the_runc_cve_failure() {
     let host = host_with_910();
     let mark = host.journal_mark();
     docker(&host, &[], &["910"]).ok();
+    // The setup script ends with the smoke test.
+    let execs = host.execs_since(mark);
     assert!(
-        host.execs_since(mark)
-            .iter()
-            .any(|e| e == "docker run --rm hello-world"),
-        "no smoke test run"
+        execs
+            .last()
+            .is_some_and(|e| is_setup(e) && e.ends_with(" smoke hello-world")),
+        "no smoke test run: {execs:?}"
     );
     // The smoke test left no container behind.
     assert_eq!(containers(&host, "910").stdout.lines().count(), 1);
@@ -436,11 +456,86 @@ fn docker_ends_with_a_smoke_test_and_diagnoses_the_runc_cve_failure() {
     }
 }
 
-/// An exec of one of the guest API's read-only scripts ("exists and read", "enabled and
-/// active": one call each since issue 14), which change nothing.
-fn read_only_script(exec: &str) -> bool {
-    use lib_common::guest::{READ_OPT_SCRIPT, SERVICE_STATE_SCRIPT};
-    [READ_OPT_SCRIPT, SERVICE_STATE_SCRIPT]
-        .iter()
-        .any(|s| exec.starts_with(&format!("bash -c {s} _ ")))
+/// An exec of the state probe (read-only: it changes nothing).
+fn is_probe(exec: &str) -> bool {
+    exec.starts_with(&format!("bash -c {} _ ", lib_common::probe::PROBE_SCRIPT))
+}
+
+/// An exec of the step's setup script.
+fn is_setup(exec: &str) -> bool {
+    exec.starts_with(&format!(
+        "bash -c {} _ ",
+        lib_common::steps::docker::APPLY_SCRIPT
+    ))
+}
+
+/// An `apt-get` ahead of the guest's on PATH whose `install` fails the way dpkg does.
+fn apt_install_fails(host: &Host, ctid: &str) {
+    let script = r#"cat > /usr/local/sbin/apt-get <<'EOF'
+#!/bin/bash
+for a in "$@"; do
+    if [ "$a" = install ]; then
+        echo "E: Sub-process /usr/bin/dpkg returned an error code (1)" >&2
+        exit 100
+    fi
+done
+exec /usr/local/bin/apt-get "$@"
+EOF
+chmod 0755 /usr/local/sbin/apt-get"#;
+    host.exec(ctid, &["bash", "-c", script]).ok();
+}
+
+#[test]
+fn a_smoke_test_image_that_cannot_be_pulled_while_the_network_stays_down_is_a_warning() {
+    let host = host_with_910();
+    docker(&host, &[], &["910"]).ok();
+    // The image gone and the network down from now on: the probe's smoke test (local image
+    // only) fails, the setup script's cannot pull.
+    host.edit_hypervisor_config(|c| c["behavior"]["ready_timeout_s"] = 1.into());
+    host.exec(
+        "910",
+        &[
+            "bash",
+            "-c",
+            "rm /var/lib/docker-sim/images/hello-world_latest && echo 99999999999999 > /run/pve-sim/network-up-ms",
+        ],
+    )
+    .ok();
+    let mark = host.journal_mark();
+    let r = docker(&host, &[], &["910"]).ok();
+    assert!(
+        r.stderr.contains("smoke test skipped") && r.stderr.contains("network is down"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.contains("nothing changed"), "{}", r.stdout);
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    // The probe, then the smoke test retried while the network stayed down.
+    let execs = host.execs_since(mark);
+    assert!(is_probe(&execs[0]), "{execs:?}");
+    assert!(
+        execs.len() >= 3
+            && execs[1..]
+                .iter()
+                .all(|e| is_setup(e) && e.ends_with(" _ smoke hello-world")),
+        "{execs:?}"
+    );
+}
+
+#[test]
+fn dry_run_of_a_stopped_ct_starts_nothing() {
+    let host = host_with_910();
+    host.pct(&["stop", "910"]).ok();
+    let mark = host.journal_mark();
+    let r = docker(&host, &[], &["--dry-run", "910"]).ok();
+    assert!(
+        r.stdout.contains("would run: pct start 910") && r.stdout.contains("not running"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    assert!(
+        host.pct(&["status", "910"]).ok().stdout.contains("stopped"),
+        "started"
+    );
 }

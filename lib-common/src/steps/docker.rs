@@ -10,18 +10,24 @@
 //!   with `docker info`, warning about the `vfs` storage driver.
 //! - Portainer server or agent per `portainer_role`.
 //!
-//! Each part is checked through the guest API first and skipped when in place, so a second run
-//! runs no install command and no mutating `pct` call. Values reach the guest as argv elements.
+//! One probe (issue 14: every `pct` call costs the Perl CLI's start-up) waits for the guest and
+//! reads everything the step decides on: packages, distribution, keyrings and sources lists,
+//! daemon.json, the docker unit, `docker info`, the smoke test with a local image, the
+//! Portainer container, the toolkit's config. What is missing is then put in place by one
+//! `pct exec` of [`APPLY_SCRIPT`], which checks its result at its end (`docker info`, the
+//! Portainer container running, `docker run --rm hello-world`). A converged CT costs the probe
+//! only, and a second run runs no install command and no mutating `pct` call. Values reach the
+//! guest as positional parameters, never as code.
 
 use serde_json::{Map, Value, json};
 
 use crate::config::{Ctid, PortainerRole};
 use crate::error::{Error, Result};
 use crate::guest::Guest;
-use crate::pct::{CtStatus, PctConfig};
-use crate::step::{StepContext, ensure_running};
+use crate::pct::PctConfig;
+use crate::probe::{Facts, Probe};
+use crate::step::{StepContext, ensure_running_probe};
 use crate::steps::Outcome;
-use crate::steps::nvidia::FETCH_SCRIPT;
 
 /// Docker Engine packages (Docker's install guide).
 pub const DOCKER_PACKAGES: [&str; 5] = [
@@ -237,7 +243,215 @@ fn word(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-/// Run the step for `ctid`.
+/// Packages the repository setup needs (the key download and apt over HTTPS).
+pub const BASE_PACKAGES: [&str; 2] = ["ca-certificates", "curl"];
+/// The guest's distribution (ID and codename name Docker's repository).
+pub const OS_RELEASE: &str = "/etc/os-release";
+/// The guest's Debian architecture, asked in the probe.
+pub const ARCH_CMD: [&str; 2] = ["dpkg", "--print-architecture"];
+/// The daemon's answer and storage driver, asked in the probe.
+pub const INFO_CMD: [&str; 4] = ["docker", "info", "--format", "{{.Driver}}"];
+/// The smoke test as the probe runs it: only with an image already there (`--pull=never`), so
+/// the probe stays read-only in effect and needs no network. When it fails (no image yet, no
+/// daemon), the setup script runs the real smoke test, which may pull.
+pub const SMOKE_PROBE_CMD: [&str; 5] = ["docker", "run", "--rm", "--pull=never", SMOKE_IMAGE];
+/// What [`APPLY_SCRIPT`] prints on stderr when its smoke test fails.
+pub const SMOKE_FAILED: &str = "phoenix-docker: smoke test";
+/// The line of [`APPLY_SCRIPT`]'s stdout that names the storage driver (`docker info`).
+pub const DRIVER_LINE: &str = "phoenix-docker-driver ";
+
+/// Everything this step changes in a container, in one `pct exec`: `bash -c APPLY_SCRIPT _
+/// ACTION...`, each [`Action`] as a word and its values (positional parameters, never code).
+/// Actions: `apt N PKG...` (`apt-get update`, then `apt-get install -y` without questions,
+/// changed config files kept), `fetch URL DEST` (curl, atomically, mode 0644), `write PATH MODE
+/// CONTENT` (atomically), `run N ARG...`, `service RESTART` (docker enabled and started;
+/// restarted when RESTART is 1 and it was running), `info` (`docker info` answers; prints
+/// [`DRIVER_LINE`]), `container NAME N ARG...` (the container started if it exists, else
+/// `docker ARG...`; then it must be running), `smoke IMAGE` (`docker run --rm IMAGE`). The
+/// first failure ends the script with that command's exit code and a last stderr line naming
+/// it. Every action can run again (the whole script is retried while the network is down).
+pub const APPLY_SCRIPT: &str = r#"export DEBIAN_FRONTEND=noninteractive
+fail() { c=$1; shift; printf 'phoenix-docker: `%s` failed (exit %s)\n' "$*" "$c" >&2; exit "$c"; }
+while [ $# -gt 0 ]; do
+  op=$1; shift
+  case "$op" in
+    apt) n=$1; shift
+      apt-get update -q || fail $? apt-get update -q
+      apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${@:1:$n}" || fail $? apt-get install -y "${@:1:$n}"
+      shift "$n" ;;
+    fetch) mkdir -p -- "$(dirname -- "$2")" || fail $? mkdir -p "$(dirname -- "$2")"
+      t="$2.part.$$"
+      curl -fsSL -o "$t" -- "$1" || { c=$?; rm -f -- "$t"; fail "$c" curl -fsSL "$1"; }
+      { chmod 0644 -- "$t" && mv -f -- "$t" "$2"; } || fail $? mv -f "$t" "$2"
+      shift 2 ;;
+    write) mkdir -p -- "$(dirname -- "$1")" || fail $? mkdir -p "$(dirname -- "$1")"
+      t=$(mktemp -- "$1.XXXXXX") || fail $? mktemp "$1.XXXXXX"
+      { printf '%s' "$3" >"$t" && chmod -- "$2" "$t" && mv -f -- "$t" "$1"; } || { c=$?; rm -f -- "$t"; fail "$c" write "$1"; }
+      shift 3 ;;
+    run) n=$1; shift
+      "${@:1:$n}" || fail $? "${@:1:$n}"
+      shift "$n" ;;
+    service) systemctl is-enabled -q docker 2>/dev/null || systemctl enable docker || fail $? systemctl enable docker
+      if ! systemctl is-active -q docker; then systemctl start docker || fail $? systemctl start docker
+      elif [ "$1" = 1 ]; then systemctl restart docker || fail $? systemctl restart docker
+      fi
+      shift ;;
+    info) d=$(docker info --format '{{.Driver}}') || fail $? docker info
+      printf 'phoenix-docker-driver %s\n' "$d" ;;
+    container) name=$1; n=$2; shift 2
+      if s=$(docker inspect --format '{{.State.Status}}' "$name" 2>/dev/null); then
+        [ "$s" = running ] || docker start "$name" || fail $? docker start "$name"
+      else
+        docker "${@:1:$n}" || fail $? docker "${@:1:$n}"
+      fi
+      shift "$n"
+      s=$(docker inspect --format '{{.State.Status}}' "$name" 2>&1)
+      [ "$s" = running ] || { printf 'phoenix-docker: container `%s` is not running after `docker run` (%s); see `docker logs %s`\n' "$name" "$s" "$name" >&2; exit 1; } ;;
+    smoke) docker run --rm "$1" || { c=$?; printf 'phoenix-docker: smoke test `docker run --rm %s` failed (exit %s)\n' "$1" "$c" >&2; exit "$c"; }
+      shift ;;
+    *) printf 'phoenix-docker: unknown action %s\n' "$op" >&2; exit 125 ;;
+  esac
+done"#;
+
+/// One change [`APPLY_SCRIPT`] makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `apt-get update`, then `apt-get install -y` of these packages.
+    AptInstall(Vec<String>),
+    /// A repository key downloaded from `url` to `dest`.
+    Fetch { url: String, dest: String },
+    /// A file that is not secret written with `mode`.
+    Write {
+        path: String,
+        mode: String,
+        content: String,
+    },
+    /// A command that must succeed.
+    Run(Vec<String>),
+    /// docker enabled and running; restarted if it ran and `restart`.
+    Service { restart: bool },
+    /// `docker info` answers (prints the storage driver).
+    Info,
+    /// Container `name` running: started when it exists, else `docker ARGS...`.
+    Container { name: String, args: Vec<String> },
+    /// `docker run --rm IMAGE`.
+    Smoke(String),
+}
+
+impl Action {
+    /// Its words for [`APPLY_SCRIPT`].
+    pub fn args(&self) -> Vec<String> {
+        let counted = |op: &str, v: &[String]| {
+            let mut a = vec![op.to_string(), v.len().to_string()];
+            a.extend(v.iter().cloned());
+            a
+        };
+        match self {
+            Action::AptInstall(p) => counted("apt", p),
+            Action::Fetch { url, dest } => vec!["fetch".into(), url.clone(), dest.clone()],
+            Action::Write {
+                path,
+                mode,
+                content,
+            } => vec!["write".into(), path.clone(), mode.clone(), content.clone()],
+            Action::Run(argv) => counted("run", argv),
+            Action::Service { restart } => {
+                vec!["service".into(), if *restart { "1" } else { "0" }.into()]
+            }
+            Action::Info => vec!["info".into()],
+            Action::Container { name, args } => {
+                let mut a = vec!["container".to_string(), name.clone()];
+                a.extend(counted("", args).into_iter().skip(1));
+                a
+            }
+            Action::Smoke(image) => vec!["smoke".into(), image.clone()],
+        }
+    }
+
+    /// What it does, for people (`--dry-run` prints one line per action).
+    pub fn describe(&self, ctid: Ctid) -> String {
+        let run = |argv: &str| format!("would run: pct exec {ctid} -- {argv}");
+        match self {
+            Action::AptInstall(p) => run(&format!(
+                "apt-get update -q && apt-get install -y {}",
+                p.join(" ")
+            )),
+            Action::Fetch { url, dest } => run(&format!("curl -fsSL -o {dest} {url}")),
+            Action::Write {
+                path,
+                mode,
+                content,
+            } => format!(
+                "would write {} bytes to `{path}` in CT {ctid} (mode {mode})",
+                content.len()
+            ),
+            Action::Run(argv) => run(&crate::pct::display_argv(
+                &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+            )),
+            Action::Service { restart: true } => {
+                run("systemctl enable docker && systemctl restart docker")
+            }
+            Action::Service { restart: false } => {
+                run("systemctl enable docker && systemctl start docker")
+            }
+            Action::Info => run(&crate::pct::display_argv(&INFO_CMD)),
+            Action::Container { args, .. } => run(&format!(
+                "docker {}",
+                crate::pct::display_argv(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            )),
+            Action::Smoke(image) => run(&format!("docker run --rm {image} (smoke test)")),
+        }
+    }
+}
+
+/// The `docker inspect` argv that asks a container's state.
+fn inspect_cmd(name: &str) -> [&str; 5] {
+    ["docker", "inspect", "--format", "{{.State.Status}}", name]
+}
+
+/// The name of the Portainer container of a role.
+fn portainer_name(role: PortainerRole) -> Option<&'static str> {
+    match role {
+        PortainerRole::Server => Some(PORTAINER_SERVER_NAME),
+        PortainerRole::Agent => Some(PORTAINER_AGENT_NAME),
+        PortainerRole::None => None,
+    }
+}
+
+/// Everything the step needs to decide, in one probe: packages, distribution and architecture,
+/// keyrings and sources lists, daemon.json, the docker unit, `docker info`, the smoke test with
+/// a local image, the Portainer container's state and (GPUs) the toolkit's config.
+pub fn state_probe(s: &DockerSettings) -> Probe {
+    let mut pkgs: Vec<&str> = DOCKER_PACKAGES.to_vec();
+    pkgs.extend(BASE_PACKAGES);
+    if s.gpus {
+        pkgs.push(TOOLKIT_PACKAGE);
+    }
+    let mut p = Probe::new()
+        .packages(&pkgs)
+        .read(OS_RELEASE)
+        .cmd(&ARCH_CMD)
+        .exists(DOCKER_KEYRING)
+        .read(DOCKER_LIST)
+        .read(DAEMON_JSON)
+        .unit("docker")
+        .cmd(&INFO_CMD)
+        .cmd(&SMOKE_PROBE_CMD);
+    if s.gpus {
+        p = p
+            .exists(TOOLKIT_KEYRING)
+            .read(TOOLKIT_LIST)
+            .read(TOOLKIT_CONFIG);
+    }
+    if let Some(name) = portainer_name(s.role) {
+        p = p.cmd(&inspect_cmd(name));
+    }
+    p
+}
+
+/// Run the step for `ctid`: one probe (readiness and state), then, when anything is missing,
+/// one `pct exec` of [`APPLY_SCRIPT`] that changes it and checks the result (`docker info`,
+/// the Portainer container running, the smoke test).
 pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     let spec = ctx.container(ctid)?;
     if !spec.wants_docker() {
@@ -254,11 +468,21 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     }
     let settings = DockerSettings::resolve(ctx, ctid, &env_var)?;
     let pct = &ctx.pct;
-    let mut outcome = Outcome::Unchanged;
-    if pct.require_exists(ctid)? != CtStatus::Running {
-        ensure_running(pct, ctid, ctx.ready_timeout())?;
-        outcome = Outcome::Changed;
-    }
+    let probe = state_probe(&settings);
+    let (started, facts) = ensure_running_probe(pct, ctid, ctx.ready_timeout(), &probe)?;
+    let mut outcome = if started {
+        Outcome::Changed
+    } else {
+        Outcome::Unchanged
+    };
+    let Some(mut facts) = facts else {
+        // Dry run of a CT that is not running: nothing inside can be asked.
+        ctx.say(
+            Some(ctid),
+            "is not running: would start it, then set up Docker as far as it is missing (its state cannot be read while it is stopped)",
+        );
+        return Ok(Outcome::Changed);
+    };
     // What the CT runs with, not what `pct config` shows: a feature set while it ran waits in
     // `[pve:pending]` until the next start, and Docker sees only the running values.
     // Read from the conf file (`ConfFile::to_config`), not with two `pct config` calls.
@@ -280,7 +504,9 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
                 ),
             );
             pct.shutdown_or_stop(ctid, ctx.configs.hypervisor.shutdown_timeout_s())?;
-            ensure_running(pct, ctid, ctx.ready_timeout())?;
+            let (_, again) = ensure_running_probe(pct, ctid, ctx.ready_timeout(), &probe)?;
+            facts = again
+                .ok_or_else(|| Error::guest(format!("CT {ctid}: no state after its restart")))?;
             live = crate::conffile::ConfFile::load(ctid)?.to_config(true);
             outcome = Outcome::Changed;
         }
@@ -295,36 +521,36 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     }
     let unprivileged = live.get("unprivileged") == Some("1");
     let lacks_keyctl = unprivileged && !has_feature(&live, "keyctl");
-    let guest = Guest::new(pct, ctid).with_network_timeout(ctx.ready_timeout());
 
-    let mut daemon_changed = false;
-    if install_engine(ctx, &guest)? {
+    let actions = plan(ctx, ctid, &settings, &facts, unprivileged)?;
+    // The smoke test alone (its image was not there yet, or it failed in the probe) checks;
+    // it changes no configuration.
+    if actions.iter().any(|a| !matches!(a, Action::Smoke(_))) {
         outcome = Outcome::Changed;
     }
-    let no_daemon_yet = ctx.dry_run && !guest.package_installed("docker-ce")?;
-    if settings.gpus {
-        let (changed, restart) = nvidia_toolkit(ctx, &guest, unprivileged)?;
-        if changed {
-            outcome = Outcome::Changed;
+    if !actions.is_empty() {
+        if ctx.dry_run {
+            for a in &actions {
+                println!("{}", a.describe(ctid));
+            }
+        } else {
+            apply(ctx, ctid, &actions, unprivileged, lacks_keyctl)?;
         }
-        daemon_changed |= restart;
     }
-    if merge_daemon_json(ctx, &guest, settings.gpus)? {
-        outcome = Outcome::Changed;
-        daemon_changed = true;
-    }
-    if service(ctx, &guest, daemon_changed)? {
-        outcome = Outcome::Changed;
-    }
-    // In dry-run mode nothing was installed: there is no daemon to ask.
-    if !no_daemon_yet {
-        verify(&guest)?;
-    }
-    if !no_daemon_yet {
-        smoke_test(ctx, &guest, unprivileged, lacks_keyctl)?;
-    }
-    if portainer(ctx, &guest, &settings, no_daemon_yet, lacks_keyctl)? {
-        outcome = Outcome::Changed;
+    if settings.role == PortainerRole::Agent {
+        match &settings.server_ip {
+            Some(ip) => ctx.say(
+                Some(ctid),
+                &format!(
+                    "Portainer agent listens on port {}; add it in the Portainer server at https://{ip}:{}",
+                    settings.agent_port, settings.server_port
+                ),
+            ),
+            None => log::warn!(
+                "[{ctid}] network.portainer_server_ip is not set: register this agent (port {}) in the Portainer server by hand",
+                settings.agent_port
+            ),
+        }
     }
     ctx.say(
         Some(ctid),
@@ -344,126 +570,102 @@ fn has_feature(c: &PctConfig, name: &str) -> bool {
         .any(|(k, v)| k == name && v == "1")
 }
 
-/// Docker Engine from Docker's repository unless all its packages are installed.
-fn install_engine(ctx: &StepContext, guest: &Guest) -> Result<bool> {
-    let ctid = guest.ctid();
-    // One `dpkg-query` for all of them.
-    let missing = guest.missing_packages(&DOCKER_PACKAGES)?;
-    let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
-    if missing.is_empty() {
+/// What is missing, from the probe's answers, as the actions that put it in place (empty: all
+/// in place). Says what it will do; warns about the `vfs` driver when nothing changes.
+fn plan(
+    ctx: &StepContext,
+    ctid: Ctid,
+    s: &DockerSettings,
+    facts: &Facts,
+    unprivileged: bool,
+) -> Result<Vec<Action>> {
+    let mut actions = Vec::new();
+    let engine_missing = facts.missing(&DOCKER_PACKAGES);
+    let toolkit_missing = s.gpus && !facts.installed(TOOLKIT_PACKAGE);
+    let mut apt: Vec<String> = Vec::new();
+    if !engine_missing.is_empty() || toolkit_missing {
+        let base = facts.missing(&BASE_PACKAGES);
+        if !base.is_empty() {
+            actions.push(Action::AptInstall(base));
+        }
+    }
+    if engine_missing.is_empty() {
         log::info!("[{ctid}] Docker Engine already installed");
-        return Ok(false);
+    } else {
+        ctx.say(
+            Some(ctid),
+            &format!("installing Docker Engine ({})", engine_missing.join(" ")),
+        );
+        let (id, codename) = os_release(facts.read(ctid, OS_RELEASE)?.unwrap_or(""));
+        let (Some(id), Some(codename)) = (id, codename) else {
+            return Err(Error::precondition(format!(
+                "CT {ctid}: {OS_RELEASE} names no distribution ID or codename; Docker's repository needs both"
+            ))
+            .into());
+        };
+        if !matches!(id.as_str(), "ubuntu" | "debian") || !word(&codename) {
+            return Err(Error::precondition(format!(
+                "CT {ctid}: the container runs {id} {codename}; Docker is set up for Ubuntu or Debian containers only"
+            ))
+            .into());
+        }
+        let arch_out = facts.cmd(&ARCH_CMD);
+        let arch = arch_out.stdout.trim();
+        if !arch_out.success() || !word(arch) {
+            return Err(Error::guest(format!(
+                "CT {ctid}: `dpkg --print-architecture` printed {arch:?} (exit {}) {}",
+                arch_out.code,
+                arch_out.stderr.trim()
+            ))
+            .into());
+        }
+        if !facts.exists(DOCKER_KEYRING) {
+            actions.push(Action::Fetch {
+                url: format!("https://download.docker.com/linux/{id}/gpg"),
+                dest: DOCKER_KEYRING.into(),
+            });
+        }
+        let list = docker_list_content(arch, &id, &codename);
+        if facts.read(ctid, DOCKER_LIST)? != Some(list.as_str()) {
+            actions.push(Action::Write {
+                path: DOCKER_LIST.into(),
+                mode: "0644".into(),
+                content: list,
+            });
+        }
+        apt.extend(engine_missing.iter().cloned());
     }
-    ctx.say(
-        Some(ctid),
-        &format!("installing Docker Engine ({})", missing.join(" ")),
-    );
-    let (id, codename) = os_release(&guest.read_file("/etc/os-release")?);
-    let (Some(id), Some(codename)) = (id, codename) else {
-        return Err(Error::precondition(format!(
-            "CT {ctid}: /etc/os-release names no distribution ID or codename; Docker's repository needs both"
-        ))
-        .into());
-    };
-    if !matches!(id.as_str(), "ubuntu" | "debian") || !word(&codename) {
-        return Err(Error::precondition(format!(
-            "CT {ctid}: the container runs {id} {codename}; Docker is set up for Ubuntu or Debian containers only"
-        ))
-        .into());
-    }
-    let arch = guest
-        .query_ok(&["dpkg", "--print-architecture"])?
-        .trim()
-        .to_string();
-    if !word(&arch) {
-        return Err(Error::guest(format!(
-            "CT {ctid}: `dpkg --print-architecture` printed {arch:?}"
-        ))
-        .into());
-    }
-    guest.ensure_packages(&["ca-certificates", "curl"])?;
-    if !guest.file_exists(DOCKER_KEYRING)? {
-        let url = format!("https://download.docker.com/linux/{id}/gpg");
-        guest.run_script(
-            "download Docker's repository key",
-            FETCH_SCRIPT,
-            &[&url, DOCKER_KEYRING],
-        )?;
-    }
-    let list = docker_list_content(&arch, &id, &codename);
-    if guest.read_file_opt(DOCKER_LIST)?.as_deref() != Some(list.as_str()) {
-        guest.write_file(DOCKER_LIST, list.as_bytes(), "0644")?;
-    }
-    guest.apt_update()?;
-    guest.apt_install(&missing)?;
-    Ok(true)
-}
-
-/// The NVIDIA container toolkit, its docker runtime and (unprivileged) `no-cgroups`. Returns
-/// (changed anything, docker must restart).
-fn nvidia_toolkit(ctx: &StepContext, guest: &Guest, unprivileged: bool) -> Result<(bool, bool)> {
-    let ctid = guest.ctid();
-    let mut changed = false;
-    let mut restart = false;
-    if !guest.package_installed(TOOLKIT_PACKAGE)? {
+    if toolkit_missing {
         ctx.say(Some(ctid), "installing the NVIDIA container toolkit");
-        guest.ensure_packages(&["ca-certificates", "curl"])?;
-        if !guest.file_exists(TOOLKIT_KEYRING)? {
-            guest.run_script(
-                "download the NVIDIA container toolkit key",
-                FETCH_SCRIPT,
-                &[TOOLKIT_KEY_URL, TOOLKIT_KEYRING],
-            )?;
+        if !facts.exists(TOOLKIT_KEYRING) {
+            actions.push(Action::Fetch {
+                url: TOOLKIT_KEY_URL.into(),
+                dest: TOOLKIT_KEYRING.into(),
+            });
         }
-        if guest.read_file_opt(TOOLKIT_LIST)?.as_deref() != Some(TOOLKIT_REPO_LINE) {
-            guest.write_file(TOOLKIT_LIST, TOOLKIT_REPO_LINE.as_bytes(), "0644")?;
+        if facts.read(ctid, TOOLKIT_LIST)? != Some(TOOLKIT_REPO_LINE) {
+            actions.push(Action::Write {
+                path: TOOLKIT_LIST.into(),
+                mode: "0644".into(),
+                content: TOOLKIT_REPO_LINE.into(),
+            });
         }
-        guest.apt_update()?;
-        guest.apt_install(&[TOOLKIT_PACKAGE])?;
-        changed = true;
+        apt.push(TOOLKIT_PACKAGE.into());
     }
-    let daemon = guest.read_file_opt(DAEMON_JSON)?.unwrap_or_default();
-    let has_runtime = parse_daemon_json(ctid, &daemon)?
+    let installs = !apt.is_empty();
+    if installs {
+        actions.push(Action::AptInstall(apt));
+    }
+
+    // daemon.json: our keys merged in Rust and written first; `nvidia-ctk runtime configure`
+    // then adds its runtime to that file (it keeps the keys there).
+    let mut restart = false;
+    let mut current = parse_daemon_json(ctid, facts.read(ctid, DAEMON_JSON)?.unwrap_or(""))?;
+    let has_runtime = current
         .get("runtimes")
         .and_then(|r| r.get("nvidia"))
         .is_some();
-    if !has_runtime {
-        ctx.say(Some(ctid), "adding the nvidia runtime to Docker");
-        guest.run(&["nvidia-ctk", "runtime", "configure", "--runtime=docker"])?;
-        changed = true;
-        restart = true;
-    }
-    if unprivileged {
-        let toml = guest.read_file_opt(TOOLKIT_CONFIG)?.unwrap_or_default();
-        if !toolkit_no_cgroups(&toml) {
-            ctx.say(
-                Some(ctid),
-                "unprivileged container: setting no-cgroups = true under [nvidia-container-cli]",
-            );
-            guest.run(&[
-                "nvidia-ctk",
-                "config",
-                "--set",
-                "nvidia-container-cli.no-cgroups=true",
-                "--in-place",
-            ])?;
-            changed = true;
-        }
-    }
-    Ok((changed, restart))
-}
-
-/// Merge our keys into daemon.json; write it only when it changes. Returns whether it did.
-fn merge_daemon_json(ctx: &StepContext, guest: &Guest, gpus: bool) -> Result<bool> {
-    let ctid = guest.ctid();
-    let text = guest.read_file_opt(DAEMON_JSON)?.unwrap_or_default();
-    let mut current = parse_daemon_json(ctid, &text)?;
-    if !gpus
-        && current
-            .get("runtimes")
-            .and_then(|r| r.get("nvidia"))
-            .is_some()
-    {
+    if !s.gpus && has_runtime {
         log::warn!(
             "[{ctid}] `{DAEMON_JSON}` has an nvidia runtime but the CT has no GPUs (gpu_assignment none); containers using it will fail. Left as it is."
         );
@@ -471,60 +673,193 @@ fn merge_daemon_json(ctx: &StepContext, guest: &Guest, gpus: bool) -> Result<boo
     let Value::Object(defaults) = daemon_defaults() else {
         unreachable!("daemon_defaults is an object");
     };
-    if !merge_missing(&mut current, &defaults) {
-        return Ok(false);
+    if merge_missing(&mut current, &defaults) {
+        let mut out = serde_json::to_string_pretty(&Value::Object(current))
+            .map_err(|e| Error::guest(format!("CT {ctid}: cannot serialize daemon.json: {e}")))?;
+        out.push('\n');
+        ctx.say(
+            Some(ctid),
+            &format!("merging log settings into `{DAEMON_JSON}`"),
+        );
+        actions.push(Action::Write {
+            path: DAEMON_JSON.into(),
+            mode: "0644".into(),
+            content: out,
+        });
+        restart = true;
     }
-    let mut out = serde_json::to_string_pretty(&Value::Object(current))
-        .map_err(|e| Error::guest(format!("CT {ctid}: cannot serialize daemon.json: {e}")))?;
-    out.push('\n');
-    ctx.say(
-        Some(ctid),
-        &format!("merging log settings into `{DAEMON_JSON}`"),
-    );
-    guest.write_file(DAEMON_JSON, out.as_bytes(), "0644")?;
-    Ok(true)
+    if s.gpus && !has_runtime {
+        ctx.say(Some(ctid), "adding the nvidia runtime to Docker");
+        actions.push(Action::Run(strings(&[
+            "nvidia-ctk",
+            "runtime",
+            "configure",
+            "--runtime=docker",
+        ])));
+        restart = true;
+    }
+    if s.gpus
+        && unprivileged
+        && !toolkit_no_cgroups(facts.read(ctid, TOOLKIT_CONFIG)?.unwrap_or(""))
+    {
+        ctx.say(
+            Some(ctid),
+            "unprivileged container: setting no-cgroups = true under [nvidia-container-cli]",
+        );
+        actions.push(Action::Run(strings(&[
+            "nvidia-ctk",
+            "config",
+            "--set",
+            "nvidia-container-cli.no-cgroups=true",
+            "--in-place",
+        ])));
+    }
+    let (enabled, active) = facts.unit("docker");
+    if installs || restart || !enabled || !active {
+        if installs {
+            ctx.say(Some(ctid), "enabling and (re)starting docker");
+        } else if !active {
+            ctx.say(Some(ctid), "starting docker");
+        } else if restart {
+            ctx.say(Some(ctid), "restarting docker to apply its configuration");
+        } else {
+            ctx.say(Some(ctid), "enabling docker");
+        }
+        actions.push(Action::Service { restart });
+    }
+    let docker_changed = !actions.is_empty();
+    if docker_changed {
+        actions.push(Action::Info);
+    } else {
+        let info = facts.cmd(&INFO_CMD);
+        if !info.success() {
+            return Err(Error::guest(format!(
+                "CT {ctid}: `docker info` failed (exit {}): {}",
+                info.code,
+                tail(&info.stderr, &info.stdout)
+            ))
+            .into());
+        }
+        warn_vfs(ctid, info.stdout.trim());
+    }
+
+    if let (Some(name), Some(args)) = (portainer_name(s.role), portainer_run_args(s)) {
+        let r = facts.cmd(&inspect_cmd(name));
+        let state = if r.success() {
+            Some(r.stdout.trim().to_string())
+        } else if r.stderr.contains("No such object")
+            || r.stderr.contains("No such container")
+            || docker_changed
+        {
+            None
+        } else {
+            return Err(Error::guest(format!(
+                "CT {ctid}: `docker inspect {name}` failed (exit {}): {}",
+                r.code,
+                tail(&r.stderr, &r.stdout)
+            ))
+            .into());
+        };
+        match state.as_deref() {
+            Some("running") => log::info!("[{ctid}] container `{name}` already running"),
+            Some(other) => ctx.say(
+                Some(ctid),
+                &format!("starting the existing `{name}` container (was {other})"),
+            ),
+            None => ctx.say(Some(ctid), &format!("starting Portainer ({name})")),
+        }
+        if state.as_deref() != Some("running") {
+            actions.push(Action::Container {
+                name: name.into(),
+                args,
+            });
+        }
+    }
+    // The smoke test of the probe ran with a local image only; it runs again (and may pull)
+    // after any change to Docker, or when it failed.
+    if docker_changed || !facts.cmd(&SMOKE_PROBE_CMD).success() {
+        actions.push(Action::Smoke(SMOKE_IMAGE.into()));
+    } else {
+        log::info!("[{ctid}] smoke test: `docker run --rm {SMOKE_IMAGE}` ran a container");
+    }
+    Ok(actions)
 }
 
-/// Enable and start docker (restart when its config changed). Returns whether it did anything.
-fn service(ctx: &StepContext, guest: &Guest, config_changed: bool) -> Result<bool> {
-    let ctid = guest.ctid();
-    let mut changed = false;
-    let (enabled, active) = guest.service_state("docker")?;
-    if !enabled {
-        guest.run(&["systemctl", "enable", "docker"])?;
-        changed = true;
-    }
-    if !active {
-        ctx.say(Some(ctid), "starting docker");
-        guest.run(&["systemctl", "start", "docker"])?;
-        changed = true;
-    } else if config_changed {
-        ctx.say(Some(ctid), "restarting docker to apply its configuration");
-        guest.run(&["systemctl", "restart", "docker"])?;
-        changed = true;
-    }
-    Ok(changed)
+fn strings(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
 }
 
-/// `docker info` must answer; warn on the `vfs` storage driver.
-fn verify(guest: &Guest) -> Result<()> {
-    let ctid = guest.ctid();
-    let out = guest.query(&["docker", "info", "--format", "{{.Driver}}"])?;
-    if !out.success() {
-        return Err(Error::guest(format!(
-            "CT {ctid}: `docker info` failed (exit {}): {}",
-            out.code,
-            out.tail(500)
-        ))
-        .into());
-    }
-    let driver = out.stdout.trim();
+/// The last 500 characters of `stderr`, or of `stdout` when stderr is empty.
+fn tail(stderr: &str, stdout: &str) -> String {
+    let s = if stderr.trim().is_empty() {
+        stdout.trim()
+    } else {
+        stderr.trim()
+    };
+    let n = s.chars().count();
+    s.chars().skip(n.saturating_sub(500)).collect()
+}
+
+/// Warn about the `vfs` storage driver.
+fn warn_vfs(ctid: Ctid, driver: &str) {
     if driver == "vfs" {
         log::warn!(
             "[{ctid}] Docker uses the `vfs` storage driver (no overlay support on this storage, e.g. ZFS older than 2.2): every image layer is a full copy and disk use grows fast\nhint: upgrade the host to ZFS 2.2+ (PVE 8.1+) or put /var/lib/docker on a non-ZFS volume"
         );
     }
-    Ok(())
+}
+
+/// Run the actions in one `pct exec` of [`APPLY_SCRIPT`] (retried while the network is down).
+/// A failure is a Guest error naming the CTID and the failing command; the CVE-2025-52881 runc
+/// failure gets its diagnosis, a missing keyctl its hint, and a smoke test that cannot pull its
+/// image because the network stays down only a warning (everything before it was done).
+fn apply(
+    ctx: &StepContext,
+    ctid: Ctid,
+    actions: &[Action],
+    unprivileged: bool,
+    lacks_keyctl: bool,
+) -> Result<()> {
+    let guest = Guest::new(&ctx.pct, ctid).with_network_timeout(ctx.ready_timeout());
+    let args: Vec<String> = actions.iter().flat_map(Action::args).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let e = match guest.run_script("set up Docker", APPLY_SCRIPT, &args) {
+        Ok(out) => {
+            if let Some(d) = out.stdout.lines().find_map(|l| l.strip_prefix(DRIVER_LINE)) {
+                warn_vfs(ctid, d.trim());
+            }
+            if actions.iter().any(|a| matches!(a, Action::Smoke(_))) {
+                log::info!("[{ctid}] smoke test: `docker run --rm {SMOKE_IMAGE}` ran a container");
+            }
+            return Ok(());
+        }
+        Err(e) => e,
+    };
+    let msg = format!("{e:#}");
+    if is_runc_sysctl_denied(&msg) {
+        let versions = ctx.pct.pveversion_verbose().unwrap_or_default();
+        return Err(Error::guest(format!(
+            "{}\n(docker said: {})",
+            runc_sysctl_diagnosis(ctid, unprivileged, &versions),
+            msg.lines()
+                .find(|l| l.contains(RUNC_SYSCTL_DENIED))
+                .unwrap_or("")
+                .trim()
+        ))
+        .into());
+    }
+    if !msg.contains(SMOKE_FAILED) {
+        return Err(keyctl_hint(ctid, e, lacks_keyctl));
+    }
+    if msg.contains("network stayed down") {
+        log::warn!(
+            "[{ctid}] smoke test skipped: `{SMOKE_IMAGE}` cannot be pulled while the network is down ({msg})"
+        );
+        return Ok(());
+    }
+    Err(keyctl_hint(ctid, e, lacks_keyctl).context(format!(
+        "CT {ctid}: the Docker smoke test (`docker run --rm {SMOKE_IMAGE}`) failed: the daemon answers but cannot run a container"
+    )))
 }
 
 /// The image of the smoke test: tiny, prints a greeting and exits 0.
@@ -565,53 +900,6 @@ pub fn runc_sysctl_diagnosis(ctid: Ctid, unprivileged: bool, host_versions: &str
             versions.join(", ")
         }
     )
-}
-
-/// `docker run --rm hello-world`: a container really starts (image, runc, cgroups, AppArmor),
-/// not only the daemon answering. Recognises the CVE-2025-52881 runc failure and says how to
-/// fix it. When the image cannot be pulled because the network stays down, warns and goes on
-/// (Docker's own checks passed; the smoke test needs the image).
-fn smoke_test(
-    ctx: &StepContext,
-    guest: &Guest,
-    unprivileged: bool,
-    lacks_keyctl: bool,
-) -> Result<()> {
-    let ctid = guest.ctid();
-    if ctx.dry_run {
-        println!("would run: pct exec {ctid} -- docker run --rm {SMOKE_IMAGE} (smoke test)");
-        return Ok(());
-    }
-    match guest.run(&["docker", "run", "--rm", SMOKE_IMAGE]) {
-        Ok(_) => {
-            log::info!("[{ctid}] smoke test: `docker run --rm {SMOKE_IMAGE}` ran a container");
-            Ok(())
-        }
-        Err(e) => {
-            let msg = format!("{e:#}");
-            if is_runc_sysctl_denied(&msg) {
-                let versions = ctx.pct.pveversion_verbose().unwrap_or_default();
-                return Err(Error::guest(format!(
-                    "{}\n(docker said: {})",
-                    runc_sysctl_diagnosis(ctid, unprivileged, &versions),
-                    msg.lines()
-                        .find(|l| l.contains(RUNC_SYSCTL_DENIED))
-                        .unwrap_or("")
-                        .trim()
-                ))
-                .into());
-            }
-            if msg.contains("network stayed down") {
-                log::warn!(
-                    "[{ctid}] smoke test skipped: `{SMOKE_IMAGE}` cannot be pulled while the network is down ({msg})"
-                );
-                return Ok(());
-            }
-            Err(keyctl_hint(ctid, e, lacks_keyctl).context(format!(
-                "CT {ctid}: the Docker smoke test (`docker run --rm {SMOKE_IMAGE}`) failed: the daemon answers but cannot run a container"
-            )))
-        }
-    }
 }
 
 /// The `docker run` argv of a Portainer role (without `docker`).
@@ -662,77 +950,6 @@ pub fn portainer_run_args(s: &DockerSettings) -> Option<Vec<String>> {
     }
 }
 
-/// The Portainer container of the role, running. Returns whether it did anything.
-/// `no_daemon_yet`: dry-run without Docker installed (nothing to ask, everything would be done).
-/// `lacks_keyctl`: an unprivileged CT without keyctl=1 (runc then cannot start containers).
-fn portainer(
-    ctx: &StepContext,
-    guest: &Guest,
-    s: &DockerSettings,
-    no_daemon_yet: bool,
-    lacks_keyctl: bool,
-) -> Result<bool> {
-    let ctid = guest.ctid();
-    let Some(args) = portainer_run_args(s) else {
-        return Ok(false);
-    };
-    let name = if s.role == PortainerRole::Server {
-        PORTAINER_SERVER_NAME
-    } else {
-        PORTAINER_AGENT_NAME
-    };
-    let state = if no_daemon_yet {
-        None
-    } else {
-        container_state(guest, name)?
-    };
-    let changed = match state.as_deref() {
-        Some("running") => {
-            log::info!("[{ctid}] container `{name}` already running");
-            false
-        }
-        Some(other) => {
-            ctx.say(
-                Some(ctid),
-                &format!("starting the existing `{name}` container (was {other})"),
-            );
-            guest.run(&["docker", "start", name])?;
-            true
-        }
-        None => {
-            ctx.say(Some(ctid), &format!("starting Portainer ({name})"));
-            let mut argv = vec!["docker"];
-            argv.extend(args.iter().map(String::as_str));
-            guest
-                .run(&argv)
-                .map_err(|e| keyctl_hint(ctid, e, lacks_keyctl))?;
-            true
-        }
-    };
-    if changed && !ctx.dry_run && container_state(guest, name)?.as_deref() != Some("running") {
-        return Err(Error::guest(format!(
-            "CT {ctid}: container `{name}` is not running after `docker run`; see `pct exec {ctid} -- docker logs {name}`"
-        ))
-        .into());
-    }
-    if s.role == PortainerRole::Agent {
-        match &s.server_ip {
-            Some(ip) => ctx.say(
-                Some(ctid),
-                &format!(
-                    "Portainer agent listens on port {}; add it in the Portainer server at https://{ip}:{}",
-                    s.agent_port, s.server_port
-                ),
-            ),
-            None => log::warn!(
-                "[{ctid}] network.portainer_server_ip is not set: register this agent (port {}) in the Portainer server by hand",
-                s.agent_port
-            ),
-        }
-    }
-    Ok(changed)
-}
-
 /// A failed `docker run` in an unprivileged CT without keyctl=1 (runc cannot create its
 /// session keyring): the error with the hint that fixes it.
 fn keyctl_hint(ctid: Ctid, e: anyhow::Error, lacks_keyctl: bool) -> anyhow::Error {
@@ -747,27 +964,198 @@ fn keyctl_hint(ctid: Ctid, e: anyhow::Error, lacks_keyctl: bool) -> anyhow::Erro
     }
 }
 
-/// `docker inspect` state of a container, `None` when there is none of that name.
-fn container_state(guest: &Guest, name: &str) -> Result<Option<String>> {
-    let out = guest.query(&["docker", "inspect", "--format", "{{.State.Status}}", name])?;
-    if out.success() {
-        return Ok(Some(out.stdout.trim().to_string()));
-    }
-    if out.stderr.contains("No such object") || out.stderr.contains("No such container") {
-        return Ok(None);
-    }
-    Err(Error::guest(format!(
-        "CT {}: `docker inspect {name}` failed (exit {}): {}",
-        guest.ctid(),
-        out.code,
-        out.tail(500)
-    ))
-    .into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs [`APPLY_SCRIPT`] with bash on this machine, with stand-ins for apt-get, curl,
+    /// systemctl and docker on PATH that log their argv, so the framing of the actions, their
+    /// order and the failure line are tested end to end.
+    fn run_apply(
+        actions: &[Action],
+        tools: &[(&str, &str)],
+    ) -> (tempfile::TempDir, crate::pct::ExecOutput, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let log = d.path().join("log");
+        for (name, body) in tools {
+            let p = bin.join(name);
+            std::fs::write(
+                &p,
+                format!(
+                    "#!/bin/bash\necho \"{name} $*\" >>'{}'\n{body}\n",
+                    log.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let args: Vec<String> = actions.iter().flat_map(Action::args).collect();
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(APPLY_SCRIPT)
+            .arg("_")
+            .args(&args)
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("STATE", d.path().join("state"))
+            .output()
+            .unwrap();
+        let out = crate::pct::ExecOutput {
+            code: out.status.code().unwrap(),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        };
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        (d, out, log)
+    }
+
+    /// A docker stand-in: `inspect` prints the state in $STATE (none: no such object), `run -d`
+    /// and `start` make it running, `info` prints a driver.
+    const DOCKER: &str = r#"case "$1" in
+  inspect) [ -f "$STATE" ] || { echo "Error: No such object: ${@: -1}" >&2; exit 1; }; cat "$STATE" ;;
+  start) echo running >"$STATE" ;;
+  run) if [ "$2" = -d ]; then echo running >"$STATE"; else echo 'Hello from Docker!'; fi ;;
+  info) echo overlay2 ;;
+esac"#;
+
+    #[test]
+    fn the_setup_script_runs_every_action_in_order_with_values_as_data() {
+        let d0 = tempfile::tempdir().unwrap();
+        let list = d0.path().join("etc/apt/sources.list.d/x.list");
+        let key = d0.path().join("keyrings/x.asc");
+        let weird = "deb [a=b] https://x/$1 `id` 'q' \"z\"\n";
+        let actions = vec![
+            Action::Fetch {
+                url: "https://example.invalid/gpg".into(),
+                dest: key.to_str().unwrap().into(),
+            },
+            Action::Write {
+                path: list.to_str().unwrap().into(),
+                mode: "0640".into(),
+                content: weird.into(),
+            },
+            Action::AptInstall(strings(&["docker-ce", "containerd.io"])),
+            Action::Service { restart: true },
+            Action::Info,
+            Action::Container {
+                name: "portainer".into(),
+                args: strings(&["run", "-d", "--name", "portainer", "img:1"]),
+            },
+            Action::Smoke(SMOKE_IMAGE.into()),
+        ];
+        let (_d, out, log) = run_apply(
+            &actions,
+            &[
+                ("apt-get", ""),
+                ("curl", r#"printf key >"$3""#),
+                ("systemctl", r#"[ "$1" != is-enabled ]"#),
+                ("docker", DOCKER),
+            ],
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(std::fs::read_to_string(&list).unwrap(), weird);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&list), 0o640);
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "key");
+        assert_eq!(mode(&key), 0o644);
+        assert!(
+            out.stdout.contains(&format!("{DRIVER_LINE}overlay2\n")),
+            "{out:?}"
+        );
+        let calls: Vec<&str> = log.lines().collect();
+        let want = [
+            &format!("curl -fsSL -o {}.part.", key.display())[..],
+            "apt-get update -q",
+            "apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold docker-ce containerd.io",
+            "systemctl is-enabled -q docker",
+            "systemctl enable docker",
+            "systemctl is-active -q docker",
+            "systemctl restart docker",
+            "docker info --format {{.Driver}}",
+            "docker inspect --format {{.State.Status}} portainer",
+            "docker run -d --name portainer img:1",
+            "docker inspect --format {{.State.Status}} portainer",
+            "docker run --rm hello-world",
+        ];
+        assert_eq!(calls.len(), want.len(), "{log}");
+        for (w, g) in want.iter().zip(&calls) {
+            assert!(g.starts_with(w), "`{g}` is not `{w}...`:\n{log}");
+        }
+    }
+
+    #[test]
+    fn the_setup_script_stops_at_the_first_failure_and_names_it() {
+        let d0 = tempfile::tempdir().unwrap();
+        let daemon = d0.path().join("daemon.json");
+        let actions = vec![
+            Action::AptInstall(strings(&["docker-ce"])),
+            Action::Write {
+                path: daemon.to_str().unwrap().into(),
+                mode: "0644".into(),
+                content: "{}\n".into(),
+            },
+        ];
+        let (_d, out, log) = run_apply(
+            &actions,
+            &[(
+                "apt-get",
+                r#"[ "$1" = install ] && { echo 'E: Unable to locate package docker-ce' >&2; exit 100; }; exit 0"#,
+            )],
+        );
+        assert_eq!(out.code, 100, "{out:?}");
+        assert_eq!(
+            out.stderr.lines().last(),
+            Some("phoenix-docker: `apt-get install -y docker-ce` failed (exit 100)"),
+            "{out:?}"
+        );
+        assert!(out.stderr.contains("Unable to locate package"));
+        assert!(!daemon.exists(), "{log}");
+
+        // A stopped container is started, not created again; one that does not stay up fails.
+        let start = Action::Container {
+            name: "portainer".into(),
+            args: strings(&["run", "-d", "--name", "portainer", "img:1"]),
+        };
+        let (d, out, log) = run_apply(
+            std::slice::from_ref(&start),
+            &[(
+                "docker",
+                r#"case "$1" in inspect) [ -f "$STATE" ] && cat "$STATE" || echo exited ;; start) echo running >"$STATE" ;; esac"#,
+            )],
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            log.contains("docker start portainer") && !log.contains("docker run"),
+            "{log}"
+        );
+        drop(d);
+        let (_d, out, _) = run_apply(
+            &[start, Action::Smoke(SMOKE_IMAGE.into())],
+            &[("docker", r#"[ "$1" = inspect ] && echo exited; exit 0"#)],
+        );
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr
+                .contains("container `portainer` is not running after `docker run` (exited)"),
+            "{out:?}"
+        );
+        // The smoke test's failure line is what `apply` recognises.
+        let (_d, out, _) = run_apply(
+            &[Action::Smoke(SMOKE_IMAGE.into())],
+            &[("docker", "echo 'docker: no' >&2; exit 125")],
+        );
+        assert_eq!(out.code, 125);
+        assert!(
+            out.stderr.lines().last().unwrap().starts_with(SMOKE_FAILED),
+            "{out:?}"
+        );
+    }
 
     #[test]
     fn merge_keeps_existing_values_and_adds_missing() {
