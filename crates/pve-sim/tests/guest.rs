@@ -554,6 +554,15 @@ fn docker_flow() {
     let (code, out) = ct.sh("docker run -d --name other -p 9443:9443 nginx");
     assert_eq!(code, 125);
     assert!(out.contains("port is already allocated"), "{out}");
+    // `--pull never` uses only a local image (docker's "No such image"); `missing` pulls.
+    let (code, out) = ct.sh("docker run --rm --pull=never hello-world");
+    assert_eq!(code, 125, "{out}");
+    assert!(out.contains("No such image: hello-world:latest"), "{out}");
+    ct.sh_ok("docker run --rm --pull missing hello-world");
+    ct.sh_ok("docker run --rm --pull never hello-world");
+    let (code, out) = ct.sh("docker run --rm --pull sometimes hello-world");
+    assert_eq!(code, 125);
+    assert!(out.contains("invalid pull option"), "{out}");
     let (code, out) =
         ct.sh("docker run --rm --gpus all nvidia/cuda:12.8.0-base-ubuntu24.04 nvidia-smi");
     assert_eq!(code, 125, "no nvidia runtime: {out}");
