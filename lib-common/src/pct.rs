@@ -947,6 +947,35 @@ impl PctClient {
         }
         Ok(out)
     }
+
+    /// `pct reboot CTID --timeout N`: a running CT shut down (killed when still up after N s)
+    /// and started again in one call, pending changes applied (pve-container
+    /// `PVE::API2::LXC::Status` `vm_reboot` → `PVE::LXC::vm_reboot`: `vm_stop` with
+    /// kill-after-timeout, then `vm_start`, which applies `[pve:pending]` and turns raw `lxc.*`
+    /// lines and `devN` into LXC's config). Like `pct start` it returns once the CT's init
+    /// runs. Returns `false`, having changed nothing, when the CT is not running (Proxmox
+    /// refuses before its task: `VM <vmid> not running`), so a caller need not ask `pct status`
+    /// first. In dry-run mode `pct status` is asked and the reboot printed when the CT runs.
+    pub fn reboot(&self, ctid: Ctid, timeout_s: u64) -> Result<bool> {
+        let args = vec![
+            "reboot".to_string(),
+            ctid.to_string(),
+            "--timeout".into(),
+            timeout_s.to_string(),
+        ];
+        if self.dry_run {
+            if self.require_exists(ctid)? != CtStatus::Running {
+                return Ok(false);
+            }
+            self.pct(Some(ctid), args)?;
+            return Ok(true);
+        }
+        match self.pct(Some(ctid), args) {
+            Ok(_) => Ok(true),
+            Err(e) if format!("{e:#}").contains(&format!("VM {ctid} not running")) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Whether a `pct exec` result is a failure of Proxmox rather than of the command inside: the
