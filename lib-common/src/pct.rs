@@ -1473,5 +1473,47 @@ mod tests {
             let err = c.push(Ctid(900), "/x", "/y", Some("0600")).unwrap_err();
             assert_eq!(crate::error::exit_code(&err), 4);
         }
+
+        #[test]
+        fn reboot_says_whether_the_ct_ran() {
+            let d = tempfile::tempdir().unwrap();
+            let c = client(d.path(), "exit 0", false);
+            assert!(c.reboot(Ctid(901), 60).unwrap());
+            let argv = std::fs::read_to_string(d.path().join("argv.log")).unwrap();
+            assert_eq!(argv, "reboot\n901\n--timeout\n60\n");
+            // Proxmox refuses a CT that is not running before its task (`VM <vmid> not running`).
+            let d = tempfile::tempdir().unwrap();
+            let c = client(d.path(), "echo 'VM 901 not running' >&2; exit 255", false);
+            assert!(!c.reboot(Ctid(901), 60).unwrap());
+            // Any other failure is one (exit 4); a missing CT a precondition (exit 3).
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "echo 'container did not stop' >&2; exit 255",
+                false,
+            );
+            let err = c.reboot(Ctid(901), 60).unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 4);
+            assert!(err.to_string().contains("CT 901"), "{err}");
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "echo \"Configuration file 'nodes/pve/lxc/901.conf' does not exist\" >&2; exit 255",
+                false,
+            );
+            assert_eq!(
+                crate::error::exit_code(&c.reboot(Ctid(901), 60).unwrap_err()),
+                3
+            );
+            // Dry run: the status is asked, the reboot only printed, and only for a running CT.
+            let d = tempfile::tempdir().unwrap();
+            let c = client(d.path(), "echo 'status: stopped'", true);
+            assert!(!c.reboot(Ctid(901), 60).unwrap());
+            let d = tempfile::tempdir().unwrap();
+            let c = client(d.path(), "echo 'status: running'", true);
+            assert!(c.reboot(Ctid(901), 60).unwrap());
+            let argv = std::fs::read_to_string(d.path().join("argv.log")).unwrap();
+            assert_eq!(argv, "status\n901\n");
+        }
     }
 }

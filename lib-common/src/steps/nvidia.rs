@@ -1032,6 +1032,7 @@ fi"#;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pct::ExecOutput;
 
     fn majors() -> DeviceMajors {
         DeviceMajors {
@@ -1039,6 +1040,198 @@ mod tests {
             uvm: Some(510),
             caps: Some(511),
         }
+    }
+
+    /// Runs [`APPLY_SCRIPT`] with bash on this machine, stand-ins for the guest's commands on
+    /// PATH (`nvidia-smi` prints `$D/smi`, or fails when it is absent; `apt-get` and `curl`
+    /// log their argv), so its order, its retry and its final check are tested end to end.
+    struct Apply {
+        d: tempfile::TempDir,
+    }
+
+    impl Apply {
+        fn new() -> Apply {
+            let d = tempfile::tempdir().unwrap();
+            let bin = d.path().join("bin");
+            std::fs::create_dir(&bin).unwrap();
+            let dir = d.path().display().to_string();
+            let tool = |name: &str, body: &str| {
+                use std::os::unix::fs::PermissionsExt;
+                let p = bin.join(name);
+                std::fs::write(&p, format!("#!/bin/bash\nD='{dir}'\n{body}\n")).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            };
+            tool(
+                "nvidia-smi",
+                r#"[ -f "$D/smi" ] || { echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."; exit 9; }
+cat "$D/smi""#,
+            );
+            tool(
+                "dpkg-query",
+                r#"[ -f "$D/have-curl" ] && echo installed || { echo "dpkg-query: no packages found matching $5" >&2; exit 1; }"#,
+            );
+            tool("apt-get", r#"echo "apt-get $*" >>"$D/log""#);
+            tool(
+                "curl",
+                r#"echo "curl $*" >>"$D/log"; [ -f "$D/no-net" ] && { echo "curl: (6) Could not resolve host: x" >&2; exit 6; }; echo KEY >"$3""#,
+            );
+            Apply { d }
+        }
+
+        fn path(&self, rel: &str) -> std::path::PathBuf {
+            self.d.path().join(rel)
+        }
+
+        /// An installer at `$D/NVIDIA.run` that logs its argv and makes `nvidia-smi` print
+        /// `version` for two GPUs.
+        fn installer(&self, version: &str) -> String {
+            use std::os::unix::fs::PermissionsExt;
+            let p = self.path("NVIDIA.run");
+            std::fs::write(
+                &p,
+                format!(
+                    "#!/bin/sh\necho \"installer $*\" >>'{d}/log'\nprintf '{version}\\n{version}\\n' >'{d}/smi'\n",
+                    d = self.d.path().display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p.display().to_string()
+        }
+
+        fn run(&self, args: &[&str]) -> ExecOutput {
+            let out = Command::new("bash")
+                .arg("-c")
+                .arg(APPLY_SCRIPT)
+                .arg("_")
+                .args(args)
+                .env(
+                    "PATH",
+                    format!(
+                        "{}:{}",
+                        self.path("bin").display(),
+                        std::env::var("PATH").unwrap()
+                    ),
+                )
+                .output()
+                .unwrap();
+            ExecOutput {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        }
+
+        fn log(&self) -> String {
+            std::fs::read_to_string(self.path("log")).unwrap_or_default()
+        }
+    }
+
+    #[test]
+    fn apply_script_installs_in_order_and_checks_nvidia_smi() {
+        assert!(APPLY_SCRIPT.contains(&format!("\"$1\" {}\n", RUNFILE_FLAGS.join(" "))));
+        let a = Apply::new();
+        let run = a.installer("580.76.05");
+        let key = a.path("keyrings/cuda.asc").display().to_string();
+        let list = a.path("sources/cuda.list").display().to_string();
+        let content = cuda_list_content("https://r/x86_64/");
+        let out = a.run(&[
+            &run,
+            "https://r/x86_64/3bf863cc.pub",
+            &key,
+            &list,
+            &content,
+            "580.76.05",
+            "cuda-toolkit",
+            "nvtop",
+        ]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let log = a.log();
+        let log: Vec<&str> = log.lines().collect();
+        let apt_install = "apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
+        assert_eq!(log.len(), 6, "{log:#?}");
+        assert_eq!(log[0], format!("installer {}", RUNFILE_FLAGS.join(" ")));
+        assert_eq!(log[1], "apt-get update -q");
+        assert_eq!(log[2], format!("{apt_install} ca-certificates curl"));
+        assert!(
+            log[3].starts_with(&format!("curl -fsSL -o {key}.part."))
+                && log[3].ends_with(" -- https://r/x86_64/3bf863cc.pub"),
+            "{log:#?}"
+        );
+        assert_eq!(log[4], "apt-get update -q");
+        assert_eq!(log[5], format!("{apt_install} cuda-toolkit nvtop"));
+        // The installer is gone, the key and the list are in place, with no temp file left.
+        assert!(!std::path::Path::new(&run).exists());
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "KEY\n");
+        assert_eq!(std::fs::read_to_string(&list).unwrap(), content);
+        let left = |dir: &str| std::fs::read_dir(a.path(dir)).unwrap().count();
+        assert_eq!((left("keyrings"), left("sources")), (1, 1));
+
+        // Nothing but the check: no installer, no repository, no packages.
+        std::fs::remove_file(a.path("log")).unwrap();
+        let out = a.run(&["", "", &key, &list, "", "580.76.05"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(a.log(), "");
+        // Versions compare by their numbers.
+        let out = a.run(&["", "", &key, &list, "", "580.76.5"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        // Another version: exit 1 naming both.
+        let out = a.run(&["", "", &key, &list, "", "580.65.06"]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr.contains("reports driver 580.76.05,580.76.05")
+                && out.stderr.contains("expected 580.65.06"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn apply_script_retried_after_a_network_failure_skips_the_installer_it_ran() {
+        let a = Apply::new();
+        std::fs::write(a.path("have-curl"), "").unwrap();
+        std::fs::write(a.path("no-net"), "").unwrap();
+        let run = a.installer("580.76.05");
+        let key = a.path("k/cuda.asc").display().to_string();
+        let list = a.path("l/cuda.list").display().to_string();
+        let args = [
+            run.as_str(),
+            "https://r/3bf863cc.pub",
+            key.as_str(),
+            list.as_str(),
+            "deb x /\n",
+            "580.76.05",
+            "nvtop",
+        ];
+        // First attempt: the installer runs and is removed, then the key download fails the
+        // way a network that is not up fails (curl's exit 6, which Guest::run_script retries).
+        let out = a.run(&args);
+        assert_eq!(out.code, 6, "{out:?}");
+        assert!(crate::guest::network_down(&out), "{out:?}");
+        assert!(!std::path::Path::new(&run).exists());
+        assert!(!std::path::Path::new(&key).exists());
+        // The retry finds the installer run (nvidia-smi reports the version) and goes on.
+        std::fs::remove_file(a.path("no-net")).unwrap();
+        let out = a.run(&args);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(a.log().matches("installer ").count(), 1, "{}", a.log());
+        assert!(a.log().ends_with("apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold nvtop\n"));
+        // An installer that is gone while nvidia-smi does not report the version is an error.
+        std::fs::remove_file(a.path("smi")).unwrap();
+        let out = a.run(&args);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr.contains("installer") && out.stderr.contains("missing"),
+            "{out:?}"
+        );
+        // nvidia-smi failing at the end says so, with its output.
+        let out = a.run(&["", "", &key, &list, "", "580.76.05"]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr
+                .contains("nvidia-smi fails after the install (exit 9)")
+                && out.stderr.contains("couldn't communicate"),
+            "{out:?}"
+        );
     }
 
     #[test]
