@@ -335,3 +335,38 @@ fn a_config_lock_that_stays_held_is_exit_6_and_nothing_changes() {
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
     drop(lock);
 }
+
+#[test]
+fn a_stopped_ct_is_configured_before_its_start_and_never_restarted() {
+    for mode in ["lxc", "dev"] {
+        let host = host_901("8.4.1");
+        set_mode(&host, mode);
+        host.pct(&["stop", "901"]).ok();
+        let mark = host.journal_mark();
+        nvidia(&host, &["901"]).ok();
+        let journal = host.journal_since(mark);
+        // Started once, after its passthrough was configured; never stopped or rebooted (a
+        // `pct reboot` Proxmox refuses because the CT is not running changes nothing).
+        let starts: Vec<usize> = (0..journal.len())
+            .filter(|&i| journal[i].argv.join(" ") == "pct start 901")
+            .collect();
+        assert_eq!(starts.len(), 1, "{mode}: {:?}", host.mutating_since(mark));
+        let restarted = journal
+            .iter()
+            .any(|e| ["shutdown", "stop", "reboot"].contains(&e.subcommand()) && e.exit == 0);
+        assert!(!restarted, "{mode}: {:?}", host.mutating_since(mark));
+        if mode == "dev" {
+            let set = journal
+                .iter()
+                .position(|e| e.subcommand() == "set" && e.argv.iter().any(|a| a == "--dev0"));
+            assert!(
+                set.is_some_and(|s| s < starts[0]),
+                "{:?}",
+                host.mutating_since(mark)
+            );
+        }
+        assert!(!host.conf(901).unwrap().contains("[pve:pending]"));
+        assert_live(&host, "901");
+        host.exec("901", &["dpkg", "-s", "nvtop"]).ok();
+    }
+}

@@ -395,6 +395,25 @@ fn dry_run_changes_nothing_and_gpu_less_ct_is_left_alone() {
     let r = nvidia(&host, &[], &["--dry-run", "901"]).ok();
     assert!(r.stdout.contains("would add"), "{}", r.stdout);
     assert!(r.stdout.contains("would run: pct push"), "{}", r.stdout);
+    // The running CT would be rebooted for its lines, then get the installer, the repository
+    // and the packages in one script.
+    assert!(
+        r.stdout.contains("would run: pct reboot 901 --timeout 60"),
+        "{}",
+        r.stdout
+    );
+    let apply = r
+        .stdout
+        .split_once("would run: pct exec 901 -- bash -c 'set -u")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    assert!(
+        apply.contains(" _ /tmp/NVIDIA-Linux-x86_64-580.76.05.run https://")
+            && apply.contains(" 580.76.05 cuda-toolkit nvtop\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("rebooted"), "{}", r.stdout);
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
     assert_eq!(host.conf(901).unwrap(), conf);
     assert!(!host.path(RUNFILE).exists());
@@ -442,8 +461,20 @@ fn clone_of_a_gpu_template_keeps_only_its_own_gpu_and_reuses_the_user_space() {
         "{main}"
     );
     assert_eq!(main.matches("lxc.").count(), expected.len(), "{main}");
-    // The template's user space came with the clone: no download, no installer.
+    // The template's user space came with the clone: no download, no installer. Two calls:
+    // the reboot that drops GPU 1, the probe that finds everything else in place.
     assert!(!host.execs_since(mark).iter().any(|e| e.contains(".run")));
+    let calls: Vec<String> = host
+        .journal_since(mark)
+        .iter()
+        .map(|e| e.argv.join(" "))
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert_eq!(calls[0], "pct reboot 920 --timeout 60");
+    assert!(
+        calls[1].starts_with("pct exec 920 -- bash -c "),
+        "{calls:#?}"
+    );
     let smi = host
         .exec(
             "920",

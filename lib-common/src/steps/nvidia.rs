@@ -772,7 +772,7 @@ fn reboot(ctx: &StepContext, ctid: Ctid) -> Result<bool> {
     let rebooted = ctx
         .pct
         .reboot(ctid, ctx.configs.hypervisor.shutdown_timeout_s())?;
-    if rebooted {
+    if rebooted && !ctx.dry_run {
         ctx.say(Some(ctid), "rebooted so the passthrough applies");
     }
     Ok(rebooted)
