@@ -976,6 +976,22 @@ impl PctClient {
             Err(e) => Err(e),
         }
     }
+
+    /// `pct set CTID --k1 v1 ... --delete k3,k4`: settings and deletions in one call (Proxmox
+    /// takes both at once and refuses a key in both: pve-container `PVE::API2::LXC::Config`
+    /// `update_vm`, "you can't use '-k' and -delete k' at the same time"). Nothing to set or
+    /// delete: no call.
+    pub fn set_and_delete(&self, ctid: Ctid, pairs: &[(&str, &str)], keys: &[&str]) -> Result<()> {
+        if pairs.is_empty() && keys.is_empty() {
+            return Ok(());
+        }
+        let mut args = set_args(ctid, pairs);
+        if !keys.is_empty() {
+            args.push("--delete".into());
+            args.push(keys.join(","));
+        }
+        self.pct(Some(ctid), args).map(drop)
+    }
 }
 
 /// Whether a `pct exec` result is a failure of Proxmox rather than of the command inside: the

@@ -370,3 +370,31 @@ fn a_stopped_ct_is_configured_before_its_start_and_never_restarted() {
         host.exec("901", &["dpkg", "-s", "nvtop"]).ok();
     }
 }
+
+#[test]
+fn another_gpu_is_one_pct_set_that_adds_and_deletes() {
+    let host = host_901("8.4.1");
+    host.edit_lxc_config(|c| c["lxc_configs"]["901"]["gpu_assignment"] = "0".into());
+    nvidia(&host, &["901"]).ok();
+    assert!(host.conf_main(901).contains("dev0: /dev/nvidia0,mode=0666"));
+    host.edit_lxc_config(|c| c["lxc_configs"]["901"]["gpu_assignment"] = "1".into());
+    let mark = host.journal_mark();
+    nvidia(&host, &["901"]).ok();
+    let sets: Vec<String> = host
+        .mutating_since(mark)
+        .into_iter()
+        .filter(|m| m.starts_with("pct set "))
+        .collect();
+    assert_eq!(
+        sets,
+        ["pct set 901 --dev6 /dev/nvidia1,mode=0666 --delete dev0"],
+        "{:?}",
+        host.mutating_since(mark)
+    );
+    let main = host.conf_main(901);
+    assert!(!main.contains("/dev/nvidia0,"), "{main}");
+    assert!(main.contains("dev6: /dev/nvidia1,mode=0666"), "{main}");
+    assert_eq!(host.exec("901", &["test", "-e", "/dev/nvidia0"]).code, 1);
+    host.exec("901", &["test", "-e", "/dev/nvidia1"]).ok();
+    host.exec("901", &["nvidia-smi", "-L"]).ok();
+}

@@ -441,20 +441,16 @@ pub fn dev_changes(
     (set, delete)
 }
 
-/// Make the CT's GPU `devN` entries equal `wanted` with `pct set` (which takes Proxmox's
+/// Make the CT's GPU `devN` entries equal `wanted` with one `pct set` (which takes Proxmox's
 /// config lock and checks the devices). Returns whether it changed (or would change) anything.
 fn apply_dev(ctx: &StepContext, ctid: Ctid, wanted: &[(String, String)]) -> Result<bool> {
     let pct = &ctx.pct;
     let cfg = crate::conffile::ConfFile::load(ctid)?.to_config(false);
     let (set, delete) = dev_changes(&cfg, wanted);
-    if !delete.is_empty() {
-        let keys: Vec<&str> = delete.iter().map(String::as_str).collect();
-        pct.set_delete(ctid, &keys)?;
-    }
-    if !set.is_empty() {
-        let pairs: Vec<(&str, &str)> = set.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        pct.set(ctid, &pairs)?;
-    }
+    // One `pct set` for both.
+    let keys: Vec<&str> = delete.iter().map(String::as_str).collect();
+    let pairs: Vec<(&str, &str)> = set.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    pct.set_and_delete(ctid, &pairs, &keys)?;
     if !set.is_empty() || !delete.is_empty() {
         ctx.say(
             Some(ctid),
