@@ -500,7 +500,7 @@ pub const SMI_QUERY: [&str; 3] = [
 ///
 /// A second attempt (the network was down: [`Guest::run_script`] runs it again) finds the
 /// installer already run and removed, and goes on when `nvidia-smi` reports `$6`.
-pub const APPLY_SCRIPT: &str = r#"set -u
+pub const APPLY_SCRIPT: &str = r#"set -uf
 v=$6
 norm() {
   local IFS=. p o=
