@@ -237,6 +237,13 @@ fn lines_added_while_the_ct_ran_are_made_live_by_a_restart() {
     // One reboot (shutdown and start in one call), nothing else that changes the CT.
     let calls = host.mutating_since(mark);
     assert_eq!(calls, ["pct reboot 901 --timeout 60"], "{calls:?}");
+    // The probe that finds the nodes missing, the reboot, the probe that finds them.
+    let all: Vec<String> = host
+        .journal_since(mark)
+        .iter()
+        .map(|e| e.argv.join(" "))
+        .collect();
+    assert_eq!(all.len(), 3, "{all:#?}");
     assert_live(&host, "901");
 }
 
