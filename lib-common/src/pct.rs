@@ -952,6 +952,51 @@ impl PctClient {
         }
         Ok(out)
     }
+
+    /// `pct reboot CTID --timeout N`: a running CT shut down (killed when still up after N s)
+    /// and started again in one call, pending changes applied (pve-container
+    /// `PVE::API2::LXC::Status` `vm_reboot` → `PVE::LXC::vm_reboot`: `vm_stop` with
+    /// kill-after-timeout, then `vm_start`, which applies `[pve:pending]` and turns raw `lxc.*`
+    /// lines and `devN` into LXC's config). Like `pct start` it returns once the CT's init
+    /// runs. Returns `false`, having changed nothing, when the CT is not running (Proxmox
+    /// refuses before its task: `VM <vmid> not running`), so a caller need not ask `pct status`
+    /// first. In dry-run mode `pct status` is asked and the reboot printed when the CT runs.
+    pub fn reboot(&self, ctid: Ctid, timeout_s: u64) -> Result<bool> {
+        let args = vec![
+            "reboot".to_string(),
+            ctid.to_string(),
+            "--timeout".into(),
+            timeout_s.to_string(),
+        ];
+        if self.dry_run {
+            if self.require_exists(ctid)? != CtStatus::Running {
+                return Ok(false);
+            }
+            self.pct(Some(ctid), args)?;
+            return Ok(true);
+        }
+        match self.pct(Some(ctid), args) {
+            Ok(_) => Ok(true),
+            Err(e) if format!("{e:#}").contains(&format!("VM {ctid} not running")) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `pct set CTID --k1 v1 ... --delete k3,k4`: settings and deletions in one call (Proxmox
+    /// takes both at once and refuses a key in both: pve-container `PVE::API2::LXC::Config`
+    /// `update_vm`, "you can't use '-k' and -delete k' at the same time"). Nothing to set or
+    /// delete: no call.
+    pub fn set_and_delete(&self, ctid: Ctid, pairs: &[(&str, &str)], keys: &[&str]) -> Result<()> {
+        if pairs.is_empty() && keys.is_empty() {
+            return Ok(());
+        }
+        let mut args = set_args(ctid, pairs);
+        if !keys.is_empty() {
+            args.push("--delete".into());
+            args.push(keys.join(","));
+        }
+        self.pct(Some(ctid), args).map(drop)
+    }
 }
 
 /// Whether a `pct exec` result is a failure of Proxmox rather than of the command inside: the
@@ -1455,6 +1500,48 @@ mod tests {
             );
             let err = c.push(Ctid(900), "/x", "/y", Some("0600")).unwrap_err();
             assert_eq!(crate::error::exit_code(&err), 4);
+        }
+
+        #[test]
+        fn reboot_says_whether_the_ct_ran() {
+            let d = tempfile::tempdir().unwrap();
+            let c = client(d.path(), "exit 0", false);
+            assert!(c.reboot(Ctid(901), 60).unwrap());
+            let argv = std::fs::read_to_string(d.path().join("argv.log")).unwrap();
+            assert_eq!(argv, "reboot\n901\n--timeout\n60\n");
+            // Proxmox refuses a CT that is not running before its task (`VM <vmid> not running`).
+            let d = tempfile::tempdir().unwrap();
+            let c = client(d.path(), "echo 'VM 901 not running' >&2; exit 255", false);
+            assert!(!c.reboot(Ctid(901), 60).unwrap());
+            // Any other failure is one (exit 4); a missing CT a precondition (exit 3).
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "echo 'container did not stop' >&2; exit 255",
+                false,
+            );
+            let err = c.reboot(Ctid(901), 60).unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 4);
+            assert!(err.to_string().contains("CT 901"), "{err}");
+            let d = tempfile::tempdir().unwrap();
+            let c = client(
+                d.path(),
+                "echo \"Configuration file 'nodes/pve/lxc/901.conf' does not exist\" >&2; exit 255",
+                false,
+            );
+            assert_eq!(
+                crate::error::exit_code(&c.reboot(Ctid(901), 60).unwrap_err()),
+                3
+            );
+            // Dry run: the status is asked, the reboot only printed, and only for a running CT.
+            let d = tempfile::tempdir().unwrap();
+            let c = client(d.path(), "echo 'status: stopped'", true);
+            assert!(!c.reboot(Ctid(901), 60).unwrap());
+            let d = tempfile::tempdir().unwrap();
+            let c = client(d.path(), "echo 'status: running'", true);
+            assert!(c.reboot(Ctid(901), 60).unwrap());
+            let argv = std::fs::read_to_string(d.path().join("argv.log")).unwrap();
+            assert_eq!(argv, "status\n901\n");
         }
     }
 }

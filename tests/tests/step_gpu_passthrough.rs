@@ -234,8 +234,16 @@ fn lines_added_while_the_ct_ran_are_made_live_by_a_restart() {
     let mark = host.journal_mark();
     let r = nvidia(&host, &["901"]).ok();
     assert!(r.stdout.contains("not live"), "{}", r.stdout);
+    // One reboot (shutdown and start in one call), nothing else that changes the CT.
     let calls = host.mutating_since(mark);
-    assert!(calls.iter().any(|c| c == "pct start 901"), "{calls:?}");
+    assert_eq!(calls, ["pct reboot 901 --timeout 60"], "{calls:?}");
+    // The probe that finds the nodes missing, the reboot, the probe that finds them.
+    let all: Vec<String> = host
+        .journal_since(mark)
+        .iter()
+        .map(|e| e.argv.join(" "))
+        .collect();
+    assert_eq!(all.len(), 3, "{all:#?}");
     assert_live(&host, "901");
 }
 
@@ -244,10 +252,16 @@ fn devn_set_on_a_running_8_4_ct_is_made_live_by_a_restart() {
     let host = host_901("8.4.1");
     let mark = host.journal_mark();
     nvidia(&host, &["901"]).ok();
+    // One `pct set` for all entries (pending on a running 8.4 CT), then one reboot makes them
+    // live; besides, only the push of the runfile changes anything.
     let calls = host.mutating_since(mark);
     let set = calls.iter().position(|c| c.contains("--dev0"));
-    let start = calls.iter().rposition(|c| c == "pct start 901");
-    assert!(set.is_some() && start > set, "{calls:?}");
+    let reboot = calls
+        .iter()
+        .position(|c| c == "pct reboot 901 --timeout 60");
+    assert!(set.is_some() && reboot > set, "{calls:?}");
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls[2].starts_with("pct push 901 "), "{calls:?}");
     assert!(!host.conf(901).unwrap().contains("[pve:pending]"));
     assert_live(&host, "901");
 }
@@ -327,4 +341,67 @@ fn a_config_lock_that_stays_held_is_exit_6_and_nothing_changes() {
     assert_eq!(host.conf(901).unwrap(), conf);
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
     drop(lock);
+}
+
+#[test]
+fn a_stopped_ct_is_configured_before_its_start_and_never_restarted() {
+    for mode in ["lxc", "dev"] {
+        let host = host_901("8.4.1");
+        set_mode(&host, mode);
+        host.pct(&["stop", "901"]).ok();
+        let mark = host.journal_mark();
+        nvidia(&host, &["901"]).ok();
+        let journal = host.journal_since(mark);
+        // Started once, after its passthrough was configured; never stopped or rebooted (a
+        // `pct reboot` Proxmox refuses because the CT is not running changes nothing).
+        let starts: Vec<usize> = (0..journal.len())
+            .filter(|&i| journal[i].argv.join(" ") == "pct start 901")
+            .collect();
+        assert_eq!(starts.len(), 1, "{mode}: {:?}", host.mutating_since(mark));
+        let restarted = journal
+            .iter()
+            .any(|e| ["shutdown", "stop", "reboot"].contains(&e.subcommand()) && e.exit == 0);
+        assert!(!restarted, "{mode}: {:?}", host.mutating_since(mark));
+        if mode == "dev" {
+            let set = journal
+                .iter()
+                .position(|e| e.subcommand() == "set" && e.argv.iter().any(|a| a == "--dev0"));
+            assert!(
+                set.is_some_and(|s| s < starts[0]),
+                "{:?}",
+                host.mutating_since(mark)
+            );
+        }
+        assert!(!host.conf(901).unwrap().contains("[pve:pending]"));
+        assert_live(&host, "901");
+        host.exec("901", &["dpkg", "-s", "nvtop"]).ok();
+    }
+}
+
+#[test]
+fn another_gpu_is_one_pct_set_that_adds_and_deletes() {
+    let host = host_901("8.4.1");
+    host.edit_lxc_config(|c| c["lxc_configs"]["901"]["gpu_assignment"] = "0".into());
+    nvidia(&host, &["901"]).ok();
+    assert!(host.conf_main(901).contains("dev0: /dev/nvidia0,mode=0666"));
+    host.edit_lxc_config(|c| c["lxc_configs"]["901"]["gpu_assignment"] = "1".into());
+    let mark = host.journal_mark();
+    nvidia(&host, &["901"]).ok();
+    let sets: Vec<String> = host
+        .mutating_since(mark)
+        .into_iter()
+        .filter(|m| m.starts_with("pct set "))
+        .collect();
+    assert_eq!(
+        sets,
+        ["pct set 901 --dev6 /dev/nvidia1,mode=0666 --delete dev0"],
+        "{:?}",
+        host.mutating_since(mark)
+    );
+    let main = host.conf_main(901);
+    assert!(!main.contains("/dev/nvidia0,"), "{main}");
+    assert!(main.contains("dev6: /dev/nvidia1,mode=0666"), "{main}");
+    assert_eq!(host.exec("901", &["test", "-e", "/dev/nvidia0"]).code, 1);
+    host.exec("901", &["test", "-e", "/dev/nvidia1"]).ok();
+    host.exec("901", &["nvidia-smi", "-L"]).ok();
 }

@@ -79,14 +79,22 @@ fn first_run_passes_gpus_through_and_installs_matching_user_space_second_run_cha
     assert_eq!(main.matches("lxc.").count(), 9, "{main}");
     assert!(main.contains("hostname: BaseTemplateGPU"), "{main}");
     assert_eq!(section(&host.conf(901).unwrap(), "pre-gpu"), snap_before);
-    // Restarted once because the file changed.
+    // Rebooted once because the file changed (shutdown and start in one call, the lines
+    // edited in the file under the config lock), then the runfile pushed; nothing else changes
+    // the CT from outside.
     let muts = host.mutating_since(mark);
-    assert!(muts.iter().any(|m| m == "pct start 901"), "{muts:?}");
-    assert!(
-        muts.iter()
-            .any(|m| m.starts_with("pct shutdown 901") || m == "pct stop 901"),
-        "{muts:?}"
-    );
+    assert_eq!(muts.len(), 2, "{muts:?}");
+    assert_eq!(muts[0], "pct reboot 901 --timeout 60", "{muts:?}");
+    assert!(muts[1].starts_with("pct push 901 "), "{muts:?}");
+    // Four calls in all: the reboot, the state probe, the push and one script that installs
+    // everything and checks nvidia-smi.
+    let pct_calls: Vec<String> = host
+        .journal_since(mark)
+        .iter()
+        .filter(|e| e.argv[0] == "pct")
+        .map(|e| e.argv.join(" "))
+        .collect();
+    assert_eq!(pct_calls.len(), 4, "{pct_calls:#?}");
     assert!(host.is_running(901));
     // pve-sim validates every pct call against the API schema first: none was refused.
     let refused: Vec<String> = host
@@ -111,13 +119,23 @@ fn first_run_passes_gpus_through_and_installs_matching_user_space_second_run_cha
         push.iter().map(|e| e.argv.join(" ")).collect::<Vec<_>>()
     );
     let execs = host.execs_since(mark);
-    let installer = execs
+    // The installer is the script's `$1`, run with the user-space-only flags.
+    let installer = journal
         .iter()
-        .find(|e| e.contains("NVIDIA-Linux-x86_64-580.76.05.run --"))
+        .find(|e| {
+            e.subcommand() == "exec"
+                && e.argv
+                    .iter()
+                    .any(|a| a == "/tmp/NVIDIA-Linux-x86_64-580.76.05.run")
+        })
         .expect("installer ran");
-    assert!(installer.ends_with(
-        "--silent --no-kernel-module --no-x-check --no-nouveau-check --no-nvidia-modprobe --no-dkms"
-    ));
+    assert!(
+        installer.argv.iter().any(|a| a.contains(
+            "\"$1\" --silent --no-kernel-module --no-x-check --no-nouveau-check --no-nvidia-modprobe --no-dkms\n"
+        )),
+        "{:?}",
+        installer.argv
+    );
     assert!(
         !execs.iter().any(|e| e.contains("cuda-drivers")),
         "{execs:?}"
@@ -172,6 +190,13 @@ fn first_run_passes_gpus_through_and_installs_matching_user_space_second_run_cha
             .any(|e| e.contains("apt-get") || e.contains(".run") || e.contains("curl")),
         "{execs:?}"
     );
+    // One call: the probe (readiness, nodes, nvidia-smi, packages, repository).
+    let calls: Vec<String> = host
+        .journal_since(mark)
+        .iter()
+        .map(|e| e.argv.join(" "))
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
     assert!(!host.journal_since(mark).iter().any(|e| e.argv[0] == "curl"));
     assert_eq!(host.conf(901).unwrap(), conf);
 }
@@ -208,11 +233,8 @@ fn superfluous_gpu_lines_go_other_lines_stay_and_cached_runfile_is_reused() {
     assert!(main.trim_end().ends_with(expected.trim_end()), "{main}");
     // The snapshot keeps what it had.
     assert!(section(&host.conf(901).unwrap(), "two-gpus").contains("/dev/nvidia1"));
-    assert!(
-        host.mutating_since(mark)
-            .iter()
-            .any(|m| m == "pct start 901")
-    );
+    let muts = host.mutating_since(mark);
+    assert_eq!(muts, ["pct reboot 901 --timeout 60"], "{muts:?}");
     // The user space already matched: no download, no installer.
     assert!(!host.journal_since(mark).iter().any(|e| e.argv[0] == "curl"));
     assert!(!host.execs_since(mark).iter().any(|e| e.contains(".run")));
@@ -313,11 +335,12 @@ fn proxmox_and_guest_failures_map_to_4_and_5_and_a_rerun_recovers() {
         0
     );
 
-    // `pct exec` itself failing is a Proxmox failure (exit 4), not the command's (exit 5).
-    host.set_faults("pct exec 901 apt-get\n");
+    // `pct exec` itself failing is a Proxmox failure (exit 4), not the command's (exit 5):
+    // here the first script, the state probe.
+    host.set_faults("pct exec 901 bash 1\n");
     let r = nvidia(&host, &[], &["901"]).expect_code(4);
     assert!(
-        r.stderr.contains("apt-get") && r.stderr.contains("901"),
+        r.stderr.contains("CT 901") && r.stderr.contains("`pct exec` failed"),
         "{}",
         r.stderr
     );
@@ -372,6 +395,25 @@ fn dry_run_changes_nothing_and_gpu_less_ct_is_left_alone() {
     let r = nvidia(&host, &[], &["--dry-run", "901"]).ok();
     assert!(r.stdout.contains("would add"), "{}", r.stdout);
     assert!(r.stdout.contains("would run: pct push"), "{}", r.stdout);
+    // The running CT would be rebooted for its lines, then get the installer, the repository
+    // and the packages in one script.
+    assert!(
+        r.stdout.contains("would run: pct reboot 901 --timeout 60"),
+        "{}",
+        r.stdout
+    );
+    let apply = r
+        .stdout
+        .split_once("would run: pct exec 901 -- bash -c 'set -u")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    assert!(
+        apply.contains(" _ /tmp/NVIDIA-Linux-x86_64-580.76.05.run https://")
+            && apply.contains(" 580.76.05 cuda-toolkit nvtop\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("rebooted"), "{}", r.stdout);
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
     assert_eq!(host.conf(901).unwrap(), conf);
     assert!(!host.path(RUNFILE).exists());
@@ -419,8 +461,20 @@ fn clone_of_a_gpu_template_keeps_only_its_own_gpu_and_reuses_the_user_space() {
         "{main}"
     );
     assert_eq!(main.matches("lxc.").count(), expected.len(), "{main}");
-    // The template's user space came with the clone: no download, no installer.
+    // The template's user space came with the clone: no download, no installer. Two calls:
+    // the reboot that drops GPU 1, the probe that finds everything else in place.
     assert!(!host.execs_since(mark).iter().any(|e| e.contains(".run")));
+    let calls: Vec<String> = host
+        .journal_since(mark)
+        .iter()
+        .map(|e| e.argv.join(" "))
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert_eq!(calls[0], "pct reboot 920 --timeout 60");
+    assert!(
+        calls[1].starts_with("pct exec 920 -- bash -c "),
+        "{calls:#?}"
+    );
     let smi = host
         .exec(
             "920",

@@ -9,13 +9,18 @@
 //!    main section of `/etc/pve/lxc/<id>.conf` through [`ConfFile`] (under the config lock,
 //!    atomic, never into a snapshot section). Exactly this CT's devices, in one form: the other
 //!    form's GPU entries and other GPUs (e.g. inherited from a template) are removed.
-//! 3. Live: LXC reads passthrough at start, so the CT is restarted when the change is not live
-//!    (raw lines changed while it ran, `devN` pending) and whenever a node is missing inside;
-//!    the step ends with every assigned node present in the guest.
-//! 4. Guest: unless `nvidia-smi` already reports the configured version, the `.run` installer is
-//!    downloaded once into the host cache, pushed in and run without its kernel module; then the
-//!    CUDA repository (from `nvidia_repo_url`), the CUDA toolkit and `nvtop` (never
-//!    `cuda-drivers`), and a final `nvidia-smi` check.
+//! 3. Live: LXC reads passthrough at start, so a running CT whose passthrough changed (raw
+//!    lines, `devN` pending) is rebooted (`pct reboot`: shutdown and start in one call), a
+//!    stopped one is started with it; a CT where a node is missing inside is rebooted too; the
+//!    step ends with every assigned node present in the guest.
+//! 4. Guest: one probe (readiness, the nodes, `nvidia-smi`'s driver version, the packages, the
+//!    CUDA sources list and keyring) decides. Unless `nvidia-smi` already reports the
+//!    configured version, the `.run` installer is downloaded once into the host cache and
+//!    pushed in; then one script ([`APPLY_SCRIPT`]) runs it without its kernel module, adds the
+//!    CUDA repository (from `nvidia_repo_url`), installs the CUDA toolkit and `nvtop` (never
+//!    `cuda-drivers`), and checks that `nvidia-smi` reports the configured version.
+//!
+//! A converged CT handed over running costs one `pct` call (the probe).
 //!
 //! Values from the JSON (URLs, versions) reach the guest only as argv elements or positional
 //! parameters of scripts, and are checked (no whitespace or control characters) before use.
@@ -29,13 +34,15 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::guest::Guest;
 use crate::host::DEVN_SINCE;
 use crate::paths::{CACHE_DIR, host_path};
-use crate::pct::{CtStatus, PctConfig};
-use crate::step::{StepContext, wait_ready};
+use crate::pct::PctConfig;
+use crate::probe::{Facts, Probe};
+use crate::step::{StepContext, ensure_running_probe};
 use crate::steps::Outcome;
 use crate::steps::clone::is_gpu_line;
 use crate::types::{DriverVersion, GpuAssignment};
 
-/// Flags of the `.run` installer inside a container: user space only, no questions.
+/// Flags of the `.run` installer inside a container: user space only, no questions (spelled
+/// out in [`APPLY_SCRIPT`], which runs it).
 pub const RUNFILE_FLAGS: [&str; 6] = [
     "--silent",
     "--no-kernel-module",
@@ -44,13 +51,6 @@ pub const RUNFILE_FLAGS: [&str; 6] = [
     "--no-nvidia-modprobe",
     "--no-dkms",
 ];
-/// Runs `"$@"` (the installer `$1` with its flags), then removes `$1` whatever happened (a
-/// failed removal only warns on stderr); exits with the installer's status.
-pub const RUN_AND_REMOVE_SCRIPT: &str = r#""$@"
-rc=$?
-rm -f -- "$1" || echo "warning: could not remove $1" >&2
-exit "$rc"
-"#;
 /// Keyring of the CUDA repository inside the guest (armored key; apt reads `.asc` as such).
 pub const CUDA_KEYRING: &str = "/etc/apt/keyrings/cuda-archive-keyring.asc";
 /// The CUDA repository's sources list inside the guest.
@@ -441,20 +441,16 @@ pub fn dev_changes(
     (set, delete)
 }
 
-/// Make the CT's GPU `devN` entries equal `wanted` with `pct set` (which takes Proxmox's
+/// Make the CT's GPU `devN` entries equal `wanted` with one `pct set` (which takes Proxmox's
 /// config lock and checks the devices). Returns whether it changed (or would change) anything.
 fn apply_dev(ctx: &StepContext, ctid: Ctid, wanted: &[(String, String)]) -> Result<bool> {
     let pct = &ctx.pct;
     let cfg = crate::conffile::ConfFile::load(ctid)?.to_config(false);
     let (set, delete) = dev_changes(&cfg, wanted);
-    if !delete.is_empty() {
-        let keys: Vec<&str> = delete.iter().map(String::as_str).collect();
-        pct.set_delete(ctid, &keys)?;
-    }
-    if !set.is_empty() {
-        let pairs: Vec<(&str, &str)> = set.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        pct.set(ctid, &pairs)?;
-    }
+    // One `pct set` for both.
+    let keys: Vec<&str> = delete.iter().map(String::as_str).collect();
+    let pairs: Vec<(&str, &str)> = set.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    pct.set_and_delete(ctid, &pairs, &keys)?;
     if !set.is_empty() || !delete.is_empty() {
         ctx.say(
             Some(ctid),
@@ -487,31 +483,174 @@ fn dev_pending(ctx: &StepContext, ctid: Ctid) -> Result<bool> {
     Ok(devs(&merged) != devs(&current))
 }
 
-/// The nodes of `nodes` missing inside the running CT (one `pct exec`).
-fn missing_in_guest(guest: &Guest, nodes: &[String]) -> Result<Vec<String>> {
-    let args: Vec<&str> = nodes.iter().map(String::as_str).collect();
-    let out = guest.query_script(
-        r#"for p in "$@"; do [ -e "$p" ] || printf '%s\n' "$p"; done"#,
-        &args,
-    )?;
-    if !out.success() {
-        return Err(Error::guest(format!(
-            "CT {}: cannot check its device nodes (exit {}): {}",
-            guest.ctid(),
-            out.code,
-            out.tail(300)
-        ))
-        .into());
+/// `nvidia-smi`'s query of the driver version, asked in the state probe.
+pub const SMI_QUERY: [&str; 3] = [
+    "nvidia-smi",
+    "--query-gpu=driver_version",
+    "--format=csv,noheader",
+];
+
+/// What the guest needs, in one `pct exec` (values as `$1`..., fixed text): `$1` the pushed
+/// installer (empty: none) run with [`RUNFILE_FLAGS`] and removed whatever happened; `$2` the
+/// CUDA repository key URL (empty: the repository is in place) downloaded to `$3`, after
+/// `ca-certificates` and `curl` when missing, and `$5` written to the sources list `$4`;
+/// `$7`... the packages to install after an `apt-get update` (none: no apt); last the check
+/// that `nvidia-smi` reports driver `$6` for every GPU (versions compared by their numbers),
+/// exiting 1 with what it reports otherwise.
+///
+/// A second attempt (the network was down: [`Guest::run_script`] runs it again) finds the
+/// installer already run and removed, and goes on when `nvidia-smi` reports `$6`.
+pub const APPLY_SCRIPT: &str = r#"set -uf
+v=$6
+norm() {
+  local IFS=. p o=
+  for p in $1; do
+    case $p in '' | *[!0-9]*) printf '%s' "$1"; return ;; esac
+    o=$o.$((10#$p))
+  done
+  printf '%s' "${o#.}"
+}
+smi() { nvidia-smi --query-gpu=driver_version --format=csv,noheader; }
+reports() {
+  local out l
+  out=$(smi 2>/dev/null) && [ -n "$out" ] || return 1
+  while IFS= read -r l; do
+    l=${l//[[:space:]]/}
+    [ "$(norm "$l")" = "$(norm "$v")" ] || return 1
+  done <<<"$out"
+}
+apt_opts=(-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+export DEBIAN_FRONTEND=noninteractive
+if [ -n "$1" ]; then
+  if [ -e "$1" ]; then
+    "$1" --silent --no-kernel-module --no-x-check --no-nouveau-check --no-nvidia-modprobe --no-dkms
+    rc=$?
+    rm -f -- "$1" || echo "warning: could not remove $1" >&2
+    if [ "$rc" -ne 0 ]; then echo "the NVIDIA installer $1 failed (exit $rc)" >&2; exit "$rc"; fi
+  elif ! reports; then
+    echo "the NVIDIA installer $1 is missing" >&2
+    exit 1
+  fi
+fi
+if [ -n "$2" ]; then
+  need=()
+  for p in ca-certificates curl; do
+    dpkg-query -W -f '${db:Status-Status}\n' "$p" 2>/dev/null | grep -qx installed || need+=("$p")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -q || exit
+    apt-get install "${apt_opts[@]}" "${need[@]}" || exit
+  fi
+  mkdir -p -- "$(dirname -- "$3")" "$(dirname -- "$4")" || exit
+  t="$3.part.$$"
+  curl -fsSL -o "$t" -- "$2"
+  rc=$?
+  if [ "$rc" -ne 0 ]; then rm -f -- "$t"; exit "$rc"; fi
+  chmod 0644 -- "$t" && mv -f -- "$t" "$3" || exit
+  t="$4.part.$$"
+  if ! { printf '%s' "$5" >"$t" && chmod 0644 -- "$t" && mv -f -- "$t" "$4"; }; then
+    rm -f -- "$t"
+    exit 1
+  fi
+fi
+shift 6
+if [ $# -gt 0 ]; then
+  apt-get update -q || exit
+  apt-get install "${apt_opts[@]}" "$@" || exit
+fi
+out=$(smi 2>&1)
+rc=$?
+if [ "$rc" -ne 0 ]; then
+  echo "nvidia-smi fails after the install (exit $rc): $out" >&2
+  echo "hint: check the container's GPU passthrough (its /dev/nvidia* nodes) and the host's driver" >&2
+  exit 1
+fi
+if ! reports; then
+  echo "nvidia-smi reports driver ${out//$'\n'/,} after the install, expected $v" >&2
+  exit 1
+fi"#;
+
+/// The state probe: readiness, then each device node, the driver version `nvidia-smi`
+/// reports, the packages, the CUDA sources list and keyring, in one `pct exec`.
+fn state_probe(nodes: &[String]) -> Probe {
+    let mut p = Probe::new();
+    for n in nodes {
+        p = p.exists(n);
     }
-    Ok(out.stdout.lines().map(str::to_string).collect())
+    p.cmd(&SMI_QUERY)
+        .packages(&GUEST_PACKAGES)
+        .read(CUDA_LIST)
+        .exists(CUDA_KEYRING)
+}
+
+/// The driver version(s) `nvidia-smi` reported, `None` when it failed (not installed,
+/// mismatch, no device).
+fn smi_versions(facts: &Facts) -> Option<Vec<String>> {
+    let r = facts.cmd(&SMI_QUERY);
+    if !r.success() {
+        return None;
+    }
+    let v: Vec<String> = r
+        .stdout
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    (!v.is_empty()).then_some(v)
+}
+
+/// What the guest lacks, from the probe's answers (`None`: a stopped CT in a dry run, where
+/// nothing could be asked: everything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GuestWork {
+    /// The version(s) `nvidia-smi` reports when they are not the configured one (`None`: it
+    /// fails); `Some` only when the user space is to be installed.
+    user_space: Option<Option<Vec<String>>>,
+    /// The CUDA repository (key and sources list) is missing or differs.
+    repo: bool,
+    /// Packages of [`GUEST_PACKAGES`] not installed.
+    missing: Vec<String>,
+}
+
+impl GuestWork {
+    fn from_facts(ctid: Ctid, facts: Option<&Facts>, s: &NvidiaSettings) -> Result<GuestWork> {
+        let Some(facts) = facts else {
+            return Ok(GuestWork {
+                user_space: Some(None),
+                repo: true,
+                missing: GUEST_PACKAGES.iter().map(|p| p.to_string()).collect(),
+            });
+        };
+        let current = smi_versions(facts);
+        let user_space = match &current {
+            Some(v) if v.iter().all(|x| same_version(x, &s.driver_version)) => None,
+            _ => Some(current),
+        };
+        let repo = facts.read(ctid, CUDA_LIST)? != Some(cuda_list_content(&s.repo_url).as_str())
+            || !facts.exists(CUDA_KEYRING);
+        Ok(GuestWork {
+            user_space,
+            repo,
+            missing: facts.missing(&GUEST_PACKAGES),
+        })
+    }
+
+    fn nothing(&self) -> bool {
+        self.user_space.is_none() && !self.repo && self.missing.is_empty()
+    }
 }
 
 /// Run the step for `ctid`.
+///
+/// Calls on a CT handed over running: a converged one costs one (the state probe, which
+/// waits for readiness); a fresh one `pct set` (devN) or none (raw lines, edited in the
+/// file), `pct reboot`, the probe, the push of the runfile and one apply script.
 pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     let spec = ctx.container(ctid)?;
     let settings = NvidiaSettings::resolve(ctid, spec, &ctx.configs.lxc, &env_var)?;
     let pct = &ctx.pct;
-    let status = pct.require_exists(ctid)?;
+    // The CT must exist (its conf file, read on the host: no `pct status`).
+    ConfFile::load(ctid)?;
 
     let (majors, mode) = if settings.gpus.is_empty() {
         (None, None)
@@ -537,33 +676,40 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
     } else {
         Outcome::Unchanged
     };
-    let running = status == CtStatus::Running;
-    // Raw lines apply only at a start; devN changes too unless Proxmox hot-plugged them.
-    let needs_restart = running && (raw_changed || dev_pending(ctx, ctid)?);
+    // LXC reads passthrough at a start: raw lines always, devN too unless Proxmox hot-plugged
+    // them (else they wait in `[pve:pending]`). A running CT is rebooted (one call); a stopped
+    // one gets them when it is started below. `live`: the CT started with this config.
+    let mut live = false;
+    if raw_changed || dev_pending(ctx, ctid)? {
+        live = reboot(ctx, ctid)?;
+        if !live && !settings.gpus.is_empty() && !ctx.dry_run {
+            pct.start(ctid)?;
+            live = true;
+        }
+    }
 
     if settings.gpus.is_empty() {
         ctx.say(
             Some(ctid),
             "gpu_assignment is none: no GPU passthrough, no NVIDIA user space",
         );
-        if needs_restart {
-            restart(ctx, ctid, true)?;
-        }
         return Ok(outcome);
     }
 
-    let mut restarted = false;
-    if needs_restart || !running {
-        restart(ctx, ctid, running)?;
-        restarted = true;
+    let probe = state_probe(&nodes);
+    let (started, mut facts) = ensure_running_probe(pct, ctid, ctx.ready_timeout(), &probe)?;
+    if started {
+        live = true;
         outcome = Outcome::Changed;
     }
-    let guest = Guest::new(pct, ctid).with_network_timeout(ctx.ready_timeout());
     // Configured is not enough: every node must be there inside. A CT started before its
-    // passthrough was configured (an interrupted run, an edit by hand) needs a restart.
-    if !ctx.dry_run {
-        let mut missing = missing_in_guest(&guest, &nodes)?;
-        if !missing.is_empty() && !restarted {
+    // passthrough was configured (an interrupted run, an edit by hand) needs a restart. (In a
+    // dry run the configuration may be only printed, so the nodes are not checked.)
+    if !ctx.dry_run
+        && let Some(f) = &facts
+    {
+        let mut missing = missing_nodes(f, &nodes);
+        if !missing.is_empty() && !live {
             ctx.say(
                 Some(ctid),
                 &format!(
@@ -571,9 +717,11 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
                     missing.join(", ")
                 ),
             );
-            restart(ctx, ctid, true)?;
+            reboot(ctx, ctid)?;
             outcome = Outcome::Changed;
-            missing = missing_in_guest(&guest, &nodes)?;
+            let f = probe.clone().ready(ctx.ready_timeout()).run(pct, ctid)?;
+            missing = missing_nodes(&f, &nodes);
+            facts = Some(f);
         }
         if !missing.is_empty() {
             return Err(Error::proxmox(format!(
@@ -584,15 +732,16 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
         }
     }
 
-    let installed = install_user_space(ctx, &guest, &settings)?;
-    let cuda = install_cuda(ctx, &guest, &settings)?;
-    if installed || cuda {
+    let work = GuestWork::from_facts(ctid, facts.as_ref(), &settings)?;
+    if work.nothing() {
+        log::info!(
+            "[{ctid}] NVIDIA user space {}, CUDA repository, {} in place",
+            settings.driver_version,
+            GUEST_PACKAGES.join(", ")
+        );
+    } else {
+        apply_guest(ctx, ctid, &settings, &work)?;
         outcome = Outcome::Changed;
-    }
-    // Nothing installed: `nvidia-smi` has just reported the version (install_user_space's
-    // check), so a second call would tell nothing new.
-    if !ctx.dry_run && (installed || cuda) {
-        verify(&guest, &settings.driver_version)?;
     }
     ctx.say(
         Some(ctid),
@@ -607,6 +756,88 @@ pub fn run(ctx: &StepContext, ctid: Ctid) -> Result<Outcome> {
         },
     );
     Ok(outcome)
+}
+
+/// The nodes of `nodes` the probe did not find inside.
+fn missing_nodes(facts: &Facts, nodes: &[String]) -> Vec<String> {
+    nodes.iter().filter(|n| !facts.exists(n)).cloned().collect()
+}
+
+/// `pct reboot` when the CT runs, so that its passthrough applies; whether it ran.
+fn reboot(ctx: &StepContext, ctid: Ctid) -> Result<bool> {
+    let rebooted = ctx
+        .pct
+        .reboot(ctid, ctx.configs.hypervisor.shutdown_timeout_s())?;
+    if rebooted && !ctx.dry_run {
+        ctx.say(Some(ctid), "rebooted so the passthrough applies");
+    }
+    Ok(rebooted)
+}
+
+/// The user space (runfile pushed, then installed), the CUDA repository and packages, and the
+/// check of `nvidia-smi`: the push and one script ([`APPLY_SCRIPT`]).
+fn apply_guest(ctx: &StepContext, ctid: Ctid, s: &NvidiaSettings, work: &GuestWork) -> Result<()> {
+    let guest = Guest::new(&ctx.pct, ctid).with_network_timeout(ctx.ready_timeout());
+    let mut runfile = String::new();
+    if let Some(current) = &work.user_space {
+        ctx.say(
+            Some(ctid),
+            &format!(
+                "installing NVIDIA user space {} (found: {})",
+                s.driver_version,
+                current.as_ref().map_or("none".into(), |v| v.join(","))
+            ),
+        );
+        let host_file = ensure_runfile(ctx, s)?;
+        runfile = format!("{GUEST_RUNFILE_DIR}/{}", runfile_name(&s.driver_version));
+        ctx.pct.push(ctid, &host_file, &runfile, Some("0755"))?;
+    }
+    let (key_url, list) = if work.repo {
+        ctx.say(
+            Some(ctid),
+            &format!("adding the CUDA repository {}", s.repo_url),
+        );
+        (cuda_key_url(&s.repo_url), cuda_list_content(&s.repo_url))
+    } else {
+        (String::new(), String::new())
+    };
+    // All of them when any is missing or the repository changed: apt keeps those already
+    // installed, and a changed repository may update them.
+    let install = work.repo || !work.missing.is_empty();
+    if install {
+        ctx.say(
+            Some(ctid),
+            &format!("installing {}", GUEST_PACKAGES.join(", ")),
+        );
+    }
+    let mut args = vec![
+        runfile.as_str(),
+        key_url.as_str(),
+        CUDA_KEYRING,
+        CUDA_LIST,
+        list.as_str(),
+        s.driver_version.as_str(),
+    ];
+    if install {
+        args.extend(GUEST_PACKAGES);
+    }
+    let mut parts = Vec::new();
+    if work.user_space.is_some() {
+        parts.push(format!("the NVIDIA user space {}", s.driver_version));
+    }
+    if work.repo {
+        parts.push("the CUDA repository".to_string());
+    }
+    if install {
+        parts.push(GUEST_PACKAGES.join(" "));
+    }
+    let label = format!(
+        "install {}, then check that nvidia-smi reports {}",
+        parts.join(", "),
+        s.driver_version
+    );
+    guest.run_script(&label, APPLY_SCRIPT, &args)?;
+    Ok(())
 }
 
 fn join(gpus: &[u32]) -> String {
@@ -703,73 +934,6 @@ fn apply_conf(ctx: &StepContext, ctid: Ctid, wanted: &[String], majors: &[u32]) 
     Ok(true)
 }
 
-/// Stop (cleanly, hard as a fallback) when running, start, wait until ready.
-fn restart(ctx: &StepContext, ctid: Ctid, running: bool) -> Result<()> {
-    let pct = &ctx.pct;
-    if running {
-        ctx.say(Some(ctid), "restarting so the passthrough lines apply");
-        pct.shutdown_or_stop(ctid, ctx.configs.hypervisor.shutdown_timeout_s())?;
-    }
-    pct.start(ctid)?;
-    wait_ready(pct, ctid, ctx.ready_timeout())
-}
-
-/// The driver version(s) `nvidia-smi` reports inside, `None` when it fails (not installed,
-/// mismatch, no device).
-fn guest_driver_version(guest: &Guest) -> Result<Option<Vec<String>>> {
-    let out = guest.query(&[
-        "nvidia-smi",
-        "--query-gpu=driver_version",
-        "--format=csv,noheader",
-    ])?;
-    if !out.success() {
-        return Ok(None);
-    }
-    let v: Vec<String> = out
-        .stdout
-        .lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect();
-    Ok((!v.is_empty()).then_some(v))
-}
-
-/// Install the runfile's user space unless `nvidia-smi` already reports the version.
-fn install_user_space(ctx: &StepContext, guest: &Guest, s: &NvidiaSettings) -> Result<bool> {
-    let ctid = guest.ctid();
-    let current = guest_driver_version(guest)?;
-    if let Some(v) = &current
-        && v.iter().all(|x| same_version(x, &s.driver_version))
-    {
-        log::info!(
-            "[{ctid}] NVIDIA user space {} already installed",
-            s.driver_version
-        );
-        return Ok(false);
-    }
-    ctx.say(
-        Some(ctid),
-        &format!(
-            "installing NVIDIA user space {} (found: {})",
-            s.driver_version,
-            current.map_or("none".into(), |v| v.join(","))
-        ),
-    );
-    let host_file = ensure_runfile(ctx, s)?;
-    let dest = format!("{GUEST_RUNFILE_DIR}/{}", runfile_name(&s.driver_version));
-    guest.pct().push(ctid, &host_file, &dest, Some("0755"))?;
-    let mut argv = vec![dest.as_str()];
-    argv.extend(RUNFILE_FLAGS);
-    // The installer and its removal (whatever happened; a failed cleanup only warns) in one
-    // `pct exec`; the installer's exit is the script's.
-    guest.run_script(
-        &crate::pct::display_argv(&argv),
-        RUN_AND_REMOVE_SCRIPT,
-        &argv,
-    )?;
-    Ok(true)
-}
-
 /// The cached runfile's host-absolute path, downloading it once (temp name, then rename).
 fn ensure_runfile(ctx: &StepContext, s: &NvidiaSettings) -> Result<String> {
     let abs = s.cache_path();
@@ -861,70 +1025,10 @@ else
     exit "$rc"
 fi"#;
 
-/// The CUDA repository, toolkit and nvtop; returns whether anything changed.
-fn install_cuda(ctx: &StepContext, guest: &Guest, s: &NvidiaSettings) -> Result<bool> {
-    let ctid = guest.ctid();
-    // One `dpkg-query` for all of them.
-    let missing = guest.missing_packages(&GUEST_PACKAGES)?;
-    let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
-    let list = cuda_list_content(&s.repo_url);
-    let repo_ok = guest.read_file_opt(CUDA_LIST)?.as_deref() == Some(list.as_str())
-        && guest.file_exists(CUDA_KEYRING)?;
-    if repo_ok && missing.is_empty() {
-        log::info!(
-            "[{ctid}] CUDA repository, {} in place",
-            GUEST_PACKAGES.join(", ")
-        );
-        return Ok(false);
-    }
-    if !repo_ok {
-        ctx.say(
-            Some(ctid),
-            &format!("adding the CUDA repository {}", s.repo_url),
-        );
-        guest.ensure_packages(&["ca-certificates", "curl"])?;
-        guest.run_script(
-            "download the CUDA repository key",
-            FETCH_SCRIPT,
-            &[&cuda_key_url(&s.repo_url), CUDA_KEYRING],
-        )?;
-        guest.write_file(CUDA_LIST, list.as_bytes(), "0644")?;
-    }
-    ctx.say(
-        Some(ctid),
-        &format!("installing {}", GUEST_PACKAGES.join(", ")),
-    );
-    guest.apt_update()?;
-    // All of them: apt keeps those already installed, and a changed repository may update them.
-    guest.apt_install(&GUEST_PACKAGES)?;
-    Ok(true)
-}
-
-/// `nvidia-smi` inside must report the configured version.
-fn verify(guest: &Guest, version: &str) -> Result<()> {
-    let ctid = guest.ctid();
-    match guest_driver_version(guest)? {
-        Some(v) if v.iter().all(|x| same_version(x, version)) => Ok(()),
-        Some(v) => Err(Error::guest(format!(
-            "CT {ctid}: `nvidia-smi` reports driver {} after the install, expected {version}",
-            v.join(",")
-        ))
-        .into()),
-        None => {
-            let out = guest.query(&["nvidia-smi"])?;
-            Err(Error::guest(format!(
-                "CT {ctid}: `nvidia-smi` fails after the install (exit {}): {}\nhint: check the passthrough lines in /etc/pve/lxc/{ctid}.conf and that the host's /dev/nvidia* exist",
-                out.code,
-                out.tail(500)
-            ))
-            .into())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pct::ExecOutput;
 
     fn majors() -> DeviceMajors {
         DeviceMajors {
@@ -932,6 +1036,198 @@ mod tests {
             uvm: Some(510),
             caps: Some(511),
         }
+    }
+
+    /// Runs [`APPLY_SCRIPT`] with bash on this machine, stand-ins for the guest's commands on
+    /// PATH (`nvidia-smi` prints `$D/smi`, or fails when it is absent; `apt-get` and `curl`
+    /// log their argv), so its order, its retry and its final check are tested end to end.
+    struct Apply {
+        d: tempfile::TempDir,
+    }
+
+    impl Apply {
+        fn new() -> Apply {
+            let d = tempfile::tempdir().unwrap();
+            let bin = d.path().join("bin");
+            std::fs::create_dir(&bin).unwrap();
+            let dir = d.path().display().to_string();
+            let tool = |name: &str, body: &str| {
+                use std::os::unix::fs::PermissionsExt;
+                let p = bin.join(name);
+                std::fs::write(&p, format!("#!/bin/bash\nD='{dir}'\n{body}\n")).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            };
+            tool(
+                "nvidia-smi",
+                r#"[ -f "$D/smi" ] || { echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."; exit 9; }
+cat "$D/smi""#,
+            );
+            tool(
+                "dpkg-query",
+                r#"[ -f "$D/have-curl" ] && echo installed || { echo "dpkg-query: no packages found matching $5" >&2; exit 1; }"#,
+            );
+            tool("apt-get", r#"echo "apt-get $*" >>"$D/log""#);
+            tool(
+                "curl",
+                r#"echo "curl $*" >>"$D/log"; [ -f "$D/no-net" ] && { echo "curl: (6) Could not resolve host: x" >&2; exit 6; }; echo KEY >"$3""#,
+            );
+            Apply { d }
+        }
+
+        fn path(&self, rel: &str) -> std::path::PathBuf {
+            self.d.path().join(rel)
+        }
+
+        /// An installer at `$D/NVIDIA.run` that logs its argv and makes `nvidia-smi` print
+        /// `version` for two GPUs.
+        fn installer(&self, version: &str) -> String {
+            use std::os::unix::fs::PermissionsExt;
+            let p = self.path("NVIDIA.run");
+            std::fs::write(
+                &p,
+                format!(
+                    "#!/bin/sh\necho \"installer $*\" >>'{d}/log'\nprintf '{version}\\n{version}\\n' >'{d}/smi'\n",
+                    d = self.d.path().display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p.display().to_string()
+        }
+
+        fn run(&self, args: &[&str]) -> ExecOutput {
+            let out = Command::new("bash")
+                .arg("-c")
+                .arg(APPLY_SCRIPT)
+                .arg("_")
+                .args(args)
+                .env(
+                    "PATH",
+                    format!(
+                        "{}:{}",
+                        self.path("bin").display(),
+                        std::env::var("PATH").unwrap()
+                    ),
+                )
+                .output()
+                .unwrap();
+            ExecOutput {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        }
+
+        fn log(&self) -> String {
+            std::fs::read_to_string(self.path("log")).unwrap_or_default()
+        }
+    }
+
+    #[test]
+    fn apply_script_installs_in_order_and_checks_nvidia_smi() {
+        assert!(APPLY_SCRIPT.contains(&format!("\"$1\" {}\n", RUNFILE_FLAGS.join(" "))));
+        let a = Apply::new();
+        let run = a.installer("580.76.05");
+        let key = a.path("keyrings/cuda.asc").display().to_string();
+        let list = a.path("sources/cuda.list").display().to_string();
+        let content = cuda_list_content("https://r/x86_64/");
+        let out = a.run(&[
+            &run,
+            "https://r/x86_64/3bf863cc.pub",
+            &key,
+            &list,
+            &content,
+            "580.76.05",
+            "cuda-toolkit",
+            "nvtop",
+        ]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let log = a.log();
+        let log: Vec<&str> = log.lines().collect();
+        let apt_install = "apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
+        assert_eq!(log.len(), 6, "{log:#?}");
+        assert_eq!(log[0], format!("installer {}", RUNFILE_FLAGS.join(" ")));
+        assert_eq!(log[1], "apt-get update -q");
+        assert_eq!(log[2], format!("{apt_install} ca-certificates curl"));
+        assert!(
+            log[3].starts_with(&format!("curl -fsSL -o {key}.part."))
+                && log[3].ends_with(" -- https://r/x86_64/3bf863cc.pub"),
+            "{log:#?}"
+        );
+        assert_eq!(log[4], "apt-get update -q");
+        assert_eq!(log[5], format!("{apt_install} cuda-toolkit nvtop"));
+        // The installer is gone, the key and the list are in place, with no temp file left.
+        assert!(!std::path::Path::new(&run).exists());
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "KEY\n");
+        assert_eq!(std::fs::read_to_string(&list).unwrap(), content);
+        let left = |dir: &str| std::fs::read_dir(a.path(dir)).unwrap().count();
+        assert_eq!((left("keyrings"), left("sources")), (1, 1));
+
+        // Nothing but the check: no installer, no repository, no packages.
+        std::fs::remove_file(a.path("log")).unwrap();
+        let out = a.run(&["", "", &key, &list, "", "580.76.05"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(a.log(), "");
+        // Versions compare by their numbers.
+        let out = a.run(&["", "", &key, &list, "", "580.76.5"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        // Another version: exit 1 naming both.
+        let out = a.run(&["", "", &key, &list, "", "580.65.06"]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr.contains("reports driver 580.76.05,580.76.05")
+                && out.stderr.contains("expected 580.65.06"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn apply_script_retried_after_a_network_failure_skips_the_installer_it_ran() {
+        let a = Apply::new();
+        std::fs::write(a.path("have-curl"), "").unwrap();
+        std::fs::write(a.path("no-net"), "").unwrap();
+        let run = a.installer("580.76.05");
+        let key = a.path("k/cuda.asc").display().to_string();
+        let list = a.path("l/cuda.list").display().to_string();
+        let args = [
+            run.as_str(),
+            "https://r/3bf863cc.pub",
+            key.as_str(),
+            list.as_str(),
+            "deb x /\n",
+            "580.76.05",
+            "nvtop",
+        ];
+        // First attempt: the installer runs and is removed, then the key download fails the
+        // way a network that is not up fails (curl's exit 6, which Guest::run_script retries).
+        let out = a.run(&args);
+        assert_eq!(out.code, 6, "{out:?}");
+        assert!(crate::guest::network_down(&out), "{out:?}");
+        assert!(!std::path::Path::new(&run).exists());
+        assert!(!std::path::Path::new(&key).exists());
+        // The retry finds the installer run (nvidia-smi reports the version) and goes on.
+        std::fs::remove_file(a.path("no-net")).unwrap();
+        let out = a.run(&args);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(a.log().matches("installer ").count(), 1, "{}", a.log());
+        assert!(a.log().ends_with("apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold nvtop\n"));
+        // An installer that is gone while nvidia-smi does not report the version is an error.
+        std::fs::remove_file(a.path("smi")).unwrap();
+        let out = a.run(&args);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr.contains("installer") && out.stderr.contains("missing"),
+            "{out:?}"
+        );
+        // nvidia-smi failing at the end says so, with its output.
+        let out = a.run(&["", "", &key, &list, "", "580.76.05"]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr
+                .contains("nvidia-smi fails after the install (exit 9)")
+                && out.stderr.contains("couldn't communicate"),
+            "{out:?}"
+        );
     }
 
     #[test]
