@@ -364,10 +364,7 @@ impl<'a> Ct<'a> {
             return Ok(());
         }
         let changing = part.iter().any(|s| s.changes);
-        let args: Vec<&str> = part
-            .iter()
-            .flat_map(|s| s.words.iter().map(String::as_str))
-            .collect();
+        let args = part_args(part);
         let out = if changing {
             for s in part.iter().filter(|s| s.changes) {
                 self.changed();
@@ -390,81 +387,10 @@ impl<'a> Ct<'a> {
             self.guest.query_script(APPLY_SCRIPT, &args)?
         };
         if !out.success() {
-            return Err(self.part_error(part, &out));
+            return Err(part_error(self.ctid, part, &out));
         }
-        let waits = part.iter().filter_map(|s| match &s.kind {
-            Kind::Http { url, .. } => Some(url),
-            _ => None,
-        });
-        let bodies = out
-            .stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix("phoenix-http "));
-        for (url, b64) in waits.zip(bodies) {
-            let body = crate::probe::decode_base64(b64.trim()).ok_or_else(|| {
-                Error::guest(format!(
-                    "CT {}: malformed answer of the wait for {url}",
-                    self.ctid
-                ))
-            })?;
-            applied
-                .bodies
-                .push((url.clone(), String::from_utf8_lossy(&body).into_owned()));
-        }
+        applied.bodies.extend(part_bodies(self.ctid, part, &out)?);
         Ok(())
-    }
-
-    /// The error of a script part that failed: the part named by the script's
-    /// `phoenix-failed INDEX CODE` line, its output without the framing lines.
-    fn part_error(&self, part: &[&Step], out: &ExecOutput) -> anyhow::Error {
-        let failed = out
-            .stderr
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("phoenix-failed "))
-            .and_then(|l| l.split_once(' '))
-            .and_then(|(i, c)| Some((i.parse::<usize>().ok()?, c.trim().parse::<i32>().ok()?)));
-        let clean = |t: &str| -> String {
-            t.lines()
-                .filter(|l| !l.starts_with("phoenix-"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
-        let shown = ExecOutput {
-            code: out.code,
-            stdout: clean(&out.stdout),
-            stderr: clean(&out.stderr),
-        };
-        let ctid = self.ctid;
-        match failed.and_then(|(i, c)| Some((part.get(i)?, c))) {
-            Some((step, 124)) if matches!(step.kind, Kind::Http { .. }) => {
-                let Kind::Http { url, timeout } = &step.kind else {
-                    unreachable!()
-                };
-                Error::timeout(format!(
-                    "CT {ctid}: {url} did not answer within {} s (last: {})\nhint: look at the service inside (`pct exec {ctid} -- systemctl status`, `journalctl`)",
-                    crate::step::fmt_secs(*timeout),
-                    shown.tail(300)
-                ))
-                .into()
-            }
-            Some((step, code)) => Error::guest(format!(
-                "CT {ctid}: `{}` failed inside the container (exit {code}): {}",
-                step.what,
-                shown.tail(1500)
-            ))
-            .into(),
-            None => {
-                let label: Vec<&str> = part.iter().map(|s| s.what.as_str()).collect();
-                Error::guest(format!(
-                    "CT {ctid}: `{}` failed inside the container (exit {}): {}",
-                    label.join("; "),
-                    out.code,
-                    shown.tail(1500)
-                ))
-                .into()
-            }
-        }
     }
 
     // -- templates -------------------------------------------------------------------------------
@@ -1141,6 +1067,87 @@ impl Want {
     }
 }
 
+/// The arguments of [`APPLY_SCRIPT`] for a script part.
+fn part_args<'s>(part: &[&'s Step]) -> Vec<&'s str> {
+    part.iter()
+        .flat_map(|s| s.words.iter().map(String::as_str))
+        .collect()
+}
+
+/// The bodies the waits of a script part that succeeded read (`phoenix-http BASE64` lines, in
+/// the order of the waits).
+fn part_bodies(ctid: Ctid, part: &[&Step], out: &ExecOutput) -> Result<Vec<(String, String)>> {
+    let waits = part.iter().filter_map(|s| match &s.kind {
+        Kind::Http { url, .. } => Some(url),
+        Kind::Other => None,
+    });
+    let bodies = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("phoenix-http "));
+    let mut got = Vec::new();
+    for (url, b64) in waits.zip(bodies) {
+        let body = crate::probe::decode_base64(b64.trim()).ok_or_else(|| {
+            Error::guest(format!("CT {ctid}: malformed answer of the wait for {url}"))
+        })?;
+        got.push((url.clone(), String::from_utf8_lossy(&body).into_owned()));
+    }
+    Ok(got)
+}
+
+/// The error of a script part that failed: the step named by the script's `phoenix-failed
+/// INDEX CODE` line, with the output less the framing lines; a wait that timed out is a
+/// Timeout error (exit 6).
+fn part_error(ctid: Ctid, part: &[&Step], out: &ExecOutput) -> anyhow::Error {
+    let failed = out
+        .stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("phoenix-failed "))
+        .and_then(|l| l.split_once(' '))
+        .and_then(|(i, c)| Some((i.parse::<usize>().ok()?, c.trim().parse::<i32>().ok()?)));
+    let clean = |t: &str| -> String {
+        t.lines()
+            .filter(|l| !l.starts_with("phoenix-"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let shown = ExecOutput {
+        code: out.code,
+        stdout: clean(&out.stdout),
+        stderr: clean(&out.stderr),
+    };
+    match failed.and_then(|(i, c)| Some((part.get(i)?, c))) {
+        Some((step, 124)) if matches!(step.kind, Kind::Http { .. }) => {
+            let Kind::Http { url, timeout } = &step.kind else {
+                unreachable!()
+            };
+            Error::timeout(format!(
+                "CT {ctid}: {url} did not answer within {} s (last: {})\nhint: look at the service inside (`pct exec {ctid} -- systemctl status`, `journalctl`)",
+                crate::step::fmt_secs(*timeout),
+                shown.tail(300)
+            ))
+            .into()
+        }
+        Some((step, code)) => Error::guest(format!(
+            "CT {ctid}: `{}` failed inside the container (exit {code}): {}",
+            step.what,
+            shown.tail(1500)
+        ))
+        .into(),
+        None => {
+            let label: Vec<&str> = part.iter().map(|s| s.what.as_str()).collect();
+            Error::guest(format!(
+                "CT {ctid}: `{}` failed inside the container (exit {}): {}",
+                label.join("; "),
+                out.code,
+                shown.tail(1500)
+            ))
+            .into()
+        }
+    }
+}
+
 fn bad_input(msg: String) -> anyhow::Error {
     Error::new(ErrorKind::Config, msg).into()
 }
@@ -1189,6 +1196,99 @@ mod tests {
         let text = help.to_string();
         assert!(text.contains("phoenix_hypervisor_setup_900"), "{text}");
         assert!(text.contains("setup plugin of CT 900"), "{text}");
+    }
+
+    fn steps(c: &Changes) -> Vec<&Step> {
+        c.ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Step(s) => Some(s),
+                Op::Secret(_) => None,
+            })
+            .collect()
+    }
+
+    /// Runs the real script with bash on this machine (a stand-in for curl on PATH).
+    fn run_apply(bin: &std::path::Path, part: &[&Step]) -> ExecOutput {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(APPLY_SCRIPT)
+            .arg("_")
+            .args(part_args(part))
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .output()
+            .unwrap();
+        ExecOutput {
+            code: out.status.code().unwrap(),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_apply_script_runs_steps_in_order_and_names_the_one_that_fails() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let count = d.path().join("curl-calls");
+        // Cannot connect twice (a service starting), then answers.
+        let curl = bin.join("curl");
+        std::fs::write(
+            &curl,
+            format!(
+                "#!/bin/bash\nn=$(cat '{c}' 2>/dev/null || echo 0); echo $((n+1)) > '{c}'\n[ $n -ge 2 ] || {{ echo 'curl: (7) Failed to connect' >&2; exit 7; }}\nprintf '{{\"data\":[1]}}\\n'\n",
+                c = count.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&curl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = d.path().join("sub/f");
+        let marker = d.path().join("marker");
+        let never = d.path().join("never");
+        let weird = "a b\n\n$1 `x` 'q' \\ %s\n";
+        let url = "http://localhost:1/v1/models";
+        let c = Changes::new()
+            .write(file.to_str().unwrap(), weird, 0o640)
+            .cmd(&["touch", marker.to_str().unwrap()])
+            .wait_http(url, Duration::from_secs(30))
+            .check(&["false"])
+            .cmd(&["touch", never.to_str().unwrap()]);
+        let part = steps(&c);
+        let out = run_apply(&bin, &part);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), weird);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        assert!(marker.exists() && !never.exists());
+        assert_eq!(std::fs::read_to_string(&count).unwrap().trim(), "3");
+        let got = part_bodies(Ctid(950), &part, &out).unwrap();
+        assert_eq!(got, [(url.to_string(), "{\"data\":[1]}".to_string())]);
+        let err = part_error(Ctid(950), &part, &out);
+        assert_eq!(crate::error::exit_code(&err), 5);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("CT 950: `false` failed") && msg.contains("exit 1"),
+            "{msg}"
+        );
+        assert!(!msg.contains("phoenix-"), "{msg}");
+
+        // A URL that never answers: exit 124 at the timeout, a Timeout error (exit 6).
+        std::fs::write(&count, "-1000\n").unwrap();
+        let c = Changes::new().wait_http(url, Duration::from_millis(300));
+        let part = steps(&c);
+        let out = run_apply(&bin, &part);
+        assert_eq!(out.code, 124, "{out:?}");
+        let err = part_error(Ctid(910), &part, &out);
+        assert_eq!(crate::error::exit_code(&err), 6);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("did not answer within 0.3 s") && msg.contains("Failed to connect"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -342,6 +342,25 @@ fn dry_run_prints_changes_and_makes_none() {
     assert!(host.snapshots(900).is_empty());
 }
 
+/// A stopped CT: a dry run says it would start it and changes nothing (nothing can be asked
+/// inside a stopped guest); a real run starts it and goes on.
+#[test]
+fn a_stopped_ct_is_started_and_a_dry_run_only_says_so() {
+    let host = host_with(900);
+    host.pct(&["stop", "900"]).ok();
+    let mark = host.journal_mark();
+    let r = plugin(&host, 900, &["--dry-run"]).ok();
+    assert!(r.stdout.contains("would run: pct start 900"), "{}", r.stdout);
+    assert!(r.stdout.contains("is stopped"), "{}", r.stdout);
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    assert!(!host.is_running(900));
+
+    let r = plugin(&host, 900, &[]).ok();
+    assert!(r.stdout.contains("was stopped; started it"), "{}", r.stdout);
+    assert!(installed(&host, 900, "htop"));
+    assert!(host.is_running(900));
+}
+
 #[test]
 fn shutdown_that_fails_falls_back_to_stop() {
     let host = host_with(900);
@@ -534,6 +553,45 @@ fn setup_910_runs_portainer_and_its_ui_answers() {
         "{log}"
     );
     assert!(!log[log_before..].contains("docker run"), "{log}");
+}
+
+/// A `portainer` container that runs but does not publish the configured UI port: the wait
+/// for the UI polls inside the guest and ends at `behavior.ready_timeout_s` with exit 6,
+/// naming the CT and the URL.
+#[test]
+fn setup_910_times_out_when_the_ui_never_answers() {
+    let host = Host::reference();
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["features"] = "nesting=1,keyctl=1".into());
+    host.edit_hypervisor_config(|c| c["behavior"]["ready_timeout_s"] = 1.into());
+    host.run("create-lxc", ["910"]).ok();
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["portainer_role"] = "none".into());
+    lxc_docker(&host, 910);
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["portainer_role"] = "server".into());
+    host.exec(
+        910,
+        &[
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            "portainer",
+            "-p",
+            "9999:9443",
+            "portainer/portainer-ce:2.33.1-lts",
+        ],
+    )
+    .ok();
+    let mark = host.journal_mark();
+    let r = plugin(&host, 910, &[]).expect_code(6);
+    let calls = calls_since(&host, mark);
+    assert!(
+        r.stderr.contains("CT 910")
+            && r.stderr.contains("https://localhost:9443 did not answer within 1 s"),
+        "{}",
+        r.stderr
+    );
+    // The probe, then one wait inside the guest (not one `pct exec` per try).
+    assert_eq!(calls, ["pct exec 910", "pct exec 910"], "{calls:#?}");
 }
 
 #[test]
