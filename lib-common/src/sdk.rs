@@ -323,7 +323,7 @@ impl<'a> Ct<'a> {
                     part.clear();
                     self.changed();
                     let what = format!(
-                        "write {} (secret, {} bytes, mode {:04o})",
+                        "write {} ({} bytes, mode {:04o}, by pct push)",
                         secret.path,
                         secret.content.len(),
                         secret.mode
@@ -459,7 +459,8 @@ impl<'a> Ct<'a> {
 /// its exit code after `phoenix-failed INDEX CODE` on stderr (a wait that times out: 124).
 /// `apt-get update` that reaches no source because the network is down fails (exit 100, apt's
 /// message kept) so that [`Guest::run_script_unchecked`] retries the whole script; every step
-/// can run again after a failure.
+/// can run again after a failure. Its output is shown only when it fails (a later step's
+/// failure is then judged on its own output: apt's `Hit:` lines mean "the network is up").
 pub const APPLY_SCRIPT: &str = r#"export DEBIAN_FRONTEND=noninteractive
 apt=(-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
 e=$(mktemp) || exit 125
@@ -470,10 +471,10 @@ while [ $# -gt 0 ]; do
   op=$1; shift
   case "$op" in
     update)
-      u=$(apt-get update -q 2>&1); c=$?; printf '%s\n' "$u"
-      [ "$c" -eq 0 ] || fail "$c"
+      u=$(apt-get update -q 2>&1); c=$?
+      if [ "$c" -ne 0 ]; then printf '%s\n' "$u"; fail "$c"; fi
       if ! grep -q '^\(Hit\|Get\):' <<<"$u" && grep -qi 'temporary failure resolving\|could not resolve\|could not connect\|network is unreachable' <<<"$u"; then
-        echo "apt-get update reached no source: the network is not up" >&2; fail 100
+        printf '%s\n' "$u"; echo "apt-get update reached no source: the network is not up" >&2; fail 100
       fi ;;
     upgrade)
       apt-get "${apt[@]}" upgrade || fail $?

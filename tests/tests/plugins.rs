@@ -350,7 +350,11 @@ fn a_stopped_ct_is_started_and_a_dry_run_only_says_so() {
     host.pct(&["stop", "900"]).ok();
     let mark = host.journal_mark();
     let r = plugin(&host, 900, &["--dry-run"]).ok();
-    assert!(r.stdout.contains("would run: pct start 900"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("would run: pct start 900"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("is stopped"), "{}", r.stdout);
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
     assert!(!host.is_running(900));
@@ -402,7 +406,15 @@ fn failed_snapshot_exits_4_and_failed_guest_command_exits_5() {
     sh(&host, 900, "echo 'deb [signed-by=/nope.gpg] https://mirror.invalid/ubuntu noble main' > /etc/apt/sources.list.d/broken.list").ok();
     let r = plugin(&host, 900, &[]).expect_code(5);
     assert!(
-        r.stderr.contains("CT 900") && r.stderr.contains("apt-get"),
+        r.stderr.contains("CT 900")
+            && r.stderr.contains("`apt-get update` failed")
+            && r.stderr.contains("mirror.invalid"),
+        "{}",
+        r.stderr
+    );
+    // Other sources answered: the network is up, so this is not waited out.
+    assert!(
+        !r.stderr.contains("network stayed down") && !r.stderr.contains("not up yet"),
         "{}",
         r.stderr
     );
@@ -586,7 +598,8 @@ fn setup_910_times_out_when_the_ui_never_answers() {
     let calls = calls_since(&host, mark);
     assert!(
         r.stderr.contains("CT 910")
-            && r.stderr.contains("https://localhost:9443 did not answer within 1 s"),
+            && r.stderr
+                .contains("https://localhost:9443 did not answer within 1 s"),
         "{}",
         r.stderr
     );
