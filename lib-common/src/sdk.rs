@@ -259,7 +259,11 @@ impl<'a> Ct<'a> {
     fn started(&self, started: bool) {
         self.ready.set(true);
         if started {
-            self.say("was stopped; started it");
+            self.say(if self.dry_run() {
+                "is stopped; would start it"
+            } else {
+                "was stopped; started it"
+            });
             self.changed();
         }
     }

@@ -355,7 +355,11 @@ fn a_stopped_ct_is_started_and_a_dry_run_only_says_so() {
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("is stopped"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("[900] is stopped; would start it"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
     assert!(!host.is_running(900));
 
