@@ -462,6 +462,23 @@ impl<'a> Guest<'a> {
         );
         self.pct.push(self.ctid, &tmp.host_abs, dest, Some(perms))
     }
+
+    /// As [`Guest::run_script`] (may change the guest; printed only in dry-run mode; retried
+    /// while the network is down), but a failure that is not the network's is returned as
+    /// output, for a caller that tells its failures apart itself (which part of a batch
+    /// script failed, a timeout inside). A network that stays down is still a Guest error.
+    pub fn run_script_unchecked(
+        &self,
+        label: &str,
+        script: &str,
+        args: &[&str],
+    ) -> Result<ExecOutput> {
+        self.with_network_retry(
+            label,
+            || self.pct.exec_script(self.ctid, script, args),
+            |out| out.success() || !network_down(out),
+        )
+    }
 }
 
 /// A 0600 file under `HOST_ROOT/var/cache/phoenix_hypervisor/push/`, removed on drop. Its

@@ -349,6 +349,12 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Standard base64 as `base64 -w0` prints it (what a probe's answers and other framed guest
+/// output use), decoded; `None` when malformed.
+pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    base64_decode(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

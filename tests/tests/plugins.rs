@@ -41,12 +41,23 @@ fn log_text(host: &Host) -> String {
 }
 
 /// Run the plugin again: exit 0, no mutating pct call, no changing command inside (those are
-/// logged at info as `[CTID] pct exec ...`; read-only checks are not), and it says so.
+/// logged at info as `[CTID] pct exec ...`; read-only checks are not), and it says so. It
+/// costs one `pct` call: the probe that waits for readiness and asks everything.
 fn assert_second_run_changes_nothing(host: &Host, ctid: u32) {
     let mark = host.journal_mark();
     let log_before = log_text(host).len();
     let r = plugin(host, ctid, &[]).ok();
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    let calls: Vec<Vec<String>> = host
+        .journal_since(mark)
+        .into_iter()
+        .map(|e| e.argv)
+        .collect();
+    assert_eq!(
+        calls.len(),
+        1,
+        "a converged run makes one pct call: {calls:#?}"
+    );
     let log = log_text(host);
     let new_lines: Vec<&str> = log[log_before..]
         .lines()
@@ -57,6 +68,14 @@ fn assert_second_run_changes_nothing(host: &Host, ctid: u32) {
         "changing commands on the second run: {new_lines:#?}"
     );
     assert!(r.stdout.contains("nothing to change"), "{}", r.stdout);
+}
+
+/// The `pct` calls since `mark`, as `pct SUBCOMMAND CTID`.
+fn calls_since(host: &Host, mark: usize) -> Vec<String> {
+    host.journal_since(mark)
+        .iter()
+        .map(|e| e.argv[..3.min(e.argv.len())].join(" "))
+        .collect()
 }
 
 /// Whether a mutating pct call with these words happened since `mark`.
@@ -89,6 +108,7 @@ fn setup_900_installs_tools_sets_locale_and_takes_its_snapshot() {
     let host = host_with(900);
     let mark = host.journal_mark();
     let r = plugin(&host, 900, &[]).ok();
+    let pct_calls = calls_since(&host, mark);
     assert!(r.stdout.contains("[900]"), "{}", r.stdout);
     for pkg in [
         "curl", "wget", "vim", "htop", "jq", "rsync", "git", "gnupg", "locales",
@@ -132,9 +152,20 @@ fn setup_900_installs_tools_sets_locale_and_takes_its_snapshot() {
             .any(|l| l.contains(" [INFO] phoenix_hypervisor_setup_900: [900] ")),
         "{log}"
     );
-    assert!(
-        log.contains("DEBIAN_FRONTEND=noninteractive apt-get install -y"),
-        "{log}"
+    assert!(log.contains("] apt-get install -y vim htop"), "{log}");
+    // One call to look (readiness included), one to change, then the snapshot's four
+    // (shutdown, snapshot, start, readiness).
+    assert_eq!(
+        pct_calls,
+        [
+            "pct exec 900",
+            "pct exec 900",
+            "pct shutdown 900",
+            "pct snapshot 900",
+            "pct start 900",
+            "pct exec 900"
+        ],
+        "{pct_calls:#?}"
     );
 
     assert_second_run_changes_nothing(&host, 900);
@@ -161,6 +192,48 @@ fn only_missing_packages_are_installed() {
     );
     // curl and wget are in the OS image already.
     assert!(!install[0].contains(" curl "), "{}", install[0]);
+}
+
+/// A guest network still coming up: `apt-get update` warns and exits 0 twice (as apt does
+/// without DNS), then works. The apply script turns "reached no source" into a failure that
+/// says so, and the whole script is retried until the network is up.
+#[test]
+fn a_network_coming_up_is_waited_for() {
+    let host = host_with(900);
+    sh(
+        &host,
+        900,
+        r#"cat > /usr/local/sbin/apt-get <<'EOF'
+#!/bin/bash
+n=$(cat /root/apt-update-calls 2>/dev/null || echo 0)
+for a in "$@"; do
+    [ "$a" = update ] || continue
+    echo $((n+1)) > /root/apt-update-calls
+    if [ "$n" -lt 2 ]; then
+        echo "Err:1 http://archive.ubuntu.com/ubuntu noble InRelease"
+        echo "  Temporary failure resolving 'archive.ubuntu.com'"
+        echo "W: Some index files failed to download. They have been ignored, or old ones used instead." >&2
+        exit 0
+    fi
+done
+exec /usr/local/bin/apt-get "$@"
+EOF
+chmod 0755 /usr/local/sbin/apt-get"#,
+    )
+    .ok();
+    let mark = host.journal_mark();
+    let r = plugin(&host, 900, &[]).ok();
+    let calls = calls_since(&host, mark);
+    assert!(r.stderr.contains("network is not up yet"), "{}", r.stderr);
+    let updates = host
+        .exec(900, &["cat", "/root/apt-update-calls"])
+        .ok()
+        .stdout;
+    assert_eq!(updates.trim(), "3");
+    assert!(installed(&host, 900, "htop"));
+    // The probe, then the apply script three times.
+    let before_shutdown = calls.iter().take_while(|c| !c.contains("shutdown"));
+    assert_eq!(before_shutdown.count(), 4, "{calls:#?}");
 }
 
 #[test]
@@ -248,9 +321,13 @@ fn dry_run_prints_changes_and_makes_none() {
     let mark = host.journal_mark();
     let r = plugin(&host, 900, &["--dry-run"]).ok();
     assert!(
-        r.stdout.contains(
-            "would run: pct exec 900 -- env DEBIAN_FRONTEND=noninteractive apt-get install -y"
-        ),
+        r.stdout
+            .contains("[900] would: apt-get install -y vim htop"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("would run: pct exec 900 -- bash -c"),
         "{}",
         r.stdout
     );
@@ -263,6 +340,33 @@ fn dry_run_prints_changes_and_makes_none() {
     assert_eq!(host.mutating_since(mark), Vec::<String>::new());
     assert!(!installed(&host, 900, "htop"));
     assert!(host.snapshots(900).is_empty());
+}
+
+/// A stopped CT: a dry run says it would start it and changes nothing (nothing can be asked
+/// inside a stopped guest); a real run starts it and goes on.
+#[test]
+fn a_stopped_ct_is_started_and_a_dry_run_only_says_so() {
+    let host = host_with(900);
+    host.pct(&["stop", "900"]).ok();
+    let mark = host.journal_mark();
+    let r = plugin(&host, 900, &["--dry-run"]).ok();
+    assert!(
+        r.stdout.contains("would run: pct start 900"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("[900] is stopped; would start it"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(host.mutating_since(mark), Vec::<String>::new());
+    assert!(!host.is_running(900));
+
+    let r = plugin(&host, 900, &[]).ok();
+    assert!(r.stdout.contains("was stopped; started it"), "{}", r.stdout);
+    assert!(installed(&host, 900, "htop"));
+    assert!(host.is_running(900));
 }
 
 #[test]
@@ -290,18 +394,31 @@ fn failed_snapshot_exits_4_and_failed_guest_command_exits_5() {
     assert!(host.snapshots(900).is_empty());
 
     let host = host_with(900);
-    host.set_faults("pct exec 900 apt-get 1\n");
-    // The fault makes the first apt-get call fail like a Proxmox task: `pct exec` failed, not
-    // the command inside (exit 4); and no snapshot of a half-built template.
+    host.set_faults("pct exec 900 bash 1\n");
+    // The fault makes the first script call (the probe) fail like a Proxmox task: `pct exec`
+    // failed, not the command inside (exit 4); nothing installed, no snapshot.
     let r = plugin(&host, 900, &[]).expect_code(4);
-    assert!(r.stderr.contains("pct exec"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("pct exec") && r.stderr.contains("CT 900"),
+        "{}",
+        r.stderr
+    );
+    assert!(!installed(&host, 900, "htop"));
     assert!(host.snapshots(900).is_empty());
     // A command failing inside: a package the mirror does not have.
     let host = host_with(900);
     sh(&host, 900, "echo 'deb [signed-by=/nope.gpg] https://mirror.invalid/ubuntu noble main' > /etc/apt/sources.list.d/broken.list").ok();
     let r = plugin(&host, 900, &[]).expect_code(5);
     assert!(
-        r.stderr.contains("CT 900") && r.stderr.contains("apt-get"),
+        r.stderr.contains("CT 900")
+            && r.stderr.contains("`apt-get update` failed")
+            && r.stderr.contains("mirror.invalid"),
+        "{}",
+        r.stderr
+    );
+    // Other sources answered: the network is up, so this is not waited out.
+    assert!(
+        !r.stderr.contains("network stayed down") && !r.stderr.contains("not up yet"),
         "{}",
         r.stderr
     );
@@ -454,6 +571,46 @@ fn setup_910_runs_portainer_and_its_ui_answers() {
     assert!(!log[log_before..].contains("docker run"), "{log}");
 }
 
+/// A `portainer` container that runs but does not publish the configured UI port: the wait
+/// for the UI polls inside the guest and ends at `behavior.ready_timeout_s` with exit 6,
+/// naming the CT and the URL.
+#[test]
+fn setup_910_times_out_when_the_ui_never_answers() {
+    let host = Host::reference();
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["features"] = "nesting=1,keyctl=1".into());
+    host.edit_hypervisor_config(|c| c["behavior"]["ready_timeout_s"] = 1.into());
+    host.run("create-lxc", ["910"]).ok();
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["portainer_role"] = "none".into());
+    lxc_docker(&host, 910);
+    host.edit_lxc_config(|c| c["lxc_configs"]["910"]["portainer_role"] = "server".into());
+    host.exec(
+        910,
+        &[
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            "portainer",
+            "-p",
+            "9999:9443",
+            "portainer/portainer-ce:2.33.1-lts",
+        ],
+    )
+    .ok();
+    let mark = host.journal_mark();
+    let r = plugin(&host, 910, &[]).expect_code(6);
+    let calls = calls_since(&host, mark);
+    assert!(
+        r.stderr.contains("CT 910")
+            && r.stderr
+                .contains("https://localhost:9443 did not answer within 1 s"),
+        "{}",
+        r.stderr
+    );
+    // The probe, then one wait inside the guest (not one `pct exec` per try).
+    assert_eq!(calls, ["pct exec 910", "pct exec 910"], "{calls:#?}");
+}
+
 #[test]
 fn setup_920_installs_vllm_in_a_venv_and_takes_its_snapshot() {
     let host = host_with(920);
@@ -481,7 +638,9 @@ fn setup_950_serves_the_model_with_the_token_kept_secret() {
     let host = host_with(950);
     lxc_nvidia(&host, 950);
     write_token(&host);
+    let mark = host.journal_mark();
     let r = plugin(&host, 950, &[]).ok();
+    let calls = calls_since(&host, mark);
     let model = "lmstudio-community/Qwen3-Coder-30B-A3B-Instruct-MLX-5bit";
     assert!(r.stdout.contains(model), "{}", r.stdout);
 
@@ -526,6 +685,18 @@ fn setup_950_serves_the_model_with_the_token_kept_secret() {
         );
     }
     assert!(!r.stdout.contains(TOKEN) && !r.stderr.contains(TOKEN));
+    // The probe, one script up to the unit being enabled (the venv and vLLM first), the
+    // token's push, one script that starts the service and waits for it inside.
+    assert_eq!(
+        calls,
+        [
+            "pct exec 950",
+            "pct exec 950",
+            "pct push 950",
+            "pct exec 950"
+        ],
+        "{calls:#?}"
+    );
     let left = std::fs::read_dir(host.path("/var/cache/phoenix_hypervisor/push"))
         .map(|d| d.count())
         .unwrap_or(0);

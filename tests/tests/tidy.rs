@@ -293,6 +293,7 @@ fn guest_values_are_arguments_never_shell_code() {
     // reach them as positional parameters ($1, $2, ...), never by formatting them in.
     let script_arg = [
         ("run_script", 1),
+        ("run_script_unchecked", 1),
         ("query_script", 0),
         ("exec_script", 1),
         ("exec_script_query", 1),

@@ -1,12 +1,14 @@
 //! Setup plugins (`setup-<ctid>`) for the reference configuration. Each plugin is a binary in
 //! `src/bin/` over the plugin SDK of `lib-common` ([`lib_common::sdk`]); this library holds
 //! the pieces several of them share: the checks that lxc-nvidia / lxc-docker did their part,
-//! the vLLM virtual environment, and the vLLM service's unit and token handling.
+//! the vLLM virtual environment, and the vLLM service's unit and token handling. Each piece
+//! comes as its questions (`ask_*`, added to the plugin's one probe) and what it decides from
+//! the answers (a check, or the changes to make), so a plugin looks once and changes once.
 
 use std::time::Duration;
 
 use lib_common::error::{Error, Result};
-use lib_common::sdk::Ct;
+use lib_common::sdk::{Changes, Ct, Facts, Probe, Want};
 
 /// Where the vLLM virtual environment lives.
 pub const VLLM_VENV: &str = "/opt/vllm";
@@ -24,32 +26,51 @@ pub const VLLM_ENV_PATH: &str = "/etc/vllm/vllm.env";
 /// Loading a large model takes minutes; how long `/health` may take to answer.
 pub const VLLM_HEALTH_TIMEOUT: Duration = Duration::from_secs(900);
 
+/// `nvidia-smi`'s driver version per GPU.
+pub const NVIDIA_SMI: &[&str] = &[
+    "nvidia-smi",
+    "--query-gpu=driver_version",
+    "--format=csv,noheader",
+];
+/// The Docker daemon's version (fails when the daemon does not answer).
+pub const DOCKER_VERSION: &[&str] = &["docker", "info", "--format", "{{.ServerVersion}}"];
+/// The Docker daemon's runtimes, as JSON.
+pub const DOCKER_RUNTIMES: &[&str] = &["docker", "info", "--format", "{{json .Runtimes}}"];
+/// Docker's unit.
+pub const DOCKER_UNIT: &str = "docker.service";
+/// `import vllm` in the venv.
+pub const VLLM_IMPORT: &[&str] = &[VLLM_PYTHON, "-c", "import vllm"];
+/// What the venv needs from the distribution.
+pub const VLLM_PACKAGES: &[&str] = &["python3", "python3-venv", "python3-pip"];
+
 fn precondition(msg: String) -> anyhow::Error {
     Error::precondition(msg).into()
 }
 
+/// The questions [`check_nvidia`] needs, added to `probe`.
+pub fn ask_nvidia(probe: Probe) -> Probe {
+    probe.cmd(NVIDIA_SMI)
+}
+
 /// The NVIDIA user space inside answers `nvidia-smi` with exactly the configured
-/// `nvidia_driver_version`, for as many GPUs as `gpu_assignment` names. Exit 3 with a hint to
-/// run lxc-nvidia otherwise.
-pub fn check_nvidia(ct: &Ct) -> Result<()> {
+/// `nvidia_driver_version`, for as many GPUs as `gpu_assignment` names (from the probe's
+/// answers: no call). Exit 3 with a hint to run lxc-nvidia otherwise.
+pub fn check_nvidia(ct: &Ct, facts: &Facts) -> Result<()> {
     let ctid = ct.ctid();
     let want = &ct.configs().lxc.nvidia_driver_version;
     let hint = format!("hint: run `phoenix_hypervisor_lxc_nvidia {ctid}` first");
-    let out = ct.query(&[
-        "nvidia-smi",
-        "--query-gpu=driver_version",
-        "--format=csv,noheader",
-    ])?;
+    let out = facts.cmd(NVIDIA_SMI);
     if out.code == 127 {
         return Err(precondition(format!(
             "CT {ctid}: `nvidia-smi` is not installed in the container\n{hint}"
         )));
     }
     if !out.success() {
+        let msg = format!("{}\n{}", out.stdout.trim(), out.stderr.trim());
         return Err(precondition(format!(
             "CT {ctid}: `nvidia-smi` fails inside the container (exit {}): {}\n{hint}",
             out.code,
-            out.tail(300)
+            msg.trim()
         )));
     }
     let versions: Vec<&str> = out
@@ -77,41 +98,58 @@ pub fn check_nvidia(ct: &Ct) -> Result<()> {
     Ok(())
 }
 
-/// Docker is installed (by lxc-docker), its service enabled and running, and `docker info`
-/// answers. Only the enabling/starting is done here; a missing Docker is exit 3.
-pub fn ensure_docker(ct: &Ct) -> Result<()> {
+/// The questions [`ensure_docker`] needs (and [`check_docker_nvidia_runtime`]'s), added to
+/// `probe`.
+pub fn ask_docker(probe: Probe) -> Probe {
+    probe
+        .unit(DOCKER_UNIT)
+        .packages(&["docker-ce"])
+        .cmd(DOCKER_VERSION)
+        .cmd(DOCKER_RUNTIMES)
+}
+
+/// Docker is installed (by lxc-docker; exit 3 otherwise), its service enabled and running,
+/// and `docker info` answers. Only the enabling/starting is done here, in one call verified
+/// by `docker info` at its end; nothing when the probe's answers say all is well. Returns
+/// whether it changed anything (then the probe's `docker info` answers are stale).
+pub fn ensure_docker(ct: &Ct, facts: &Facts) -> Result<bool> {
     let ctid = ct.ctid();
-    if !ct.package_installed("docker-ce")? {
+    if !facts.installed("docker-ce") {
         return Err(precondition(format!(
             "CT {ctid}: Docker (docker-ce) is not installed in the container\nhint: run `phoenix_hypervisor_lxc_docker {ctid}` first (it needs `nesting=1` in features)"
         )));
     }
-    ct.ensure_service("docker.service")?;
-    if ct.dry_run() && ct.changes() > 0 {
-        return Ok(());
+    let changes = Want::new().service(DOCKER_UNIT).changes(ctid, facts)?;
+    if changes.is_empty() {
+        let out = facts.cmd(DOCKER_VERSION);
+        if !out.success() {
+            return Err(Error::guest(format!(
+                "CT {ctid}: `docker info` fails inside the container (exit {}): {}",
+                out.code,
+                out.stderr.trim()
+            ))
+            .into());
+        }
+        ct.say(&format!("docker {} is running", out.stdout.trim()));
+        return Ok(false);
     }
-    let out = ct.query(&["docker", "info", "--format", "{{.ServerVersion}}"])?;
-    if !out.success() {
-        return Err(Error::guest(format!(
-            "CT {ctid}: `docker info` fails inside the container (exit {}): {}",
-            out.code,
-            out.tail(300)
-        ))
-        .into());
+    ct.apply(&changes.check(DOCKER_VERSION))?;
+    if !ct.dry_run() {
+        ct.say("docker is enabled and running");
     }
-    ct.say(&format!("docker {} is running", out.stdout.trim()));
-    Ok(())
+    Ok(true)
 }
 
-/// Docker lists the `nvidia` runtime (lxc-docker configured the NVIDIA container toolkit).
-pub fn check_docker_nvidia_runtime(ct: &Ct) -> Result<()> {
+/// Docker lists the `nvidia` runtime (lxc-docker configured the NVIDIA container toolkit),
+/// from `facts` (answers to [`ask_docker`] taken while Docker ran).
+pub fn check_docker_nvidia_runtime(ct: &Ct, facts: &Facts) -> Result<()> {
     let ctid = ct.ctid();
-    let out = ct.query(&["docker", "info", "--format", "{{json .Runtimes}}"])?;
+    let out = facts.cmd(DOCKER_RUNTIMES);
     if !out.success() {
         return Err(Error::guest(format!(
             "CT {ctid}: `docker info` fails inside the container (exit {}): {}",
             out.code,
-            out.tail(300)
+            out.stderr.trim()
         ))
         .into());
     }
@@ -134,42 +172,34 @@ pub fn check_docker_nvidia_runtime(ct: &Ct) -> Result<()> {
     Ok(())
 }
 
-/// vLLM in the virtual environment [`VLLM_VENV`], importable. Creates the venv and installs
-/// [`VLLM_REQUIREMENT`] only when `import vllm` fails.
-pub fn ensure_vllm_venv(ct: &Ct) -> Result<()> {
-    let ctid = ct.ctid();
-    if vllm_importable(ct)? {
+/// The questions [`vllm_venv_changes`] needs, added to `probe`.
+pub fn ask_vllm(probe: Probe) -> Probe {
+    probe
+        .cmd(VLLM_IMPORT)
+        .packages(VLLM_PACKAGES)
+        .exists(VLLM_PYTHON)
+}
+
+/// What it takes to have vLLM importable in the virtual environment [`VLLM_VENV`]: nothing
+/// when `import vllm` works there; otherwise the missing Python packages, the venv (when it
+/// has no interpreter), `pip install` of [`VLLM_REQUIREMENT`], and `import vllm` to verify.
+pub fn vllm_venv_changes(ct: &Ct, facts: &Facts) -> Changes {
+    if facts.cmd(VLLM_IMPORT).success() {
         ct.say("vLLM is importable in /opt/vllm");
-        return Ok(());
+        return Changes::new();
     }
-    ct.ensure_packages(&["python3", "python3-venv", "python3-pip"])?;
-    if !ct.file_exists(VLLM_PYTHON)? {
-        ct.say("creating the virtual environment /opt/vllm");
-        ct.run(&["python3", "-m", "venv", VLLM_VENV])?;
+    let mut c = Changes::new().install(&facts.missing(VLLM_PACKAGES));
+    if !facts.exists(VLLM_PYTHON) {
+        c = c.cmd(&["python3", "-m", "venv", VLLM_VENV]);
     }
-    ct.say(&format!("installing {VLLM_REQUIREMENT} into /opt/vllm"));
-    ct.run(&[
+    c.cmd(&[
         "/opt/vllm/bin/pip",
         "install",
         "--no-input",
         "--disable-pip-version-check",
         VLLM_REQUIREMENT,
-    ])?;
-    if ct.dry_run() {
-        return Ok(());
-    }
-    if !vllm_importable(ct)? {
-        return Err(Error::guest(format!(
-            "CT {ctid}: `{VLLM_PYTHON} -c 'import vllm'` still fails after installing {VLLM_REQUIREMENT}"
-        ))
-        .into());
-    }
-    ct.say("vLLM installed and importable");
-    Ok(())
-}
-
-fn vllm_importable(ct: &Ct) -> Result<bool> {
-    Ok(ct.query(&[VLLM_PYTHON, "-c", "import vllm"])?.success())
+    ])
+    .check(VLLM_IMPORT)
 }
 
 /// One argument of a systemd `ExecStart=` line: double-quoted, with `\` and `"` escaped and

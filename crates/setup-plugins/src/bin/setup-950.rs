@@ -4,9 +4,13 @@
 //! `core_paths.hf_token_file`, if present) reaches the service only through the 0600
 //! environment file `/etc/vllm/vllm.env`: never on a command line or in the log. With GPUs
 //! assigned, `nvidia-smi` must see them with the configured driver first (exit 3 otherwise).
+//!
+//! One call looks at everything (the service answering included); when something differs, one
+//! script writes the unit, reloads systemd, enables and (re)starts the service and waits for
+//! `/health` inside the guest (with a new token: a `pct push` and a second script).
 
 use lib_common::error::{Error, Result};
-use lib_common::sdk::{self, Ct};
+use lib_common::sdk::{self, Ct, Want};
 use setup_plugins::{
     VLLM_ENV_PATH, VLLM_HEALTH_TIMEOUT, VLLM_PORT, VLLM_UNIT, VLLM_UNIT_PATH, read_hf_token,
     vllm_model, vllm_unit,
@@ -19,61 +23,66 @@ fn main() -> std::process::ExitCode {
         |ct| {
             let model = vllm_model(ct)?;
             let tp = ct.spec().vllm_tensor_parallel_size.unwrap_or(1);
+            let mut want = Want::new().file(VLLM_UNIT_PATH, &vllm_unit(&model, tp), 0o644);
+            match read_hf_token(ct)? {
+                Some(token) => {
+                    want = want.dir("/etc/vllm", 0o700).secret_file(
+                        VLLM_ENV_PATH,
+                        format!("HF_TOKEN={token}\n").as_bytes(),
+                        0o600,
+                    );
+                }
+                None => ct.say(&format!(
+                    "no Hugging Face token file at `{}`; models are downloaded anonymously",
+                    ct.configs().hypervisor.core_paths.hf_token_file
+                )),
+            }
+            let want = want.service(VLLM_UNIT);
+
+            let base = format!("http://localhost:{VLLM_PORT}");
+            let health = format!("{base}/health");
+            let models = format!("{base}/v1/models");
+            let health_get = ["curl", "-fsSk", "--max-time", "10", health.as_str()];
+            let models_get = ["curl", "-fsSk", "--max-time", "10", models.as_str()];
+            let mut probe = setup_plugins::ask_vllm(want.probe())
+                .cmd(&health_get)
+                .cmd(&models_get);
             // vLLM on GPUs it cannot see would only fail at start, after the health timeout.
             if ct.spec().has_gpus() {
-                setup_plugins::check_nvidia(ct)?;
+                probe = setup_plugins::ask_nvidia(probe);
             }
-            setup_plugins::ensure_vllm_venv(ct)?;
-            let was_active = ct.service_active(VLLM_UNIT)?;
-            let mut changed =
-                ct.ensure_file(VLLM_UNIT_PATH, vllm_unit(&model, tp).as_bytes(), 0o644)?;
-            if changed {
-                ct.daemon_reload()?;
+            let facts = ct.probe(&probe)?;
+            if ct.spec().has_gpus() {
+                setup_plugins::check_nvidia(ct, &facts)?;
             }
-            changed |= ensure_token(ct)?;
-            ct.ensure_service(VLLM_UNIT)?;
-            if changed && was_active {
-                ct.restart_service(VLLM_UNIT)?;
+
+            let mut changes =
+                setup_plugins::vllm_venv_changes(ct, &facts).then(want.changes(ct.ctid(), &facts)?);
+            let listed = facts.cmd(&models_get);
+            let serving = facts.cmd(&health_get).success()
+                && listed.success()
+                && model_listed(ct, &listed.stdout, &model).is_ok();
+            if !changes.is_empty() || !serving {
+                changes = changes
+                    .wait_http(&health, VLLM_HEALTH_TIMEOUT)
+                    .wait_http(&models, ct.ready_timeout());
             }
+            let applied = ct.apply(&changes)?;
             if ct.dry_run() {
                 return Ok(());
             }
-            let base = format!("http://localhost:{VLLM_PORT}");
-            ct.wait_http(&format!("{base}/health"), VLLM_HEALTH_TIMEOUT)?;
-            check_model_listed(ct, &base, &model)?;
+            let body = applied.body(&models).unwrap_or(&listed.stdout);
+            model_listed(ct, body, &model)?;
             ct.say(&format!("vLLM serves `{model}` on port {VLLM_PORT}"));
             Ok(())
         },
     )
 }
 
-/// The token file on the host → `/etc/vllm/vllm.env` (0600). Returns whether it changed.
-fn ensure_token(ct: &Ct) -> Result<bool> {
-    let Some(token) = read_hf_token(ct)? else {
-        ct.say(&format!(
-            "no Hugging Face token file at `{}`; models are downloaded anonymously",
-            ct.configs().hypervisor.core_paths.hf_token_file
-        ));
-        return Ok(false);
-    };
-    ct.ensure_dir("/etc/vllm", 0o700)?;
-    let changed = ct.ensure_file(
-        VLLM_ENV_PATH,
-        format!("HF_TOKEN={token}\n").as_bytes(),
-        0o600,
-    )?;
-    if changed {
-        ct.say(&format!(
-            "wrote the Hugging Face token to {VLLM_ENV_PATH} (0600)"
-        ));
-    }
-    Ok(changed)
-}
-
-fn check_model_listed(ct: &Ct, base: &str, model: &str) -> Result<()> {
+/// `/v1/models` answered `body`, which lists `model`.
+fn model_listed(ct: &Ct, body: &str, model: &str) -> Result<()> {
     let ctid = ct.ctid();
-    let body = ct.http_get(&format!("{base}/v1/models"))?;
-    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| {
         Error::guest(format!(
             "CT {ctid}: /v1/models answered something that is not JSON ({e})"
         ))
