@@ -79,29 +79,6 @@ fn mentions_network_down(out: &ExecOutput) -> bool {
 pub const READ_OPT_SCRIPT: &str = r#"[ -e "$1" ] || exit 100
 exec cat -- "$1""#;
 
-/// Prints `systemctl is-enabled "$1"` and `systemctl is-active "$1"` on two lines (an empty
-/// line where one printed nothing).
-pub const SERVICE_STATE_SCRIPT: &str = r#"e=$(systemctl is-enabled "$1" 2>/dev/null)
-a=$(systemctl is-active "$1" 2>/dev/null)
-printf '%s\n%s\n' "$e" "$a""#;
-
-/// `apt-get update`, then `apt-get install` of `$@` with no questions and changed config files
-/// kept: one `pct exec` for what used to be two.
-pub const APT_UPDATE_INSTALL_SCRIPT: &str = r#"export DEBIAN_FRONTEND=noninteractive
-apt-get update -q || exit
-exec apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@""#;
-
-/// Writes `$3` to `$1` with mode `$2`: a temporary file in the same directory (created if
-/// needed), renamed over `$1`, so a reader never sees half a file.
-pub const WRITE_FILE_SCRIPT: &str = r#"set -e
-mkdir -p -- "$(dirname -- "$1")"
-t=$(mktemp -- "$1.XXXXXX")
-trap 'rm -f -- "$t"' EXIT
-printf '%s' "$3" >"$t"
-chmod -- "$2" "$t"
-mv -f -- "$t" "$1"
-trap - EXIT"#;
-
 /// The exit code of [`READ_OPT_SCRIPT`] for a file that does not exist.
 pub const READ_OPT_ABSENT: i32 = 100;
 
@@ -146,144 +123,6 @@ impl<'a> Guest<'a> {
     /// The Proxmox client it goes through.
     pub fn pct(&self) -> &'a PctClient {
         self.pct
-    }
-
-    /// Those of `packages` that are not installed, in their order (one `dpkg-query` call).
-    pub fn missing_packages(&self, packages: &[&str]) -> Result<Vec<String>> {
-        if let Some(bad) = packages.iter().find(|p| !PACKAGE_NAME.is_match(p)) {
-            return Err(Error::config(format!(
-                "CT {}: `{bad}` is not a valid Debian package name",
-                self.ctid
-            ))
-            .into());
-        }
-        if packages.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut argv = vec![
-            "dpkg-query",
-            "-W",
-            "-f",
-            "${Package}\t${db:Status-Status}\n",
-        ];
-        argv.extend_from_slice(packages);
-        // Exit 1 when some are unknown to dpkg: the installed ones are still listed.
-        let out = self.query(&argv)?;
-        if out.code != 0 && out.code != 1 {
-            return Err(Error::guest(format!(
-                "CT {}: `dpkg-query -W` failed (exit {}): {}",
-                self.ctid,
-                out.code,
-                out.tail(TAIL)
-            ))
-            .into());
-        }
-        let installed: Vec<&str> = out
-            .stdout
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .filter(|(_, status)| status.trim() == "installed")
-            .map(|(name, _)| name.trim())
-            .collect();
-        Ok(packages
-            .iter()
-            .filter(|p| !installed.contains(p))
-            .map(|p| p.to_string())
-            .collect())
-    }
-
-    /// `apt-get update`. apt reports sources it could not reach as warnings and exits 0, so
-    /// a network that is down shows only in its output: that is retried and, when it stays
-    /// down, an error too (an install from stale or empty lists would fail less clearly).
-    pub fn apt_update(&self) -> Result<()> {
-        let argv = ["apt-get", "update", "-q"];
-        self.with_network_retry(
-            &display_argv(&argv),
-            || self.pct.exec(self.ctid, &argv),
-            |out| out.success() && !mentions_network_down(out),
-        )
-        .map(drop)
-    }
-
-    /// `apt-get install -y PACKAGES` with no questions (debconf non-interactive) and changed
-    /// config files kept.
-    pub fn apt_install(&self, packages: &[&str]) -> Result<()> {
-        let mut argv = vec![
-            "env",
-            "DEBIAN_FRONTEND=noninteractive",
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "-o",
-            "Dpkg::Options::=--force-confdef",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-        ];
-        argv.extend_from_slice(packages);
-        self.run(&argv).map(drop)
-    }
-
-    /// Install those of `packages` that are missing (after an `apt-get update`); nothing when
-    /// all are installed. Returns whether it installed anything. Two calls at most: the check
-    /// and [`Guest::apt_update_install`].
-    pub fn ensure_packages(&self, packages: &[&str]) -> Result<bool> {
-        let missing = self.missing_packages(packages)?;
-        if missing.is_empty() {
-            return Ok(false);
-        }
-        self.apt_update_install(&missing.iter().map(String::as_str).collect::<Vec<_>>())?;
-        Ok(true)
-    }
-
-    /// `apt-get update`, then `apt-get install -y PACKAGES` as [`Guest::apt_install`], in one
-    /// `pct exec` ([`APT_UPDATE_INSTALL_SCRIPT`]). A network that is down (apt's warnings, an
-    /// install that cannot download) is retried as [`Guest::run`] does.
-    pub fn apt_update_install(&self, packages: &[&str]) -> Result<()> {
-        if let Some(bad) = packages.iter().find(|p| !PACKAGE_NAME.is_match(p)) {
-            return Err(Error::config(format!(
-                "CT {}: `{bad}` is not a valid Debian package name",
-                self.ctid
-            ))
-            .into());
-        }
-        let label = format!(
-            "apt-get update && apt-get install -y {}",
-            packages.join(" ")
-        );
-        self.run_script(&label, APT_UPDATE_INSTALL_SCRIPT, packages)
-            .map(drop)
-    }
-
-    /// Write `content` to `dest` with `perms` in one `pct exec`, the content passed as an
-    /// argument ([`WRITE_FILE_SCRIPT`]: a temporary file beside `dest`, renamed over it, the
-    /// directory created). For files that are not secret (apt sources, daemon.json, unit
-    /// files): an argument is visible in the host's process list while the call runs, so a
-    /// secret goes through [`Guest::write_file`] (`pct push` of a 0600 file). Content over
-    /// 64 KiB goes through `pct push` too (the kernel limits one argument to 128 KiB).
-    pub fn write_public_file(&self, dest: &str, content: &str, perms: &str) -> Result<()> {
-        if content.len() > 64 * 1024 || content.contains('\0') {
-            return self.write_file(dest, content.as_bytes(), perms);
-        }
-        if self.pct.dry_run() {
-            println!(
-                "would write {} bytes to `{dest}` in CT {} (mode {perms})",
-                content.len(),
-                self.ctid
-            );
-            return Ok(());
-        }
-        log::info!(
-            "[{}] write `{dest}` ({} bytes, mode {perms})",
-            self.ctid,
-            content.len()
-        );
-        self.run_script(
-            &format!("write {dest}"),
-            WRITE_FILE_SCRIPT,
-            &[dest, perms, content],
-        )
-        .map(drop)
     }
 
     fn check(&self, what: &str, out: ExecOutput) -> Result<ExecOutput> {
@@ -418,22 +257,6 @@ impl<'a> Guest<'a> {
                 .stdout
                 .lines()
                 .any(|l| l.trim() == "Status: install ok installed"))
-    }
-
-    /// Whether `unit` is enabled and whether it is active, in one call ([`SERVICE_STATE_SCRIPT`]):
-    /// `systemctl is-enabled` prints `enabled`, `systemctl is-active` prints `active`.
-    pub fn service_state(&self, unit: &str) -> Result<(bool, bool)> {
-        let out = self.query_script(SERVICE_STATE_SCRIPT, &[unit])?;
-        let mut lines = out.stdout.lines().map(str::trim);
-        let enabled = lines.next() == Some("enabled");
-        let active = lines.next() == Some("active");
-        Ok((enabled, active))
-    }
-
-    /// `systemctl is-enabled UNIT` prints `enabled`.
-    pub fn service_enabled(&self, unit: &str) -> Result<bool> {
-        let out = self.query(&["systemctl", "is-enabled", unit])?;
-        Ok(out.success() && out.stdout.trim() == "enabled")
     }
 
     /// `systemctl is-active UNIT` prints `active`.
@@ -605,18 +428,6 @@ mod tests {
     #[test]
     fn a_network_that_stays_down_reports_the_last_error() {
         let d = tempfile::tempdir().unwrap();
-        // apt-get update exits 0 with warnings when it cannot resolve anything.
-        let pct = fake_pct(
-            d.path(),
-            "echo \"W: Failed to fetch http://archive.ubuntu.com/ubuntu/dists/noble/InRelease  Temporary failure resolving 'archive.ubuntu.com'\" >&2; exit 0",
-        );
-        let g = Guest::new(&pct, Ctid(950)).with_network_timeout(Duration::ZERO);
-        let err = g.apt_update().unwrap_err();
-        assert_eq!(crate::error::exit_code(&err), 5);
-        let msg = err.to_string();
-        assert!(msg.contains("network stayed down"), "{msg}");
-        assert!(msg.contains("Temporary failure resolving"), "{msg}");
-        let d = tempfile::tempdir().unwrap();
         let pct = fake_pct(
             d.path(),
             "echo 'curl: (6) Could not resolve host: download.docker.com' >&2; exit 6",
@@ -625,7 +436,10 @@ mod tests {
         let err = g
             .run_script("download", "curl -fsSL \"$1\"", &["https://x/"])
             .unwrap_err();
-        assert!(err.to_string().contains("Could not resolve host"), "{err}");
+        assert_eq!(crate::error::exit_code(&err), 5);
+        let msg = err.to_string();
+        assert!(msg.contains("network stayed down"), "{msg}");
+        assert!(msg.contains("Could not resolve host"), "{msg}");
     }
 
     #[test]
@@ -643,7 +457,6 @@ esac"#,
         let g = Guest::new(&pct, Ctid(950));
         assert!(g.package_installed("docker-ce").unwrap());
         assert!(!g.package_installed("nvtop").unwrap());
-        assert!(!g.service_enabled("docker").unwrap());
         assert!(g.service_active("docker").unwrap());
         assert!(g.file_exists("/etc/hosts").unwrap());
         assert!(!g.file_exists("/nope").unwrap());

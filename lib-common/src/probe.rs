@@ -226,7 +226,7 @@ impl Probe {
             };
             let code = code.parse().map_err(|_| bad("a malformed exit code"))?;
             let text = |b: &str| -> Result<String> {
-                let bytes = base64_decode(b).ok_or_else(|| bad("malformed base64"))?;
+                let bytes = decode_base64(b).ok_or_else(|| bad("malformed base64"))?;
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             };
             answers.insert(
@@ -316,8 +316,9 @@ impl Facts {
     }
 }
 
-/// Standard base64 (RFC 4648, with padding), as `base64 -w0` prints it. `None` when malformed.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
+/// Standard base64 (RFC 4648, with padding), as `base64 -w0` prints it (a probe's answers and
+/// other framed guest output), decoded; `None` when malformed.
+pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
     fn val(c: u8) -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',
@@ -349,25 +350,19 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Standard base64 as `base64 -w0` prints it (what a probe's answers and other framed guest
-/// output use), decoded; `None` when malformed.
-pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    base64_decode(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn base64_round_trips_what_coreutils_prints() {
-        assert_eq!(base64_decode("").unwrap(), b"");
-        assert_eq!(base64_decode("Zg==").unwrap(), b"f");
-        assert_eq!(base64_decode("Zm8=").unwrap(), b"fo");
-        assert_eq!(base64_decode("Zm9v").unwrap(), b"foo");
-        assert_eq!(base64_decode("aGVsbG8KIHdvcmxk").unwrap(), b"hello\n world");
-        assert!(base64_decode("Zm9").is_none());
-        assert!(base64_decode("Zm9*").is_none());
+        assert_eq!(decode_base64("").unwrap(), b"");
+        assert_eq!(decode_base64("Zg==").unwrap(), b"f");
+        assert_eq!(decode_base64("Zm8=").unwrap(), b"fo");
+        assert_eq!(decode_base64("Zm9v").unwrap(), b"foo");
+        assert_eq!(decode_base64("aGVsbG8KIHdvcmxk").unwrap(), b"hello\n world");
+        assert!(decode_base64("Zm9").is_none());
+        assert!(decode_base64("Zm9*").is_none());
     }
 
     /// Runs the real script with bash on this machine (stand-ins for dpkg-query and systemctl

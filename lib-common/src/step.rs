@@ -307,15 +307,21 @@ pub fn ensure_running(pct: &PctClient, ctid: Ctid, timeout: Duration) -> Result<
             Err(e) => return Err(e),
         }
     }
-    let started = match pct.require_exists(ctid)? {
-        CtStatus::Running => false,
-        _ => {
-            pct.start(ctid)?;
-            true
-        }
-    };
+    let started = start_unless_running(pct, ctid)?;
     wait_ready(pct, ctid, timeout)?;
     Ok(started)
+}
+
+/// `pct start` unless `pct status` says it runs (a missing CT is a precondition error).
+/// Returns whether it started it.
+fn start_unless_running(pct: &PctClient, ctid: Ctid) -> Result<bool> {
+    match pct.require_exists(ctid)? {
+        CtStatus::Running => Ok(false),
+        _ => {
+            pct.start(ctid)?;
+            Ok(true)
+        }
+    }
 }
 
 /// [`ensure_running`] and a [`Probe`](crate::probe::Probe) in one call when the CT runs: the
@@ -335,13 +341,7 @@ pub fn ensure_running_probe(
         Err(e) if crate::error::kind_of(&e) == crate::error::ErrorKind::Precondition => {}
         Err(e) => return Err(e),
     }
-    let started = match pct.require_exists(ctid)? {
-        CtStatus::Running => false,
-        _ => {
-            pct.start(ctid)?;
-            true
-        }
-    };
+    let started = start_unless_running(pct, ctid)?;
     if pct.dry_run() && started {
         return Ok((true, None));
     }

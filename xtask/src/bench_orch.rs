@@ -411,15 +411,17 @@ fn pct_calls(r: &RunStats) -> usize {
         .count()
 }
 
-/// Figures recorded before issue 14 (the commit before it, same measurement), for the table.
+/// Figures measured before issue 14 (binaries of commit 91b6733, the one before it, run by
+/// `bench-orch --debug --calls-only --before` against this pve-sim on 2026-11-30), for the
+/// table when `--before` is not given.
 const BEFORE: &[(&str, &str)] = &[
     (
         "reference, real steps",
-        "build 64.1, no-op re-run 3.0 pct calls per CT",
+        "build 64.1 pct calls per CT (449), no-op re-run 21 in all; call 300: --jobs 1 169.86 s, --jobs 4 128.71 s, debug build",
     ),
     (
         "generated tree, 50 CTs",
-        "build about 79 (3,968 journal calls), no-op re-run 2.0 pct calls per CT",
+        "build 23.1 pct calls per CT (1154), no-op re-run 150 in all; call 300: --jobs 1 438.54 s, --jobs 4 138.42 s, debug build",
     ),
 ];
 

@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
+use lib_common::config::Ctid;
 use lib_common::error::{Error, Result};
-use lib_common::sdk::{Changes, Ct, Facts, Probe, Want};
+use lib_common::sdk::{Changes, CmdResult, Ct, Facts, Probe, Want};
 
 /// Where the vLLM virtual environment lives.
 pub const VLLM_VENV: &str = "/opt/vllm";
@@ -123,12 +124,7 @@ pub fn ensure_docker(ct: &Ct, facts: &Facts) -> Result<bool> {
     if changes.is_empty() {
         let out = facts.cmd(DOCKER_VERSION);
         if !out.success() {
-            return Err(Error::guest(format!(
-                "CT {ctid}: `docker info` fails inside the container (exit {}): {}",
-                out.code,
-                out.stderr.trim()
-            ))
-            .into());
+            return Err(docker_info_failed(ctid, out));
         }
         ct.say(&format!("docker {} is running", out.stdout.trim()));
         return Ok(false);
@@ -140,18 +136,23 @@ pub fn ensure_docker(ct: &Ct, facts: &Facts) -> Result<bool> {
     Ok(true)
 }
 
+/// `docker info` failed inside CT `ctid`: a Guest error (exit 5) with its exit code and stderr.
+fn docker_info_failed(ctid: Ctid, out: &CmdResult) -> anyhow::Error {
+    Error::guest(format!(
+        "CT {ctid}: `docker info` fails inside the container (exit {}): {}",
+        out.code,
+        out.stderr.trim()
+    ))
+    .into()
+}
+
 /// Docker lists the `nvidia` runtime (lxc-docker configured the NVIDIA container toolkit),
 /// from `facts` (answers to [`ask_docker`] taken while Docker ran).
 pub fn check_docker_nvidia_runtime(ct: &Ct, facts: &Facts) -> Result<()> {
     let ctid = ct.ctid();
     let out = facts.cmd(DOCKER_RUNTIMES);
     if !out.success() {
-        return Err(Error::guest(format!(
-            "CT {ctid}: `docker info` fails inside the container (exit {}): {}",
-            out.code,
-            out.stderr.trim()
-        ))
-        .into());
+        return Err(docker_info_failed(ctid, out));
     }
     let runtimes: serde_json::Value = serde_json::from_str(out.stdout.trim()).map_err(|e| {
         Error::guest(format!(
