@@ -326,7 +326,7 @@ fn start_unless_running(pct: &PctClient, ctid: Ctid) -> Result<bool> {
 
 /// [`ensure_running`] and a [`Probe`](crate::probe::Probe) in one call when the CT runs: the
 /// probe waits for readiness inside the guest, then answers. A CT that is not running is
-/// started (then probed: two more calls). Returns whether it started the CT, and the answers;
+/// started (then probed: two more calls, no `pct status`). Returns whether it started the CT, and the answers;
 /// in dry-run mode a CT that is not running is reported as "would start" and the answers are
 /// `None` (nothing can be asked of a stopped guest).
 pub fn ensure_running_probe(
@@ -341,14 +341,18 @@ pub fn ensure_running_probe(
         Err(e) if crate::error::kind_of(&e) == crate::error::ErrorKind::Precondition => {}
         Err(e) => return Err(e),
     }
-    let started = start_unless_running(pct, ctid)?;
-    if pct.dry_run() && started {
+    // `pct exec` refused: the CT is missing or not running. Its conf file tells which without
+    // a call (a missing one gets `pct status`'s precondition error, naming it).
+    if !crate::conffile::ConfFile::path_for(ctid).exists() {
+        pct.require_exists(ctid)?;
+    }
+    pct.start(ctid)?;
+    if pct.dry_run() {
         return Ok((true, None));
     }
-    // Just started: `pct exec` may need a moment to attach (wait_ready retries that), then
-    // the probe waits for the boot inside.
-    wait_ready(pct, ctid, timeout)?;
-    Ok((started, Some(probe.run(pct, ctid)?)))
+    // On Proxmox `pct exec` works once `pct start` returned (`PVE::LXC::vm_start` waits for
+    // `lxc-wait -s RUNNING`); the probe then waits for the boot inside: three calls in all.
+    Ok((true, Some(probe.run(pct, ctid)?)))
 }
 
 #[cfg(test)]

@@ -367,6 +367,20 @@ fn a_stopped_ct_is_started_and_a_dry_run_only_says_so() {
     assert!(r.stdout.contains("was stopped; started it"), "{}", r.stdout);
     assert!(installed(&host, 900, "htop"));
     assert!(host.is_running(900));
+
+    // Converged and found stopped: the refused probe, `pct start`, the probe (no `pct status`:
+    // the conf file says the CT exists).
+    host.pct(&["stop", "900"]).ok();
+    let mark = host.journal_mark();
+    plugin(&host, 900, &[]).ok();
+    let calls: Vec<String> = host
+        .journal_since(mark)
+        .into_iter()
+        .filter(|e| e.argv[0] == "pct")
+        .map(|e| e.subcommand().to_string())
+        .collect();
+    assert_eq!(calls, ["exec", "start", "exec"]);
+    assert!(host.is_running(900));
 }
 
 #[test]
