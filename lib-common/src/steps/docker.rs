@@ -249,12 +249,30 @@ pub const BASE_PACKAGES: [&str; 2] = ["ca-certificates", "curl"];
 pub const OS_RELEASE: &str = "/etc/os-release";
 /// The guest's Debian architecture, asked in the probe.
 pub const ARCH_CMD: [&str; 2] = ["dpkg", "--print-architecture"];
+/// How long the probe lets a Docker command run: a hung daemon fails the step (exit 124 from
+/// coreutils' `timeout`) instead of hanging it.
+pub const DOCKER_PROBE_TIMEOUT_S: &str = "60";
 /// The daemon's answer and storage driver, asked in the probe.
-pub const INFO_CMD: [&str; 4] = ["docker", "info", "--format", "{{.Driver}}"];
+pub const INFO_CMD: [&str; 6] = [
+    "timeout",
+    DOCKER_PROBE_TIMEOUT_S,
+    "docker",
+    "info",
+    "--format",
+    "{{.Driver}}",
+];
 /// The smoke test as the probe runs it: only with an image already there (`--pull=never`), so
 /// the probe stays read-only in effect and needs no network. When it fails (no image yet, no
 /// daemon), the setup script runs the real smoke test, which may pull.
-pub const SMOKE_PROBE_CMD: [&str; 5] = ["docker", "run", "--rm", "--pull=never", SMOKE_IMAGE];
+pub const SMOKE_PROBE_CMD: [&str; 7] = [
+    "timeout",
+    DOCKER_PROBE_TIMEOUT_S,
+    "docker",
+    "run",
+    "--rm",
+    "--pull=never",
+    SMOKE_IMAGE,
+];
 /// What [`APPLY_SCRIPT`] prints on stderr when its smoke test fails.
 pub const SMOKE_FAILED: &str = "phoenix-docker: smoke test";
 /// The line of [`APPLY_SCRIPT`]'s stdout that names the storage driver (`docker info`).
@@ -394,7 +412,7 @@ impl Action {
             Action::Service { restart: false } => {
                 run("systemctl enable docker && systemctl start docker")
             }
-            Action::Info => run(&crate::pct::display_argv(&INFO_CMD)),
+            Action::Info => run(&crate::pct::display_argv(&INFO_CMD[2..])),
             Action::Container { args, .. } => run(&format!(
                 "docker {}",
                 crate::pct::display_argv(&args.iter().map(String::as_str).collect::<Vec<_>>())
