@@ -347,6 +347,20 @@ impl Host {
         self.pct(&["status", &ctid.to_string()]).stdout.trim() == "status: running"
     }
 
+    /// Hold CT `ctid`'s config lock (`/run/lock/lxc/pve-config-<ctid>.lock`, the flock Proxmox
+    /// takes around conf edits) as another process would, until the returned file is dropped.
+    pub fn hold_conf_lock(&self, ctid: u32) -> std::fs::File {
+        let path = self.path(&format!("/run/lock/lxc/pve-config-{ctid}.lock"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let lock = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .unwrap();
+        lock.lock().unwrap();
+        lock
+    }
+
     /// Write pve-sim's faults file.
     pub fn set_faults(&self, rules: &str) {
         let p = self.path("/etc/pve-sim/faults");
@@ -496,4 +510,22 @@ pub fn assert_step_cli(bin: &str, program: &str, takes_ctid: bool) {
     }
     let bad = run(&["abc", "x", "y"]).expect_code(2);
     assert!(bad.stderr.starts_with("error: "), "{}", bad.stderr);
+}
+
+/// Wait (at most 60 s, else panic) until no process of group `pgid` is left: e.g. the
+/// orphaned steps of a run the test killed.
+pub fn wait_group_gone(pgid: u32) {
+    let t = std::time::Instant::now();
+    while Command::new("kill")
+        .args(["-0", "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "processes of group {pgid} linger"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

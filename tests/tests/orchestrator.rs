@@ -14,7 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use phoenix_e2e::{Host, Run};
+use phoenix_e2e::{Host, Run, wait_group_gone};
 
 const ALL: [u32; 7] = [900, 901, 902, 903, 910, 920, 950];
 const GPU: [u32; 4] = [901, 903, 920, 950];
@@ -425,23 +425,6 @@ fn failed_template_clone_skips_its_descendants_and_a_rerun_converges() {
         Vec::<String>::new(),
         "finished CTs were touched again"
     );
-}
-
-/// Wait until no process of group `pgid` is left (the orphaned step of a killed run).
-fn wait_group_gone(pgid: u32) {
-    let t = Instant::now();
-    while std::process::Command::new("kill")
-        .args(["-0", "--", &format!("-{pgid}")])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "processes of group {pgid} linger"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -270,14 +270,7 @@ fn devn_set_on_a_running_8_4_ct_is_made_live_by_a_restart() {
 fn a_conf_edit_waits_for_the_config_lock_held_by_another_process() {
     let host = host_901("8.4.1");
     set_mode(&host, "lxc");
-    let lock_path = host.path("/run/lock/lxc/pve-config-901.lock");
-    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
-    let lock = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&lock_path)
-        .unwrap();
-    lock.lock().unwrap();
+    let lock = host.hold_conf_lock(901);
     let conf_before = host.conf(901).unwrap();
     let mut child = host
         .command("lxc-nvidia")
@@ -322,14 +315,7 @@ fn a_conf_edit_waits_for_the_config_lock_held_by_another_process() {
 fn a_config_lock_that_stays_held_is_exit_6_and_nothing_changes() {
     let host = host_901("8.4.1");
     set_mode(&host, "lxc");
-    let lock_path = host.path("/run/lock/lxc/pve-config-901.lock");
-    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
-    let lock = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&lock_path)
-        .unwrap();
-    lock.lock().unwrap();
+    let lock = host.hold_conf_lock(901);
     let conf = host.conf(901).unwrap();
     let mark = host.journal_mark();
     let r = nvidia(&host, &["901"]).expect_code(6);

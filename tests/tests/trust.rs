@@ -14,7 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use phoenix_e2e::{Host, OSTEMPLATE};
+use phoenix_e2e::{Host, OSTEMPLATE, wait_group_gone};
 
 /// Reference host, installed, stubs for lxc-nvidia and lxc-docker, no setup programs.
 fn host() -> Host {
@@ -97,23 +97,6 @@ fn signal(target: &str, sig: &str) {
         .unwrap()
         .success();
     assert!(ok, "kill {sig} {target} failed");
-}
-
-/// Wait until no process of group `pgid` is left.
-fn wait_group_gone(pgid: u32) {
-    let t = Instant::now();
-    while std::process::Command::new("kill")
-        .args(["-0", "--", &format!("-{pgid}")])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "processes of group {pgid} linger"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Processes that work on this simulated host (their environment names its root).
